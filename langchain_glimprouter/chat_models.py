@@ -156,16 +156,7 @@ class GlimpRouterChatModel(BaseChatModel):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if math.isnan(self.threshold) or self.threshold < 0:
-            raise InvalidArgumentError(
-                f"threshold must be >= 0 nats (got {self.threshold}); 0 sends every step to "
-                "the large model, math.inf every step to the small one."
-            )
-        if self.max_reasoning_tokens <= 0 or self.max_tokens <= 0:
-            raise BudgetError(
-                "max_reasoning_tokens and max_tokens must be positive (got "
-                f"{self.max_reasoning_tokens} and {self.max_tokens})."
-            )
+        _check_budgets(self.threshold, self.max_reasoning_tokens, self.max_tokens)
         if self.top_logprobs < 1:
             raise InvalidArgumentError(f"top_logprobs must be >= 1 (got {self.top_logprobs}).")
         if not self.step_delimiter:
@@ -263,10 +254,7 @@ class GlimpRouterChatModel(BaseChatModel):
             stop=tuple(stop or self.stop or ()),
             **fields,
         )
-        if settings.threshold < 0 or settings.max_reasoning_tokens <= 0 or settings.max_tokens <= 0:
-            raise InvalidArgumentError(
-                "threshold must be >= 0 and the token budgets positive (per-call override)."
-            )
+        _check_budgets(settings.threshold, settings.max_reasoning_tokens, settings.max_tokens)
         backends = {"small": self.small, "large": large}
         clients = {role: self._client(role) for role in backends}
         program = route(_to_openai_messages(messages), backends, settings, self._facts)
@@ -429,6 +417,19 @@ class GlimpRouterChatModel(BaseChatModel):
                     status_code=exc.status_code,
                 ) from exc
             raise
+
+
+def _check_budgets(threshold: float, max_reasoning_tokens: int, max_tokens: int) -> None:
+    if math.isnan(threshold) or threshold < 0:
+        raise InvalidArgumentError(
+            f"threshold must be >= 0 nats (got {threshold}); 0 sends every step to the large "
+            "model, math.inf every step to the small one."
+        )
+    if max_reasoning_tokens <= 0 or max_tokens <= 0:
+        raise BudgetError(
+            "max_reasoning_tokens and max_tokens must be positive (got "
+            f"{max_reasoning_tokens} and {max_tokens})."
+        )
 
 
 def _env_secret(name: str) -> SecretStr | None:

@@ -14,7 +14,6 @@ it yields I/O operations and :class:`Emit`\\ s events, and the same code runs sy
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -435,8 +434,4 @@ def route(
     It emits :class:`ReasoningDelta`, :class:`StepDone` and :class:`AnswerDelta` events as the
     chain and the answer are produced, and one :class:`Result` at the end.
     """
-    if not messages:
-        raise ValueError("messages must not be empty")
-    if math.isnan(settings.threshold):
-        raise ValueError("threshold must be a number")
     return _Run(messages, backends, settings, facts).run()

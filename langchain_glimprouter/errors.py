@@ -12,8 +12,12 @@ class GlimpRouterError(Exception):
     """Base class of every error raised by langchain-glimprouter."""
 
 
-class InvalidArgumentError(GlimpRouterError, ValueError):
-    """An argument or setting is invalid; raised before any request is sent."""
+class InvalidArgumentError(GlimpRouterError):
+    """An argument or setting is invalid.
+
+    Raised as is (not wrapped in pydantic's ``ValidationError``) by the constructor and before
+    any request of a call; also when a server rejects ``top_logprobs`` above its cap.
+    """
 
 
 class BudgetError(InvalidArgumentError):

@@ -1,0 +1,85 @@
+"""The examples and the command line, run against the real vLLM servers."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from langchain_glimprouter import cli
+from langchain_glimprouter.servers import LocalServer
+
+from .conftest import Pair
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def example_env(pair: Pair) -> dict[str, str]:
+    return {
+        **os.environ,
+        "GLIMPROUTER_SMALL_URL": pair.small.base_url,
+        "GLIMPROUTER_SMALL_MODEL": pair.small.model,
+        "GLIMPROUTER_LARGE_URL": pair.large.base_url,
+        "GLIMPROUTER_LARGE_MODEL": pair.large.model,
+        "GLIMPROUTER_THRESHOLD": "1.5",
+    }
+
+
+@pytest.mark.parametrize("name", ["quickstart.py", "lcel.py", "streaming.py"])
+def test_example_runs(vllm_pair: Pair, name: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        env=example_env(vllm_pair),
+        cwd=EXAMPLES,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "answer" in done.stdout or "usage" in done.stdout
+
+
+def test_ask_prints_steps_answer_and_summary(vllm_pair: Pair) -> None:
+    out = io.StringIO()
+    code = cli.main(
+        [
+            "ask", "What is 12 times 7?",
+            "--small-url", vllm_pair.small.base_url, "--small-model", vllm_pair.small.model,
+            "--large-url", vllm_pair.large.base_url, "--large-model", vllm_pair.large.model,
+            "--threshold", "1.5", "--max-reasoning-tokens", "96", "--max-tokens", "24",
+        ],
+        out=out,
+    )  # fmt: skip
+    text = out.getvalue()
+    assert code == 0
+    assert "step  0" in text
+    assert "H_init=" in text
+    assert "Answer (large model):" in text
+    assert "Summary:" in text
+    assert "requests small=" in text
+
+
+def test_demo_view_with_calibrated_threshold(
+    vllm_pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's flow on the session's servers (the real demo starts its own pair)."""
+
+    def running_pair() -> list[LocalServer]:
+        servers = []
+        for backend in (vllm_pair.small, vllm_pair.large):
+            server = LocalServer(backend.model, int(backend.base_url.rsplit(":", 1)[1][:-3]))
+            servers.append(server)  # no process: stop() leaves the session's servers alone
+        return servers
+
+    monkeypatch.setattr("langchain_glimprouter.servers.start_pair", running_pair)
+    out = io.StringIO()
+    assert cli.main(["demo", "--max-reasoning-tokens", "96", "--max-tokens", "24"], out=out) == 0
+    text = out.getvalue()
+    assert "wiring demo" in text
+    assert "not a reasoning model" in text
+    assert "quantile of SmolLM2's own first-token entropies" in text
+    assert "Summary:" in text

@@ -1,0 +1,142 @@
+"""Bad input and failing servers end in typed errors, fast, with nothing left running."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+import pytest
+from langchain_core.messages import HumanMessage
+
+from langchain_glimprouter import (
+    Backend,
+    BackendTimeoutError,
+    BackendUnreachableError,
+    BudgetError,
+    ContextLengthExceededError,
+    GlimpRouterChatModel,
+    GlimpRouterError,
+    InvalidArgumentError,
+    MissingLogprobsError,
+)
+from langchain_glimprouter.servers import free_port
+from tests.scripted_server import Script
+
+from .conftest import router_for
+
+QUESTION = "What is 6 times 7?"
+B = Backend(base_url="http://127.0.0.1:9/v1", model="m")
+
+
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        ({"threshold": -0.1}, InvalidArgumentError),
+        ({"threshold": math.nan}, InvalidArgumentError),
+        ({"max_reasoning_tokens": 0}, BudgetError),
+        ({"max_tokens": -1}, BudgetError),
+        ({"top_logprobs": 0}, InvalidArgumentError),
+        ({"step_delimiter": ""}, InvalidArgumentError),
+    ],
+)
+def test_invalid_settings(settings: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        GlimpRouterChatModel(small=B, large=B, **settings)
+
+
+def test_invalid_calls_fail_before_any_request(servers: Any) -> None:
+    small, large = servers()
+    model = router_for(small, large)
+    with pytest.raises(InvalidArgumentError, match="empty"):
+        model.invoke([])
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    with pytest.raises(InvalidArgumentError, match="text only"):
+        model.invoke([HumanMessage(content=[image])])
+    with pytest.raises(InvalidArgumentError, match="unsupported call arguments"):
+        model.invoke(QUESTION, frequency_penalty=1.0)
+    with pytest.raises(InvalidArgumentError):
+        model.invoke(QUESTION, threshold=-1)
+    assert small.requests == []
+    assert large.requests == []
+
+
+def test_top_logprobs_above_the_server_cap(servers: Any) -> None:
+    small, large = servers(max_logprobs=5)
+    with pytest.raises(InvalidArgumentError, match="top_logprobs <= 5"):
+        router_for(small, large, top_logprobs=6).invoke(QUESTION)
+
+
+def test_missing_logprobs_names_the_server_flag(servers: Any) -> None:
+    small, large = servers()
+    model = router_for(small, large)
+    model = model.model_copy(
+        update={"small": model.small.model_copy(update={"extra_body": {"logprobs": None}})}
+    )
+    with pytest.raises(MissingLogprobsError, match="--max-logprobs"):
+        model.invoke(QUESTION)
+    assert small.wait_idle()
+
+
+def test_unreachable_backend() -> None:
+    dead = Backend(base_url=f"http://127.0.0.1:{free_port()}/v1", model="m")
+    model = GlimpRouterChatModel(small=dead, large=dead, max_retries=0)
+    with pytest.raises(BackendUnreachableError, match=r"\[small backend at http://127.0.0.1"):
+        model.invoke(QUESTION)
+
+
+def test_context_length_exceeded(servers: Any) -> None:
+    small, large = servers(max_model_len=20)
+    with pytest.raises(ContextLengthExceededError, match="--max-model-len"):
+        router_for(small, large).invoke(QUESTION * 20)
+
+
+def test_read_timeout_aborts_the_request(servers: Any) -> None:
+    small, large = servers(decode_s=0.5)
+    model = router_for(small, large, timeout=0.2)
+    with pytest.raises(BackendTimeoutError, match="timeout"):
+        model.invoke(QUESTION)
+    assert small.wait_idle()
+    assert large.wait_idle()
+
+
+async def test_cancelling_closes_every_stream(servers: Any) -> None:
+    small, large = servers(
+        small=Script(steps=["a b c d e f g h i j k l m n o p"] * 3, h_init=0.1),
+        decode_s=0.05,
+    )
+    task = asyncio.create_task(router_for(small, large).ainvoke(QUESTION))
+    await asyncio.sleep(0.4)
+    assert small.active == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert small.wait_idle(timeout=2)
+    assert not small.requests[-1].finished
+
+
+def test_breaking_out_of_a_stream_closes_it(servers: Any) -> None:
+    small, large = servers(
+        small=Script(steps=["a b c d e f g h i j k l m n o p"] * 3, h_init=0.1),
+        decode_s=0.02,
+    )
+    for chunk in router_for(small, large).stream(QUESTION):
+        if chunk.additional_kwargs.get("reasoning_content"):
+            break
+    assert small.wait_idle(timeout=2)
+
+
+def test_secrets_never_leak(servers: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GLIMPROUTER_SMALL_API_KEY", "sk-small-env")
+    small, large = servers()
+    model = router_for(small, large, api_key="sk-router")
+    msg = model.invoke(QUESTION)
+    text = repr(model) + str(model.model_dump()) + str(msg) + str(msg.response_metadata)
+    for secret in ("sk-small-env", "sk-router"):
+        assert secret not in text
+    assert model._client("small")._headers["Authorization"] == "Bearer sk-router"
+
+
+def test_every_error_is_a_glimprouter_error() -> None:
+    for error in (BudgetError, InvalidArgumentError, MissingLogprobsError, BackendTimeoutError):
+        assert issubclass(error, GlimpRouterError)

@@ -1,0 +1,113 @@
+"""Small pure pieces: SSE parsing, error mapping, thinking-block handling, templates."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from langchain_glimprouter.backends import Backend, error_from_response, parse_chunk
+from langchain_glimprouter.engine import _Holdback
+from langchain_glimprouter.errors import (
+    BackendResponseError,
+    ContextLengthExceededError,
+    InvalidArgumentError,
+)
+from langchain_glimprouter.prompts import open_thinking, render_jinja
+
+# A chunk exactly as vLLM 0.32 streams it (first token, logprobs=3, continuous usage).
+VLLM_CHUNK = {
+    "id": "cmpl-1",
+    "object": "text_completion",
+    "choices": [
+        {
+            "index": 0,
+            "text": "",
+            "logprobs": {
+                "text_offset": [0],
+                "token_logprobs": [-0.87],
+                "tokens": ["\n"],
+                "top_logprobs": [{"\n": -0.87, "2": -1.62, "1": -3.0}],
+            },
+            "finish_reason": None,
+            "stop_reason": None,
+        }
+    ],
+    "usage": {"prompt_tokens": 25, "total_tokens": 26, "completion_tokens": 1},
+}
+
+
+def test_parse_vllm_chunk() -> None:
+    chunk = parse_chunk(VLLM_CHUNK)
+    assert chunk.text == ""
+    assert chunk.n_tokens == 1
+    assert chunk.first_token == "\n"
+    assert chunk.top_logprobs == {"\n": -0.87, "2": -1.62, "1": -3.0}
+    assert chunk.reports_stop_reason
+    assert (chunk.prompt_tokens, chunk.completion_tokens) == (25, 1)
+
+
+def test_parse_usage_only_chunk() -> None:
+    chunk = parse_chunk({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 9}})
+    assert chunk.n_tokens == 0
+    assert chunk.completion_tokens == 9
+    assert chunk.finish_reason is None
+
+
+def _error(message: str) -> str:
+    return json.dumps({"error": {"message": message, "type": "BadRequestError", "code": 400}})
+
+
+def test_error_mapping() -> None:
+    too_long = _error("This model's maximum context length is 4096 tokens. However, ...")
+    err = error_from_response("large", "http://x/v1", 400, too_long)
+    assert isinstance(err, ContextLengthExceededError)
+    assert "--max-model-len" in str(err)
+    assert "[large backend at http://x/v1]" in str(err)
+
+    cap = _error("Requested sample logprobs of 21, which is greater than max allowed: 20")
+    err = error_from_response("small", "http://x/v1", 400, cap)
+    assert isinstance(err, InvalidArgumentError)
+    assert "top_logprobs <= 20" in str(err)
+    assert "--max-logprobs" in str(err)
+
+    err = error_from_response("small", "http://x/v1", 404, "not json")
+    assert isinstance(err, BackendResponseError)
+    assert err.status_code == 404
+    assert "base_url" in str(err)
+
+
+def test_root_url_and_secret_repr() -> None:
+    backend = Backend(base_url="http://h:1/v1/", model="m", api_key="sk-secret")  # type: ignore[arg-type]
+    assert backend.root_url == "http://h:1"
+    assert "sk-secret" not in repr(backend)
+    assert "sk-secret" not in str(backend.model_dump())
+
+
+def test_open_thinking_opens_exactly_once() -> None:
+    assert open_thinking("<|im_start|>assistant\n") == "<|im_start|>assistant\n<think>\n"
+    # DeepSeek-R1-Distill's generation prompt already opens the block.
+    assert open_thinking("<｜Assistant｜><think>\n") == "<｜Assistant｜><think>\n"
+    assert open_thinking("<｜Assistant｜><think>") == "<｜Assistant｜><think>\n"
+    with pytest.raises(ValueError, match="closed the thinking block"):
+        open_thinking("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+
+
+def test_render_jinja_like_transformers() -> None:
+    template = (
+        "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] | tojson }}\n"
+        "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    text = render_jinja(template, [{"role": "user", "content": "hi"}], bos_token="<s>")
+    assert text == '<s><|user|>"hi"\n<|assistant|>'
+
+
+def test_holdback_never_releases_think_close() -> None:
+    hold = _Holdback(lead="\n\n")
+    assert hold.delta("So 5") == "\n\nSo 5"
+    assert hold.delta("So 5.</th") == "."
+    assert hold.delta("So 5.</think>") == ""
+    assert hold.delta("So 5.</think>", final=True) == ""
+    fresh = _Holdback(lead="")
+    assert fresh.delta("   ") == ""  # whitespace alone is not a step yet
+    assert fresh.delta("   x<", final=True) == "   x<"

@@ -1,0 +1,201 @@
+"""Routing decisions, request counts and prompts, on scripted servers with fixed entropies."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import pytest
+
+from tests.scripted_server import Script
+
+from .conftest import H_INIT, LARGE_STEPS, SMALL_STEPS, router_for
+
+QUESTION = "What is 6 times 7?"
+
+
+def completions(server: Any) -> list[Any]:
+    return list(server.requests)
+
+
+def assert_tokens_match(counted: int, logs: list[Any]) -> None:
+    """The router counts what it read; an aborted stream may have generated a token or two
+    more on the server before it saw the disconnect."""
+    generated = sum(log.generated_tokens for log in logs)
+    aborted = sum(not log.finished for log in logs)
+    assert counted <= generated <= counted + 8 * aborted
+
+
+@pytest.mark.parametrize(
+    ("threshold", "expected"),
+    [
+        (0.0, ["large", "large", "large", "large"]),
+        (0.15, ["large", "large", "small", "large"]),
+        (1.0, ["small", "large", "small", "large"]),
+        (1.8, ["small", "small", "small", "large"]),
+        (math.inf, ["small", "small", "small", "small"]),
+    ],
+)
+def test_routing_per_threshold(servers: Any, threshold: float, expected: list[str]) -> None:
+    small, large = servers()
+    msg = router_for(small, large, threshold=threshold).invoke(QUESTION)
+    rec = msg.response_metadata["glimprouter"]
+    assert [s["model"] for s in rec["steps"]] == expected
+    assert rec["n_steps"] == 4
+    assert rec["n_large_steps"] == expected.count("large")
+    assert rec["intervention_rate"] == pytest.approx(expected.count("large") / 4)
+    assert rec["chain_end"] == "think_end"
+    texts = [(SMALL_STEPS if m == "small" else LARGE_STEPS)[i] for i, m in enumerate(expected)]
+    assert [s["text"] for s in rec["steps"]] == texts
+    assert msg.additional_kwargs["reasoning_content"] == "\n\n".join(texts)
+    assert msg.content == "The answer is 42."
+    if threshold > 0:
+        assert [s["h_init"] for s in rec["steps"]] == pytest.approx(H_INIT[:4], abs=1e-6)
+        assert all(s["residual_mass"] == pytest.approx(0.05, abs=1e-6) for s in rec["steps"])
+        assert [s["first_token"] for s in rec["steps"]] == ["small"] * 4
+    else:
+        assert all(s["h_init"] is None for s in rec["steps"])
+
+
+def test_requests_per_step_and_wasted_tokens(servers: Any) -> None:
+    small, large = servers()
+    rec = router_for(small, large, threshold=1.0).invoke(QUESTION).response_metadata["glimprouter"]
+    assert small.wait_idle()
+    assert large.wait_idle()
+    # Four steps plus the closing "</think>" glimpse: one small request each.
+    small_logs = completions(small)
+    assert len(small_logs) == rec["requests"]["small"] == 5
+    # Each intervened step: its glimpse stream was aborted after about one token.
+    aborted = [log for log in small_logs if not log.finished]
+    assert len(aborted) == 2
+    assert all(log.generated_tokens <= 2 for log in aborted)
+    assert rec["wasted_small_tokens"] == 2
+    assert [s["wasted_tokens"] for s in rec["steps"]] == [0, 1, 0, 1]
+    # The large server: one request per intervened step, plus the answer.
+    assert len(completions(large)) == rec["requests"]["large"] == 3
+    assert_tokens_match(rec["tokens"]["small"], small_logs)
+
+
+def test_threshold_zero_never_calls_the_small_server(servers: Any) -> None:
+    small, large = servers()
+    rec = router_for(small, large, threshold=0).invoke(QUESTION).response_metadata["glimprouter"]
+    assert completions(small) == []
+    assert rec["requests"] == {"small": 0, "large": 6}  # 4 steps, the "</think>" step, answer
+
+
+def test_separate_probe_makes_the_same_decisions(servers: Any) -> None:
+    small, large = servers()
+    streamed = router_for(small, large).invoke(QUESTION).response_metadata["glimprouter"]
+    small.reset()
+    large.reset()
+    separate = (
+        router_for(small, large, probe="separate").invoke(QUESTION).response_metadata["glimprouter"]
+    )
+    assert [s["model"] for s in separate["steps"]] == [s["model"] for s in streamed["steps"]]
+    assert [s["h_init"] for s in separate["steps"]] == pytest.approx(
+        [s["h_init"] for s in streamed["steps"]]
+    )
+    # A probe per step (5 with the closing one) plus a request per delegated step (2 + the close).
+    assert separate["requests"]["small"] == 5 + 3
+    assert sum(log.params["max_tokens"] == 1 for log in completions(small)) == 5
+    assert separate["wasted_small_tokens"] == 5
+    assert separate["requests"]["large"] == streamed["requests"]["large"]
+
+
+def test_prompts_are_append_only_per_server(servers: Any) -> None:
+    small, large = servers()
+    router_for(small, large, threshold=1.0).invoke(QUESTION)
+    for server in (small, large):
+        prompts = [log.prompt for log in completions(server)]
+        assert prompts[0].count("<think>\n") == 1
+        for before, after in itertools.pairwise(prompts):
+            assert after.startswith(before)
+    assert completions(large)[-1].prompt.endswith("</think>\n\n")
+    body = completions(small)[0].params
+    assert body["add_special_tokens"] is False
+    assert body["stop"] == ["\n\n"]
+    assert body["logprobs"] == 20
+
+
+def test_client_side_template(servers: Any) -> None:
+    small, large = servers()
+    template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    model = router_for(small, large)
+    model = model.model_copy(
+        update={"small": model.small.model_copy(update={"chat_template": template})}
+    )
+    model.invoke(QUESTION)
+    assert completions(small)[0].prompt.startswith(f"[user] {QUESTION}\n<think>\n")
+    assert completions(large)[0].prompt.startswith("<|im_start|>user\n")
+
+
+def test_chain_ends(servers: Any) -> None:
+    small, large = servers(
+        small=Script(steps=["one", "two"], h_init=0.1, end_with_think=False),
+        large=Script(steps=["one", "two"], end_with_think=False),
+    )
+    rec = router_for(small, large).invoke(QUESTION).response_metadata["glimprouter"]
+    assert rec["chain_end"] == "eos"
+    assert rec["n_steps"] == 2
+
+    small, large = servers(
+        small=Script(steps=["same", "same", "other"], h_init=0.1),
+        large=Script(steps=["x"]),
+    )
+    rec = router_for(small, large).invoke(QUESTION).response_metadata["glimprouter"]
+    assert rec["chain_end"] == "loop"
+    assert [s["finish"] for s in rec["steps"]] == ["delimiter", "loop"]
+
+    small, large = servers(
+        small=Script(steps=["a b c d e f g h"] * 9, h_init=0.1), large=Script(steps=["x"])
+    )
+    msg = router_for(small, large, max_reasoning_tokens=12).invoke(QUESTION)
+    rec = msg.response_metadata["glimprouter"]
+    assert rec["chain_end"] == "budget"
+    assert rec["reasoning_tokens"] <= 12
+    assert completions(large)[-1].prompt.endswith("\n</think>\n\n")
+
+
+def test_answer_stop_sequences_and_finish_reason(servers: Any) -> None:
+    small, large = servers()
+    msg = router_for(small, large).invoke(QUESTION, stop=[" is"])
+    assert msg.content == "The answer"
+    assert msg.response_metadata["finish_reason"] == "stop"
+    assert completions(large)[-1].params["stop"] == [" is"]
+    msg = router_for(small, large, max_tokens=2).invoke(QUESTION)
+    assert msg.response_metadata["finish_reason"] == "length"
+
+
+def test_message_metadata_and_usage(servers: Any) -> None:
+    small, large = servers()
+    msg = router_for(small, large).invoke(QUESTION, model="large-m")
+    meta = msg.response_metadata
+    assert meta["model_name"] == "large-m"
+    assert meta["model_provider"] == "glimprouter"
+    rec = meta["glimprouter"]
+    for key in ("threshold", "estimator", "n_steps", "n_large_steps", "intervention_rate",
+                "tokens", "requests", "latency_s", "steps"):  # fmt: skip
+        assert key in rec
+    assert small.wait_idle()
+    usage = msg.usage_metadata
+    assert usage is not None
+    assert usage["output_tokens"] == rec["tokens"]["small"] + rec["tokens"]["large"]
+    assert_tokens_match(rec["tokens"]["small"], completions(small))
+    assert_tokens_match(rec["tokens"]["large"], completions(large))
+    assert usage["input_tokens"] == rec["prompt_tokens"]["small"] + rec["prompt_tokens"]["large"]
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    assert (
+        usage["output_token_details"]["reasoning"] == usage["output_tokens"] - rec["answer_tokens"]
+    )
+    assert [b["type"] for b in msg.content_blocks] == ["reasoning", "text"]
+
+
+def test_token_count_uses_the_server_tokenizer(servers: Any) -> None:
+    small, large = servers()
+    model = router_for(small, large)
+    count = model.get_num_tokens_from_messages(
+        [__import__("langchain_core.messages").messages.HumanMessage("hi")]
+    )
+    assert count == len("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+    assert model.get_num_tokens("hello") == 5
