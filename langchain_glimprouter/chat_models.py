@@ -152,7 +152,7 @@ class GlimpRouterChatModel(BaseChatModel):
     )
 
     _facts: ServerFacts = PrivateAttr(default_factory=ServerFacts)
-    _clients: dict[str, BackendClient] = PrivateAttr(default_factory=dict)
+    _clients: dict[str, tuple[tuple[Any, ...], BackendClient]] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -210,25 +210,22 @@ class GlimpRouterChatModel(BaseChatModel):
     # -- plumbing ---------------------------------------------------------------------------------
 
     def _client(self, role: str) -> BackendClient:
-        client = self._clients.get(role)
-        if client is None:
-            backend: Backend = getattr(self, role)
-            key = (
-                backend.api_key
-                or self.api_key
-                or _env_secret(f"GLIMPROUTER_{role.upper()}_API_KEY")
-                or _env_secret("OPENAI_API_KEY")
-            )
-            client = BackendClient(
-                role,
-                backend,
-                api_key=key,
-                timeout=backend.timeout or self.timeout or DEFAULT_TIMEOUT,
-                max_retries=self.max_retries
-                if backend.max_retries is None
-                else backend.max_retries,
-            )
-            self._clients[role] = client
+        backend: Backend = getattr(self, role)
+        key = (
+            backend.api_key
+            or self.api_key
+            or _env_secret(f"GLIMPROUTER_{role.upper()}_API_KEY")
+            or _env_secret("OPENAI_API_KEY")
+        )
+        timeout = backend.timeout or self.timeout or DEFAULT_TIMEOUT
+        retries = self.max_retries if backend.max_retries is None else backend.max_retries
+        # model_copy shares private attributes: rebuild when the settings are not this model's.
+        spec = (id(backend), key.get_secret_value() if key else None, timeout, retries)
+        cached = self._clients.get(role)
+        if cached is not None and cached[0] == spec:
+            return cached[1]
+        client = BackendClient(role, backend, api_key=key, timeout=timeout, max_retries=retries)
+        self._clients[role] = (spec, client)
         return client
 
     def _prepare(

@@ -94,7 +94,8 @@ class ServerFacts:
     """What the router learned about the servers; reused across calls of one router."""
 
     renders: RenderCache = field(default_factory=RenderCache)
-    max_model_len: dict[str, int | None] = field(default_factory=dict)
+    max_model_len: dict[tuple[str, str], int | None] = field(default_factory=dict)
+    """Context window per (base_url, model), from the server's /v1/models; None if unknown."""
 
 
 @dataclass
@@ -187,9 +188,9 @@ class _Run:
     # -- I/O helpers ---------------------------------------------------------------------------
 
     def _learn_limits(self, role: str) -> Program[None]:
-        if role in self.facts.max_model_len:
-            return
         backend = self.backends[role]
+        if (backend.base_url, backend.model) in self.facts.max_model_len:
+            return
         limit: int | None = None
         try:
             listing = yield Request(role, "GET", "/v1/models")
@@ -198,13 +199,13 @@ class _Run:
                     limit = card["max_model_len"]
         except BackendResponseError:
             limit = None
-        self.facts.max_model_len[role] = limit
+        self.facts.max_model_len[backend.base_url, backend.model] = limit
 
     def _body(
         self, role: str, prompt: str, max_tokens: int, stop: list[str], logprobs: int | None
     ) -> dict[str, Any]:
         backend = self.backends[role]
-        limit = self.facts.max_model_len.get(role)
+        limit = self.facts.max_model_len.get((backend.base_url, backend.model))
         body: dict[str, Any] = {
             "model": backend.model,
             "prompt": prompt,

@@ -71,7 +71,7 @@ class RenderCache:
         self._size = size
         self._texts: OrderedDict[str, str] = OrderedDict()
         self.methods: dict[str, str] = {}
-        """The rendering method that worked, per role: 'jinja', 'vllm' or 'llamacpp'."""
+        """The rendering method that worked, per server URL: 'jinja', 'vllm' or 'llamacpp'."""
 
     def get(self, key: str) -> str | None:
         text = self._texts.get(key)
@@ -90,12 +90,13 @@ def render(
     role: str, backend: Backend, messages: list[dict[str, Any]], cache: RenderCache
 ) -> Program[str]:
     """Program that returns the backend's prompt for ``messages``, thinking block opened."""
-    key = json.dumps([role, backend.model, messages], sort_keys=True, default=str)
+    url = backend.base_url
+    template = [backend.chat_template, backend.chat_template_kwargs]
+    key = json.dumps([url, backend.model, template, messages], sort_keys=True, default=str)
     cached = cache.get(key)
     if cached is not None:
         return cached
-    method = cache.methods.get(role)
-    url = backend.base_url
+    method = cache.methods.get(url)
     text: str | None = None
     if backend.chat_template is not None:
         method = "jinja"
@@ -140,6 +141,6 @@ def render(
         text = open_thinking(text)
     except ValueError as exc:
         raise PromptRenderingError(str(exc), role=role, url=url) from exc
-    cache.methods[role] = method
+    cache.methods[url] = method
     cache.put(key, text)
     return text
