@@ -90,17 +90,22 @@ def _router(args: argparse.Namespace, small: Backend, large: Backend) -> GlimpRo
     )
 
 
-def calibrate(router: GlimpRouterChatModel, questions: list[str], quantile: float) -> float:
-    """Threshold at the ``quantile`` of H_init seen with every step on the small model."""
+def observe_h_init(router: GlimpRouterChatModel, questions: list[str]) -> list[float]:
+    """H_init of every step of ``questions`` routed with every step on the small model."""
     values: list[float] = []
     probe = router.model_copy(update={"threshold": math.inf})
     for question in questions:
         message = probe.invoke(_messages(question, DEMO_SYSTEM))
         steps = message.response_metadata["glimprouter"]["steps"]
         values.extend(s["h_init"] for s in steps if s["h_init"] is not None)
+    return values
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (linear interpolation)."""
     if len(values) < 2:
-        return statistics.median(values) if values else 1.0
-    return statistics.quantiles(values, n=100, method="inclusive")[round(quantile * 100) - 1]
+        return values[0] if values else 1.0
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
 
 
 def _demo(args: argparse.Namespace, out: TextIO) -> int:
@@ -114,11 +119,15 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
         print(f"  small: {small.base_url}   large: {large.base_url}\n", file=out)
         router = _router(args, small, large)
         if args.threshold is None:
-            tau = calibrate(router, DEMO_QUESTIONS[1:], args.quantile)
+            values = observe_h_init(router, DEMO_QUESTIONS[1:])
+            tau = quantile(values, args.quantile)
+            above = sum(v > 0.9 for v in values) / max(1, len(values))
             print(
                 f"Threshold: the {args.quantile:.0%} quantile of SmolLM2's own first-token "
-                f"entropies = {tau:.3f} nats. (SmolLM2's step starts are far flatter than a "
-                "reasoning model's: at the paper's 0.9 nearly every step would go large.)\n",
+                f"entropies on a warm-up question ({len(values)} steps, median "
+                f"{statistics.median(values) if values else 0:.2f} nats) = {tau:.3f} nats.\n"
+                f"  SmolLM2 is no reasoning model: at the paper's 0.9 nats, {above:.0%} of "
+                "these steps would go to the large model.\n",
                 file=out,
             )
             router = router.model_copy(update={"threshold": tau})

@@ -82,4 +82,5 @@ def test_demo_view_with_calibrated_threshold(
     assert "wiring demo" in text
     assert "not a reasoning model" in text
     assert "quantile of SmolLM2's own first-token entropies" in text
+    assert "at the paper's 0.9 nats" in text
     assert "Summary:" in text
