@@ -53,7 +53,8 @@ class Backend(BaseModel):
     )
     max_retries: int | None = Field(
         default=None,
-        description="Retries of a request that failed to connect (router's max_retries if None).",
+        description="Retries of a failed request (connection refused, 429, 5xx) or a cut "
+        "stream (router's max_retries if None).",
     )
     chat_template: str | None = Field(
         default=None,
@@ -160,7 +161,8 @@ class BackendClient:
         backend: The server's settings.
         api_key: The resolved key (the backend's own, or the router's, or from the environment).
         timeout: Connect and read timeout in seconds.
-        max_retries: Retries of a request whose connection failed.
+
+    Retries are the routing program's business (see ``program.retrying``), not the client's.
     """
 
     def __init__(
@@ -170,7 +172,6 @@ class BackendClient:
         *,
         api_key: SecretStr | None,
         timeout: float,
-        max_retries: int,
     ) -> None:
         self.role = role
         self.backend = backend
@@ -179,7 +180,6 @@ class BackendClient:
             headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
         self._headers = headers
         self._timeout = httpx.Timeout(timeout)
-        self._retries = max_retries
         self._sync: httpx.Client | None = None
         self._async: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
 
@@ -194,7 +194,7 @@ class BackendClient:
 
     def _client(self) -> httpx.Client:
         if self._sync is None:
-            transport = httpx.HTTPTransport(retries=self._retries, limits=_LIMITS)
+            transport = httpx.HTTPTransport(limits=_LIMITS)
             self._sync = httpx.Client(
                 headers=self._headers, timeout=self._timeout, transport=transport
             )
@@ -204,7 +204,7 @@ class BackendClient:
         # An AsyncClient is bound to the loop it first ran on: keep one per running loop.
         loop = asyncio.get_running_loop()
         if self._async is None or self._async[0] is not loop:
-            transport = httpx.AsyncHTTPTransport(retries=self._retries, limits=_LIMITS)
+            transport = httpx.AsyncHTTPTransport(limits=_LIMITS)
             client = httpx.AsyncClient(
                 headers=self._headers, timeout=self._timeout, transport=transport
             )

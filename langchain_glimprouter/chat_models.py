@@ -13,7 +13,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -145,7 +145,15 @@ class GlimpRouterChatModel(BaseChatModel):
         f"{DEFAULT_TIMEOUT:g}); a Backend's own timeout wins.",
     )
     max_retries: int = Field(
-        default=2, description="Retries of a request that failed to connect (per backend)."
+        default=2,
+        description="Retries, with backoff, of a request that failed in a way that is safe to "
+        "repeat (connection refused, 429, 5xx), and resumptions of a stream cut mid-response; "
+        "a Backend's own max_retries wins.",
+    )
+    on_small_failure: Literal["raise", "large"] = Field(
+        default="raise",
+        description="When the small backend is down or failing (after retries): 'raise', or "
+        "'large' to send the steps to the large backend (each such step has fallback=True).",
     )
     api_key: SecretStr | None = Field(
         default=None, description="Bearer token for both servers unless a Backend sets its own."
@@ -159,6 +167,8 @@ class GlimpRouterChatModel(BaseChatModel):
         _check_budgets(self.threshold, self.max_reasoning_tokens, self.max_tokens)
         if self.top_logprobs < 1:
             raise InvalidArgumentError(f"top_logprobs must be >= 1 (got {self.top_logprobs}).")
+        if self.max_retries < 0:
+            raise InvalidArgumentError(f"max_retries must be >= 0 (got {self.max_retries}).")
         if not self.step_delimiter:
             raise InvalidArgumentError("step_delimiter must not be empty.")
         if self.entropy_estimator not in ESTIMATORS:
@@ -218,13 +228,12 @@ class GlimpRouterChatModel(BaseChatModel):
             or _env_secret("OPENAI_API_KEY")
         )
         timeout = backend.timeout or self.timeout or DEFAULT_TIMEOUT
-        retries = self.max_retries if backend.max_retries is None else backend.max_retries
         # model_copy shares private attributes: rebuild when the settings are not this model's.
-        spec = (id(backend), key.get_secret_value() if key else None, timeout, retries)
+        spec = (id(backend), key.get_secret_value() if key else None, timeout)
         cached = self._clients.get(role)
         if cached is not None and cached[0] == spec:
             return cached[1]
-        client = BackendClient(role, backend, api_key=key, timeout=timeout, max_retries=retries)
+        client = BackendClient(role, backend, api_key=key, timeout=timeout)
         self._clients[role] = (spec, client)
         return client
 
@@ -249,6 +258,8 @@ class GlimpRouterChatModel(BaseChatModel):
             top_logprobs=self.top_logprobs,
             step_delimiter=self.step_delimiter,
             stop=tuple(stop or self.stop or ()),
+            max_retries=self.max_retries,
+            on_small_failure=self.on_small_failure,
             **fields,
         )
         _check_budgets(settings.threshold, settings.max_reasoning_tokens, settings.max_tokens)

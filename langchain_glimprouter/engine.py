@@ -23,10 +23,22 @@ from langchain_glimprouter.backends import Backend, Chunk
 from langchain_glimprouter.entropy import Estimator, first_token_entropy
 from langchain_glimprouter.errors import (
     BackendResponseError,
+    BackendTimeoutError,
+    BackendUnreachableError,
+    GlimpRouterError,
     MissingLogprobsError,
     StreamInterruptedError,
 )
-from langchain_glimprouter.program import Close, Emit, Open, Program, Read, Request
+from langchain_glimprouter.program import (
+    RETRYABLE_STATUS,
+    Close,
+    Emit,
+    Open,
+    Program,
+    Read,
+    Request,
+    retrying,
+)
 from langchain_glimprouter.prompts import THINK_CLOSE, RenderCache, render
 from langchain_glimprouter.records import ChainEnd, Role, RoutingRecord, StepRecord
 
@@ -50,6 +62,10 @@ class RouteSettings:
     step_delimiter: str = "\n\n"
     stop: tuple[str, ...] = ()
     """Stop sequences of the final answer."""
+    max_retries: int = 2
+    """Retries of a failed request or a cut stream, unless the Backend sets its own."""
+    on_small_failure: Literal["raise", "large"] = "raise"
+    """What a failure of the small backend does: raise, or send the steps to the large one."""
 
 
 @dataclass(frozen=True)
@@ -100,9 +116,16 @@ class ServerFacts:
 
 @dataclass
 class _Generation:
-    """What one streamed request produced so far."""
+    """One piece of generated text (a step, a glimpse or the answer), across the streams that
+    produced it: a cut stream is resumed from the text received so far, and a step may move from
+    the small to the large backend (fallback)."""
 
+    role: Role
+    body: dict[str, Any]
+    """The request as first sent; a resumed stream appends ``text`` to its prompt."""
     text: str = ""
+    settled_tokens: int = 0
+    """Tokens of the streams already finished or abandoned (and accounted)."""
     counted_tokens: int = 0
     usage_tokens: int | None = None
     prompt_tokens: int | None = None
@@ -112,6 +135,7 @@ class _Generation:
     stop_reason: str | int | None = None
     reports_stop_reason: bool = False
     ended: bool = False
+    resumes: int = 0
 
     def feed(self, chunk: Chunk) -> None:
         self.text += chunk.text
@@ -128,8 +152,23 @@ class _Generation:
             self.reports_stop_reason = chunk.reports_stop_reason
 
     @property
-    def tokens(self) -> int:
+    def stream_tokens(self) -> int:
+        """Tokens of the current stream."""
         return self.usage_tokens if self.usage_tokens is not None else self.counted_tokens
+
+    @property
+    def tokens(self) -> int:
+        return self.settled_tokens + self.stream_tokens
+
+    def request(self) -> dict[str, Any]:
+        """The body for the next stream: the original, continued after the text so far."""
+        if not self.text and not self.settled_tokens:
+            return self.body
+        return {
+            **self.body,
+            "prompt": self.body["prompt"] + self.text,
+            "max_tokens": max(1, self.body["max_tokens"] - self.tokens),
+        }
 
     @property
     def hit_eos(self) -> bool:
@@ -180,6 +219,14 @@ class _Run:
         self.record = RoutingRecord(
             threshold=settings.threshold, estimator=settings.estimator, probe=settings.probe
         )
+        self.retries = {
+            role: s_retries
+            if (s_retries := backends[role].max_retries) is not None
+            else settings.max_retries
+            for role in backends
+        }
+        self.small_down = False
+        """The small backend failed and ``on_small_failure="large"``: steps go large."""
         self.prefix: dict[str, str] = {}
         self.steps: list[str] = []
         self.chain = ""
@@ -224,40 +271,59 @@ class _Run:
         body.update(backend.extra_body)
         return body
 
-    def _consume(self, role: str, gen: _Generation, emit: _Holdback | None) -> Program[None]:
-        """Read the open stream to its end (or to ``</think>``), emitting reasoning deltas."""
+    def _open(self, gen: _Generation) -> Program[None]:
+        yield Open(gen.role, gen.request())
+        self.record.requests[gen.role] += 1
+
+    def _settle(self, gen: _Generation) -> None:
+        """Account the current stream of ``gen`` to its backend and start a fresh count."""
+        self.record.tokens[gen.role] += gen.stream_tokens
+        self.record.prompt_tokens[gen.role] += gen.prompt_tokens or 0
+        gen.settled_tokens += gen.stream_tokens
+        gen.usage_tokens, gen.counted_tokens, gen.prompt_tokens = None, 0, None
+
+    def _next(self, gen: _Generation) -> Program[Chunk | None]:
+        """The next chunk of ``gen``'s open stream. A stream cut before its finish_reason is
+        resumed where it broke (its prompt extended by the text received, so nothing is
+        duplicated), up to the backend's retry count."""
         while True:
-            chunk = yield Read()
+            try:
+                chunk: Chunk | None = yield Read()
+                if chunk is None and gen.finish_reason is None:
+                    raise StreamInterruptedError(
+                        "the stream ended before the server reported a finish_reason. Check "
+                        "the server's log (crash, restart or proxy timeout) and retry.",
+                        role=gen.role,
+                        url=self.backends[gen.role].base_url,
+                    )
+            except StreamInterruptedError:
+                if gen.resumes >= self.retries[gen.role]:
+                    raise
+                gen.resumes += 1
+                self.record.resumed_streams += 1
+                self._settle(gen)
+                yield Close()
+                yield from self._open(gen)
+                continue
             if chunk is None:
                 gen.ended = True
-                break
-            gen.feed(chunk)
+            else:
+                gen.feed(chunk)
+            return chunk
+
+    def _consume(self, gen: _Generation, emit: _Holdback | None) -> Program[None]:
+        """Read ``gen``'s stream to its end (or to ``</think>``), emitting reasoning deltas."""
+        while (yield from self._next(gen)) is not None:
             if emit is not None and (delta := emit.delta(gen.text)):
                 yield Emit(ReasoningDelta(delta))
             if emit is not None and THINK_CLOSE in gen.text:
                 yield Close()  # the chain is over: no need for the rest of this step
-                break
-        if gen.ended and gen.finish_reason is None:
-            raise StreamInterruptedError(
-                "the stream ended before the server reported a finish_reason. Check the "
-                "server's log (crash, restart or proxy timeout) and retry.",
-                role=role,
-                url=self.backends[role].base_url,
-            )
-
-    def _account(self, role: Role, gen: _Generation) -> None:
-        self.record.requests[role] += 1
-        self.record.tokens[role] += gen.tokens
-        self.record.prompt_tokens[role] += gen.prompt_tokens or 0
+                return
 
     def _glimpse(self, gen: _Generation) -> Program[tuple[float | None, float | None]]:
         """Read the small stream up to its first token; return (H_init, residual mass)."""
-        while gen.first_token is None:
-            chunk = yield Read()
-            if chunk is None:
-                gen.ended = True
-                break
-            gen.feed(chunk)
+        while gen.first_token is None and (yield from self._next(gen)) is not None:
+            pass
         if gen.top_logprobs:
             return first_token_entropy(
                 gen.top_logprobs.values(), self.s.estimator, k=self.s.top_logprobs
@@ -272,17 +338,32 @@ class _Run:
             url=self.backends["small"].base_url,
         )
 
+    def _small_failed(self, error: GlimpRouterError) -> bool:
+        """Whether to carry on without the small backend after ``error`` (fallback): only for
+        a server that is down or failing, never for a configuration problem."""
+        transient = isinstance(
+            error, (BackendUnreachableError, BackendTimeoutError, StreamInterruptedError)
+        ) or (isinstance(error, BackendResponseError) and error.status_code in RETRYABLE_STATUS)
+        if self.s.on_small_failure != "large" or not transient:
+            return False
+        self.small_down = True
+        self.record.small_failures += 1
+        return True
+
     # -- the program ---------------------------------------------------------------------------
 
     def run(self) -> Program[None]:
         started = time.perf_counter()
         s = self.s
-        roles: tuple[Role, ...] = ROLES if s.threshold > 0 else ("large",)
-        for role in roles:
-            yield from self._learn_limits(role)
-            self.prefix[role] = yield from render(
-                role, self.backends[role], self.messages, self.facts.renders
-            )
+        for role in ROLES if s.threshold > 0 else ("large",):
+            try:
+                yield from self._learn_limits(role)
+                self.prefix[role] = yield from render(
+                    role, self.backends[role], self.messages, self.facts.renders
+                )
+            except GlimpRouterError as exc:
+                if role != "small" or not self._small_failed(exc):
+                    raise
         end: ChainEnd | None = None
         reasoning_tokens = 0
         last_text: str | None = None
@@ -332,6 +413,23 @@ class _Run:
             )
         )
 
+    def _probe(
+        self, remaining: int, stop: list[str]
+    ) -> Program[tuple[_Generation, float | None, float | None]]:
+        """The small backend's glimpse of the next step: its stream and (H_init, residual)."""
+        s = self.s
+        if s.probe == "stream":
+            probe = _Generation("small", self._body("small", self._prompt("small"), remaining, stop,
+                                                    s.top_logprobs))  # fmt: skip
+        else:
+            probe = _Generation("small", self._body("small", self._prompt("small"), 1, [],
+                                                    s.top_logprobs))  # fmt: skip
+        yield from self._open(probe)
+        h, residual = yield from self._glimpse(probe)
+        if s.probe == "separate" and not probe.ended:
+            yield from self._consume(probe, None)
+        return probe, h, residual
+
     def _step(self, index: int, remaining: int) -> Program[StepRecord]:
         s = self.s
         started = time.perf_counter()
@@ -340,40 +438,51 @@ class _Run:
         residual: float | None = None
         first: str | None = None
         wasted = 0
+        fallback = False
         writer: Role = "large"
         gen: _Generation | None = None
-        if s.threshold > 0:
-            k = s.top_logprobs
-            if s.probe == "stream":
-                probe = _Generation()
-                yield Open("small", self._body("small", self._prompt("small"), remaining, stop, k))
-                h, residual = yield from self._glimpse(probe)
-                if h is None or h <= s.threshold:
+        if s.threshold > 0 and not self.small_down:
+            try:
+                probe, h, residual = yield from self._probe(remaining, stop)
+            except GlimpRouterError as exc:
+                if not self._small_failed(exc):
+                    raise
+                yield Close()
+                fallback = True
+            else:
+                first = probe.first_token
+                delegate = h is None or h <= s.threshold
+                if s.probe == "stream" and delegate:
                     writer, gen = "small", probe
                 else:
                     if not probe.ended:
                         yield Close()
                     wasted = probe.tokens
-                    self._account("small", probe)
-            else:
-                probe = _Generation()
-                yield Open("small", self._body("small", self._prompt("small"), 1, [], k))
-                h, residual = yield from self._glimpse(probe)
-                if not probe.ended:
-                    yield from self._consume("small", probe, None)
-                wasted = probe.tokens
-                self._account("small", probe)
-                writer = "small" if h is None or h <= s.threshold else "large"
-            first = probe.first_token
+                    self._settle(probe)
+                    writer = "small" if delegate else "large"
+        elif s.threshold > 0:
+            fallback = True
         lead = s.step_delimiter if index else ""
         holdback = _Holdback(lead)
         if gen is None:
-            gen = _Generation()
-            yield Open(writer, self._body(writer, self._prompt(writer), remaining, stop, None))
+            gen = _Generation(writer, self._body(writer, self._prompt(writer), remaining, stop,
+                                                 None))  # fmt: skip
+            yield from self._open(gen)
         elif delta := holdback.delta(gen.text):
             yield Emit(ReasoningDelta(delta))
-        yield from self._consume(writer, gen, holdback)
-        self._account(writer, gen)
+        try:
+            yield from self._consume(gen, holdback)
+        except GlimpRouterError as exc:
+            if gen.role != "small" or not self._small_failed(exc):
+                raise
+            # The small backend died mid-step: the large one continues the same text.
+            yield Close()
+            self._settle(gen)
+            gen.role, gen.resumes, fallback, writer = "large", 0, True, "large"
+            gen.body = self._body("large", self._prompt("large"), remaining, stop, None)
+            yield from self._open(gen)
+            yield from self._consume(gen, holdback)
+        self._settle(gen)
         self.record.wasted_small_tokens += wasted
         text = gen.text
         if THINK_CLOSE in text:
@@ -397,29 +506,22 @@ class _Run:
             latency_s=time.perf_counter() - started,
             wasted_tokens=wasted,
             finish=finish,
+            fallback=fallback,
         )
 
     def _prompt(self, role: str) -> str:
         return self.prefix[role] + self.chain
 
     def _answer(self, prompt: str) -> Program[_Generation]:
-        gen = _Generation()
-        yield Open("large", self._body("large", prompt, self.s.max_tokens, list(self.s.stop), None))
-        while True:
-            chunk = yield Read()
-            if chunk is None:
-                break
-            gen.feed(chunk)
-            if chunk.text:
-                yield Emit(AnswerDelta(chunk.text))
-        if gen.finish_reason is None:
-            raise StreamInterruptedError(
-                "the answer stream ended before the server reported a finish_reason. Check "
-                "the server's log and retry.",
-                role="large",
-                url=self.backends["large"].base_url,
-            )
-        self._account("large", gen)
+        body = self._body("large", prompt, self.s.max_tokens, list(self.s.stop), None)
+        gen = _Generation("large", body)
+        yield from self._open(gen)
+        sent = 0
+        while (yield from self._next(gen)) is not None:
+            if len(gen.text) > sent:
+                yield Emit(AnswerDelta(gen.text[sent:]))
+                sent = len(gen.text)
+        self._settle(gen)
         self.record.answer_tokens = gen.tokens
         return gen
 
@@ -435,4 +537,9 @@ def route(
     It emits :class:`ReasoningDelta`, :class:`StepDone` and :class:`AnswerDelta` events as the
     chain and the answer are produced, and one :class:`Result` at the end.
     """
-    return _Run(messages, backends, settings, facts).run()
+    run = _Run(messages, backends, settings, facts)
+
+    def count(role: str, error: GlimpRouterError) -> None:
+        run.record.retries += 1
+
+    return retrying(run.run(), run.retries, count)

@@ -42,6 +42,11 @@ class StepRecord(BaseModel):
         default="delimiter",
         description="How the step ended: 'delimiter', 'think_end', 'eos', 'length' or 'loop'.",
     )
+    fallback: bool = Field(
+        default=False,
+        description="The small backend had failed, so the large one wrote the step "
+        "(on_small_failure='large').",
+    )
 
 
 def _per_role() -> dict[Role, int]:
@@ -63,6 +68,12 @@ class RoutingRecord(BaseModel):
     """Prompt tokens per backend, summed over requests (mostly prefix-cache hits)."""
     requests: dict[Role, int] = Field(default_factory=_per_role)
     wasted_small_tokens: int = 0
+    retries: int = 0
+    """Requests sent again after a retryable failure (connection refused, 429, 5xx)."""
+    resumed_streams: int = 0
+    """Streams cut mid-response and resumed where they broke."""
+    small_failures: int = 0
+    """Failures of the small backend absorbed by on_small_failure='large'."""
     reasoning_tokens: int = 0
     answer_tokens: int = 0
     chain_end: ChainEnd | None = None

@@ -104,16 +104,20 @@ def continuation(script: Script, prompt: str) -> tuple[str, int]:
 
     ``k`` counts the delimiters after the last ``"<think>\\n"``; with ``"</think>"`` there, the
     model writes the answer, else steps ``k, k+1, ...`` each followed by the delimiter, then
-    ``"</think>" + delimiter + answer`` (only if ``end_with_think``; EOS otherwise)."""
+    ``"</think>" + delimiter + answer`` (only if ``end_with_think``; EOS otherwise).
+
+    A prompt that ends inside that text (a resumed request) continues it where it stops."""
     _, think, body = prompt.rpartition("<think>\n")
     body = body if think else ""
     k = body.count(script.delimiter)
     if "</think>" in body:
-        return script.answer, k
+        partial = body.rpartition("</think>")[2].removeprefix(script.delimiter)
+        return script.answer.removeprefix(partial), k
     text = "".join(step + script.delimiter for step in script.steps[k:])
     if script.end_with_think:
         text += f"</think>{script.delimiter}{script.answer}"
-    return text, k
+    partial = body.rpartition(script.delimiter)[2]
+    return text.removeprefix(partial), k
 
 
 def _entropy(p: float, n: int) -> float:
@@ -174,6 +178,33 @@ class _Stream(StreamingResponse):
             await self._generation.aclose()
 
 
+@dataclass
+class Faults:
+    """Failures a :class:`ScriptedServer` injects into ``/v1/completions`` (set ``server.faults``).
+
+    Completions requests are numbered from 1 as they arrive.
+    """
+
+    status: int | None = None
+    """Answer this HTTP status (with a vLLM-style error body) ..."""
+    status_from: int = 1
+    """... from the Nth completions request on ..."""
+    status_count: int | None = None
+    """... for this many requests (None: every one from then on)."""
+    cut_after: int | None = None
+    """Break the connection (no finish, no [DONE]) after this many streamed tokens ..."""
+    cut_count: int = 1
+    """... in this many requests; later ones are left alone."""
+    stall_s: float = 0.0
+    """Pause this long before the first token of every request."""
+    garbage: bool = False
+    """Send a server-sent event that is not JSON before the first token."""
+    drop_logprobs: bool = False
+    """Ignore the ``logprobs`` parameter (a server without logprobs support)."""
+    seen: int = 0
+    cuts: int = 0
+
+
 class ScriptedServer:
     """A scripted vLLM server on a free loopback port; see the module docstring."""
 
@@ -193,6 +224,7 @@ class ScriptedServer:
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         self._template = env.from_string(chat_template)
         self.requests: list[RequestLog] = []
+        self.faults = Faults()
         self.active = 0
         self._idle = threading.Condition()
         self.root_url = self.base_url = ""
@@ -299,6 +331,15 @@ class ScriptedServer:
         with self._idle:
             self.requests.append(log)
         n_prompt = len(str(prompt)) // 4 + 1
+        faults = self.faults
+        faults.seen += 1
+        if faults.status is not None and faults.seen >= faults.status_from:
+            count = faults.status_count
+            if count is None or faults.seen < faults.status_from + count:
+                return _error(faults.status, "InjectedError", "none", "injected failure")
+        if faults.drop_logprobs:
+            body = {k: v for k, v in body.items() if k != "logprobs"}
+            log.params = body
         error = self._check_model(body) or self._validate(body, n_prompt)
         if error is not None:
             return error
@@ -327,10 +368,21 @@ class ScriptedServer:
             return JSONResponse(head | {"choices": [last], "usage": usage()})
         options = body.get("stream_options") or {}
 
+        cut_after = None
+        if faults.cut_after is not None and faults.cuts < faults.cut_count:
+            faults.cuts += 1
+            cut_after = faults.cut_after
+
         async def events() -> AsyncGenerator[str, None]:
+            if faults.garbage:
+                yield "data: {this is not json\n\n"
+            sent = 0
             async for choice in generation:
+                if sent == cut_after:
+                    raise ConnectionAbortedError("injected cut")  # uvicorn drops the connection
                 each = usage() if options.get("continuous_usage_stats") else None
                 yield f"data: {_dumps(head | {'choices': [choice], 'usage': each})}\n\n"
+                sent += 1
             if options.get("include_usage"):
                 yield f"data: {_dumps(head | {'choices': [], 'usage': usage()})}\n\n"
             yield "data: [DONE]\n\n"
@@ -360,7 +412,7 @@ class ScriptedServer:
         gap = max(self.decode_s, _ABORT_WINDOW_S) if log.stream else self.decode_s
         self._add_active(1)
         try:
-            await asyncio.sleep(self.prefill_s)
+            await asyncio.sleep(self.prefill_s + self.faults.stall_s)
             written = sent = ""
             for i, token in enumerate(tokens[: max(budget, 0)]):
                 if i:

@@ -1,0 +1,175 @@
+"""Fault injection: every failure ends in time with its documented outcome, and no request is
+left running on either server (docs/errors.md)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from langchain_glimprouter import (
+    BackendResponseError,
+    BackendTimeoutError,
+    BackendUnreachableError,
+    ContextLengthExceededError,
+    MissingLogprobsError,
+    StreamInterruptedError,
+)
+from tests.scripted_server import Faults, ScriptedServer
+
+from .conftest import LARGE_STEPS, SMALL_STEPS, router_for
+
+QUESTION = "What is 6 times 7?"
+# threshold 1.0 with H_INIT [0.2, 1.5, 0.1, 2.0]: small, large, small, large.
+EXPECTED = [SMALL_STEPS[0], LARGE_STEPS[1], SMALL_STEPS[2], LARGE_STEPS[3]]
+
+
+@pytest.fixture
+def pair(servers: Any) -> Iterator[tuple[ScriptedServer, ScriptedServer]]:
+    small, large = servers()
+    yield small, large
+    assert small.wait_idle(timeout=3), "a request is still running on the small server"
+    assert large.wait_idle(timeout=3), "a request is still running on the large server"
+
+
+def steps_of(msg: Any) -> list[str]:
+    return [s["text"] for s in msg.response_metadata["glimprouter"]["steps"]]
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 429])
+def test_transient_http_errors_are_retried(pair: Any, status: int) -> None:
+    small, large = pair
+    large.faults = Faults(status=status, status_from=1, status_count=1)
+    msg = router_for(small, large).invoke(QUESTION)
+    assert steps_of(msg) == EXPECTED
+    assert msg.content == "The answer is 42."
+    assert msg.response_metadata["glimprouter"]["retries"] == 1
+
+
+def test_persistent_errors_raise_after_max_retries(pair: Any) -> None:
+    small, large = pair
+    large.faults = Faults(status=500)
+    started = time.monotonic()
+    with pytest.raises(BackendResponseError, match=r"\[large backend .*HTTP 500"):
+        router_for(small, large, max_retries=2).invoke(QUESTION)
+    assert len(large.requests) == 3  # the first try and two retries
+    assert time.monotonic() - started < 3  # backoff 0.25 s + 0.5 s
+
+
+def test_client_errors_are_not_retried(servers: Any) -> None:
+    small, large = servers(max_model_len=30)
+    with pytest.raises(ContextLengthExceededError):
+        router_for(small, large).invoke(QUESTION * 10)
+    assert len(small.requests) == 1
+    assert small.wait_idle()
+
+
+@pytest.mark.parametrize("role", ["small", "large"])
+def test_cut_streams_resume_without_duplicating_text(pair: Any, role: str) -> None:
+    small, large = pair
+    server = small if role == "small" else large
+    server.faults = Faults(cut_after=2, cut_count=1)
+    model = router_for(small, large)
+    msg = model.invoke(QUESTION)
+    assert steps_of(msg) == EXPECTED
+    assert msg.additional_kwargs["reasoning_content"] == "\n\n".join(EXPECTED)
+    assert msg.response_metadata["glimprouter"]["resumed_streams"] == 1
+    resumed = server.requests[-1] if role == "large" else None
+    assert resumed is None or resumed.prompt.startswith(server.requests[0].prompt)
+
+
+def test_cut_stream_resumes_in_streaming_mode(pair: Any) -> None:
+    small, large = pair
+    small.faults = Faults(cut_after=3, cut_count=1)
+    chunks = list(router_for(small, large).stream(QUESTION))
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        total += chunk
+    assert total.additional_kwargs["reasoning_content"] == "\n\n".join(EXPECTED)
+    assert total.content == "The answer is 42."
+
+
+def test_cut_answer_resumes(pair: Any) -> None:
+    small, large = pair
+    model = router_for(small, large, threshold=float("inf"))
+    large.faults = Faults(cut_after=2, cut_count=1)
+    msg = model.invoke(QUESTION)
+    assert msg.content == "The answer is 42."
+
+
+def test_repeated_cuts_end_in_a_typed_error(pair: Any) -> None:
+    small, large = pair
+    large.faults = Faults(cut_after=1, cut_count=100)
+    with pytest.raises(StreamInterruptedError, match=r"\[large backend"):
+        router_for(small, large, max_retries=1).invoke(QUESTION)
+
+
+def test_stall_times_out(pair: Any) -> None:
+    small, large = pair
+    small.faults = Faults(stall_s=3.0)
+    started = time.monotonic()
+    with pytest.raises(BackendTimeoutError, match="small backend"):
+        router_for(small, large, timeout=0.3).invoke(QUESTION)
+    assert time.monotonic() - started < 2.0
+
+
+def test_garbage_events_are_a_response_error(pair: Any) -> None:
+    small, large = pair
+    small.faults = Faults(garbage=True)
+    with pytest.raises(BackendResponseError, match="malformed server-sent event"):
+        router_for(small, large).invoke(QUESTION)
+
+
+def test_missing_logprobs(pair: Any) -> None:
+    small, large = pair
+    small.faults = Faults(drop_logprobs=True)
+    with pytest.raises(MissingLogprobsError, match="--max-logprobs >= 20"):
+        router_for(small, large).invoke(QUESTION)
+
+
+def test_small_backend_down_raises_by_default(pair: Any) -> None:
+    small, large = pair
+    small.stop()
+    with pytest.raises(BackendUnreachableError, match="small backend"):
+        router_for(small, large, max_retries=0).invoke(QUESTION)
+
+
+def test_small_backend_down_falls_back_to_large(pair: Any) -> None:
+    small, large = pair
+    small.stop()
+    msg = router_for(small, large, max_retries=0, on_small_failure="large").invoke(QUESTION)
+    rec = msg.response_metadata["glimprouter"]
+    assert [s["model"] for s in rec["steps"]] == ["large"] * 4
+    assert all(s["fallback"] for s in rec["steps"])
+    assert steps_of(msg) == LARGE_STEPS
+    assert rec["small_failures"] == 1
+    assert msg.content == "The answer is 42."
+
+
+def test_small_failing_mid_step_hands_the_step_to_large(pair: Any) -> None:
+    small, large = pair
+    small.faults = Faults(cut_after=2, cut_count=100)
+    model = router_for(small, large, max_retries=1, on_small_failure="large")
+    msg = model.invoke(QUESTION)
+    rec = msg.response_metadata["glimprouter"]
+    first = rec["steps"][0]
+    assert first["model"] == "large"
+    assert first["fallback"]
+    # The large model continued the text the small one had written (two streams of two tokens
+    # each, both cut): nothing of it lost or doubled.
+    partial = "small writes step zero"
+    assert first["text"].startswith(partial)
+    assert first["text"].count("small") == 1
+    assert large.requests[0].prompt.endswith("<think>\n" + partial)
+    assert rec["small_failures"] == 1
+    assert all(s["model"] == "large" for s in rec["steps"])
+    assert msg.content == "The answer is 42."
+
+
+def test_configuration_errors_never_fall_back(pair: Any) -> None:
+    small, large = pair
+    small.faults = Faults(drop_logprobs=True)
+    with pytest.raises(MissingLogprobsError):
+        router_for(small, large, on_small_failure="large").invoke(QUESTION)
