@@ -71,11 +71,27 @@ class Backend(BaseModel):
         description="Extra JSON fields merged into every completions request (e.g. top_k).",
     )
 
+    replicas: list[str] = Field(
+        default_factory=list,
+        description="More API roots serving the same model. A conversation sticks to one of "
+        "them (so its prefix cache keeps hitting); a replica that is down is skipped.",
+    )
+
+    @property
+    def urls(self) -> list[str]:
+        """``base_url`` and the replicas."""
+        return [self.base_url, *self.replicas]
+
     @property
     def root_url(self) -> str:
         """The server root, where vLLM serves /tokenize and /detokenize."""
-        url = self.base_url.rstrip("/")
-        return url[: -len("/v1")] if url.endswith("/v1") else url
+        return server_root(self.base_url)
+
+
+def server_root(base_url: str) -> str:
+    """``http://host:8000/v1`` -> ``http://host:8000``."""
+    url = base_url.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
 @dataclass(frozen=True)
@@ -159,6 +175,7 @@ class BackendClient:
     Args:
         role: ``"small"`` or ``"large"``; named in every error.
         backend: The server's settings.
+        base_url: Which of the backend's URLs (replicas) this client talks to.
         api_key: The resolved key (the backend's own, or the router's, or from the environment).
         timeout: Connect and read timeout in seconds.
 
@@ -172,9 +189,11 @@ class BackendClient:
         *,
         api_key: SecretStr | None,
         timeout: float,
+        base_url: str | None = None,
     ) -> None:
         self.role = role
         self.backend = backend
+        self.base_url = (base_url or backend.base_url).rstrip("/")
         headers = {"Content-Type": "application/json", **backend.headers}
         if api_key is not None:
             headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
@@ -184,13 +203,13 @@ class BackendClient:
         self._async: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
 
     def __repr__(self) -> str:
-        return f"BackendClient(role={self.role!r}, base_url={self.backend.base_url!r})"
+        return f"BackendClient(role={self.role!r}, base_url={self.base_url!r})"
 
     def _url(self, path: str) -> str:
         """``/v1/...`` paths live under base_url; others (/tokenize) under the server root."""
         if path.startswith("/v1/"):
-            return self.backend.base_url.rstrip("/") + path[len("/v1") :]
-        return self.backend.root_url + path
+            return self.base_url + path[len("/v1") :]
+        return server_root(self.base_url) + path
 
     def _client(self) -> httpx.Client:
         if self._sync is None:

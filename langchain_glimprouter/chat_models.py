@@ -55,7 +55,7 @@ from langchain_glimprouter.errors import (
     GlimpRouterError,
     InvalidArgumentError,
 )
-from langchain_glimprouter.program import Program, adrive, drive
+from langchain_glimprouter.program import Clients, Program, adrive, drive
 from langchain_glimprouter.records import STEP_EVENT, StepRecord
 
 PROVIDER = "glimprouter"
@@ -160,7 +160,9 @@ class GlimpRouterChatModel(BaseChatModel):
     )
 
     _facts: ServerFacts = PrivateAttr(default_factory=ServerFacts)
-    _clients: dict[str, tuple[tuple[Any, ...], BackendClient]] = PrivateAttr(default_factory=dict)
+    _clients: dict[str, tuple[tuple[Any, ...], list[BackendClient]]] = PrivateAttr(
+        default_factory=dict
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -219,7 +221,7 @@ class GlimpRouterChatModel(BaseChatModel):
 
     # -- plumbing ---------------------------------------------------------------------------------
 
-    def _client(self, role: str) -> BackendClient:
+    def _clients_for(self, role: str) -> list[BackendClient]:
         backend: Backend = getattr(self, role)
         key = (
             backend.api_key
@@ -233,13 +235,16 @@ class GlimpRouterChatModel(BaseChatModel):
         cached = self._clients.get(role)
         if cached is not None and cached[0] == spec:
             return cached[1]
-        client = BackendClient(role, backend, api_key=key, timeout=timeout)
-        self._clients[role] = (spec, client)
-        return client
+        clients = [
+            BackendClient(role, backend, api_key=key, timeout=timeout, base_url=url)
+            for url in backend.urls
+        ]
+        self._clients[role] = (spec, clients)
+        return clients
 
     def _prepare(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[Program[None], dict[str, BackendClient], str]:
+    ) -> tuple[Program[None], Clients, str]:
         kwargs.pop(_EVENTS_KWARG, None)
         large = self.large
         if model := kwargs.pop("model", None):
@@ -264,7 +269,7 @@ class GlimpRouterChatModel(BaseChatModel):
         )
         _check_budgets(settings.threshold, settings.max_reasoning_tokens, settings.max_tokens)
         backends = {"small": self.small, "large": large}
-        clients = {role: self._client(role) for role in backends}
+        clients = {role: self._clients_for(role) for role in backends}
         program = route(_to_openai_messages(messages), backends, settings, self._facts)
         return program, clients, large.model
 
@@ -414,7 +419,8 @@ class GlimpRouterChatModel(BaseChatModel):
 
     def _count(self, body: dict[str, Any]) -> int:
         try:
-            return int(self._client("large").request_json("POST", "/tokenize", body)["count"])
+            client = self._clients_for("large")[0]
+            return int(client.request_json("POST", "/tokenize", body)["count"])
         except BackendResponseError as exc:
             if exc.status_code in (404, 405):
                 raise BackendResponseError(

@@ -14,6 +14,7 @@ it yields I/O operations and :class:`Emit`\\ s events, and the same code runs sy
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,12 +38,15 @@ from langchain_glimprouter.program import (
     Program,
     Read,
     Request,
+    replica_order,
     retrying,
 )
 from langchain_glimprouter.prompts import THINK_CLOSE, RenderCache, render
 from langchain_glimprouter.records import ChainEnd, Role, RoutingRecord, StepRecord
 
 Probe = Literal["stream", "separate"]
+REPLICA_COOLDOWN_S = 30.0
+"""How long a replica found unreachable is tried last by new conversations."""
 ROLES: tuple[Role, Role] = ("small", "large")
 
 
@@ -110,6 +114,8 @@ class ServerFacts:
     """What the router learned about the servers; reused across calls of one router."""
 
     renders: RenderCache = field(default_factory=RenderCache)
+    down: dict[str, float] = field(default_factory=dict)
+    """Replica URLs found unreachable, with when (time.monotonic); skipped for a while."""
     max_model_len: dict[tuple[str, str], int | None] = field(default_factory=dict)
     """Context window per (base_url, model), from the server's /v1/models; None if unknown."""
 
@@ -538,8 +544,19 @@ def route(
     chain and the answer are produced, and one :class:`Result` at the end.
     """
     run = _Run(messages, backends, settings, facts)
+    # A conversation is known by its opening messages, so every turn of it (an agent loop, a
+    # chat) prefers the same replica and finds its prefix in that server's cache.
+    key = json.dumps(messages[:2], sort_keys=True, default=str)
+    now = time.monotonic()
+    down = {url for url, since in facts.down.items() if now - since < REPLICA_COOLDOWN_S}
+    orders = {role: replica_order(b.urls, key, down) for role, b in backends.items()}
 
     def count(role: str, error: GlimpRouterError) -> None:
         run.record.retries += 1
 
-    return retrying(run.run(), run.retries, count)
+    def moved(role: str, replica: int) -> None:
+        failed = orders[role][orders[role].index(replica) - 1]
+        facts.down[backends[role].urls[failed]] = time.monotonic()
+        run.record.failovers += 1
+
+    return retrying(run.run(), run.retries, orders, count, moved)

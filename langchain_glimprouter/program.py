@@ -14,10 +14,19 @@ consumer stopping early, ``asyncio`` cancellation), which makes the server abort
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AsyncExitStack, ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from langchain_glimprouter.backends import BackendClient, Chunk
@@ -41,6 +50,8 @@ class Request:
     method: str
     path: str
     body: dict[str, Any] | None = None
+    replica: int = 0
+    """Index into the backend's URLs; set by :func:`retrying`, which picks the replica."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,8 @@ class Open:
 
     role: str
     body: dict[str, Any]
+    replica: int = 0
+    """Index into the backend's URLs; set by :func:`retrying`, which picks the replica."""
 
 
 @dataclass(frozen=True)
@@ -96,11 +109,17 @@ def backoff(attempt: int) -> float:
 def retrying(
     program: Program[R],
     retries: Mapping[str, int],
+    replicas: Mapping[str, Sequence[int]],
     on_retry: Callable[[str, GlimpRouterError], None] = lambda role, error: None,
+    on_failover: Callable[[str, int], None] = lambda role, replica: None,
 ) -> Program[R]:
-    """Wrap ``program`` so that every :class:`Request` and :class:`Open` that fails in a
-    retryable way (see :func:`is_retryable`) is sent again, up to ``retries[role]`` times with
-    :func:`backoff`; the program sees only the last failure."""
+    """Wrap ``program``: send each :class:`Request` and :class:`Open` to the role's current
+    replica, and send it again when it fails in a retryable way (see :func:`is_retryable`), up
+    to ``retries[role]`` times with :func:`backoff`. When a replica stays unreachable, move the
+    role once to its next replica in ``replicas[role]`` (the preference order) and try there.
+    The program sees only the last failure."""
+    position = dict.fromkeys(replicas, 0)
+    moved: set[str] = set()
     value: Any = None
     error: GlimpRouterError | None = None
     try:
@@ -112,22 +131,48 @@ def retrying(
             value, error = None, None
             attempt = 0
             while True:
+                if isinstance(op, (Request, Open)):
+                    op = replace(op, replica=replicas[op.role][position[op.role]])
                 try:
                     value = yield op
                     break
                 except GlimpRouterError as exc:
-                    limit = retries.get(op.role, 0) if isinstance(op, (Request, Open)) else 0
-                    if attempt >= limit or not is_retryable(exc):
+                    if not isinstance(op, (Request, Open)) or not is_retryable(exc):
                         error = exc
                         break
-                    attempt += 1
-                    on_retry(op.role, exc)  # type: ignore[union-attr]
-                    yield Sleep(backoff(attempt))
+                    role = op.role
+                    if attempt < retries.get(role, 0):
+                        attempt += 1
+                        on_retry(role, exc)
+                        yield Sleep(backoff(attempt))
+                    elif role not in moved and position[role] + 1 < len(replicas[role]):
+                        moved.add(role)
+                        position[role] += 1
+                        attempt = 0
+                        on_failover(role, replicas[role][position[role]])
+                    else:
+                        error = exc
+                        break
     finally:
         program.close()
 
 
-def drive(program: Program[Any], clients: Mapping[str, BackendClient]) -> Iterator[Any]:
+def replica_order(urls: Sequence[str], key: str, avoid: Collection[str] = ()) -> list[int]:
+    """Rendezvous (highest-random-weight) order of ``urls`` for a conversation ``key``: the same
+    conversation always prefers the same replica, conversations spread evenly, and removing a
+    replica moves only its own conversations. URLs in ``avoid`` (recently down) go last."""
+
+    def weight(i: int) -> tuple[bool, bytes]:
+        return urls[i] not in avoid, hashlib.sha256(f"{key}|{urls[i]}".encode()).digest()
+
+    return sorted(range(len(urls)), key=weight, reverse=True)
+
+
+Clients = Mapping[str, Sequence[BackendClient]]
+"""A client per replica URL of each role."""
+
+
+def drive(program: Program[Any], clients: Clients) -> Iterator[Any]:
     """Run ``program`` synchronously, yielding the events it emits."""
     stack: ExitStack | None = None
     chunks: Iterator[Chunk] | None = None
@@ -145,10 +190,10 @@ def drive(program: Program[Any], clients: Mapping[str, BackendClient]) -> Iterat
                 continue
             try:
                 if isinstance(op, Request):
-                    value = clients[op.role].request_json(op.method, op.path, op.body)
+                    value = clients[op.role][op.replica].request_json(op.method, op.path, op.body)
                 elif isinstance(op, Open):
                     opening = ExitStack()
-                    chunks = opening.enter_context(clients[op.role].stream(op.body))
+                    chunks = opening.enter_context(clients[op.role][op.replica].stream(op.body))
                     stack = opening
                 elif isinstance(op, Read):
                     assert chunks is not None, "Read without an open stream"
@@ -166,7 +211,7 @@ def drive(program: Program[Any], clients: Mapping[str, BackendClient]) -> Iterat
         program.close()
 
 
-async def adrive(program: Program[Any], clients: Mapping[str, BackendClient]) -> AsyncIterator[Any]:
+async def adrive(program: Program[Any], clients: Clients) -> AsyncIterator[Any]:
     """Run ``program`` on the running event loop, yielding the events it emits."""
     stack: AsyncExitStack | None = None
     chunks: AsyncIterator[Chunk] | None = None
@@ -184,10 +229,12 @@ async def adrive(program: Program[Any], clients: Mapping[str, BackendClient]) ->
                 continue
             try:
                 if isinstance(op, Request):
-                    value = await clients[op.role].arequest_json(op.method, op.path, op.body)
+                    client = clients[op.role][op.replica]
+                    value = await client.arequest_json(op.method, op.path, op.body)
                 elif isinstance(op, Open):
                     aopening = AsyncExitStack()
-                    chunks = await aopening.enter_async_context(clients[op.role].astream(op.body))
+                    stream = clients[op.role][op.replica].astream(op.body)
+                    chunks = await aopening.enter_async_context(stream)
                     stack = aopening
                 elif isinstance(op, Read):
                     assert chunks is not None, "Read without an open stream"

@@ -72,6 +72,8 @@ class RoutingRecord(BaseModel):
     """Requests sent again after a retryable failure (connection refused, 429, 5xx)."""
     resumed_streams: int = 0
     """Streams cut mid-response and resumed where they broke."""
+    failovers: int = 0
+    """Moves of the conversation to another replica after one stayed unreachable."""
     small_failures: int = 0
     """Failures of the small backend absorbed by on_small_failure='large'."""
     reasoning_tokens: int = 0

@@ -134,7 +134,7 @@ def test_secrets_never_leak(servers: Any, monkeypatch: pytest.MonkeyPatch) -> No
     text = repr(model) + str(model.model_dump()) + str(msg) + str(msg.response_metadata)
     for secret in ("sk-small-env", "sk-router"):
         assert secret not in text
-    assert model._client("small")._headers["Authorization"] == "Bearer sk-router"
+    assert model._clients_for("small")[0]._headers["Authorization"] == "Bearer sk-router"
 
 
 def test_every_error_is_a_glimprouter_error() -> None:
