@@ -71,7 +71,7 @@ def test_a_dead_replica_is_skipped_and_the_conversation_moves_once(
     msg = model.invoke(question)
     rec = msg.response_metadata["glimprouter"]
     assert rec["failovers"] == 1
-    assert [s["text"] for s in rec["steps"]][0] == SMALL_STEPS[0]
+    assert rec["steps"][0]["text"] == SMALL_STEPS[0]
     other = small[1 - preferred]
     assert other.requests
     # The next call knows the replica is down and goes straight to the other one.
