@@ -23,13 +23,14 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import random
 import re
 import socket
 import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -49,6 +50,7 @@ CHATML = (
 )
 _WORDS = re.compile(r"\s*\S+|\s+")
 _MIN_LOGPROB = -9999.0  # vLLM's floor for log(0)
+_CHAOS: tuple[int | str, ...] = (500, 503, 429, "cut", "cut", "garbage")
 _ABORT_WINDOW_S = 0.001  # least pause between streamed tokens, for a client's abort to be seen
 
 
@@ -201,6 +203,10 @@ class Faults:
     """Send a server-sent event that is not JSON before the first token."""
     drop_logprobs: bool = False
     """Ignore the ``logprobs`` parameter (a server without logprobs support)."""
+    chaos: float = 0.0
+    """Probability that a request gets a random fault: HTTP 500, 503 or 429, a cut after 0-5
+    tokens, or a non-JSON event (for soak tests)."""
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
     seen: int = 0
     cuts: int = 0
 
@@ -337,6 +343,9 @@ class ScriptedServer:
             count = faults.status_count
             if count is None or faults.seen < faults.status_from + count:
                 return _error(faults.status, "InjectedError", "none", "injected failure")
+        kind = faults.rng.choice(_CHAOS) if faults.rng.random() < faults.chaos else None
+        if kind in (500, 503, 429):
+            return _error(int(kind), "InjectedError", "none", "injected chaos")
         if faults.drop_logprobs:
             body = {k: v for k, v in body.items() if k != "logprobs"}
             log.params = body
@@ -368,13 +377,13 @@ class ScriptedServer:
             return JSONResponse(head | {"choices": [last], "usage": usage()})
         options = body.get("stream_options") or {}
 
-        cut_after = None
+        cut_after = faults.rng.randint(0, 5) if kind == "cut" else None
         if faults.cut_after is not None and faults.cuts < faults.cut_count:
             faults.cuts += 1
             cut_after = faults.cut_after
 
         async def events() -> AsyncGenerator[str, None]:
-            if faults.garbage:
+            if faults.garbage or kind == "garbage":
                 yield "data: {this is not json\n\n"
             sent = 0
             async for choice in generation:

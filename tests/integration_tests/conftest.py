@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from langchain_glimprouter import Backend
-from langchain_glimprouter.servers import start_pair
+from langchain_glimprouter.servers import LocalServer, start_pair
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+([-+0-9.eEinfNa]+)$")
 
@@ -24,6 +24,8 @@ _SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+([-+0-9.eEinfNa]+)$")
 class Pair:
     small: Backend
     large: Backend
+    servers: tuple[LocalServer, ...] = ()
+    """The server processes, when this session started them (empty for reused servers)."""
 
 
 def metric(backend: Backend, name: str, **labels: str) -> float:
@@ -60,7 +62,7 @@ def vllm_pair() -> Iterator[Pair]:
     servers = start_pair()
     try:
         small, large = (Backend(base_url=s.base_url, model=s.served_name) for s in servers)
-        yield Pair(small=small, large=large)
+        yield Pair(small=small, large=large, servers=tuple(servers))
     finally:
         for server in servers:
             server.stop()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import math
+import threading
 from typing import Any
 
 import pytest
@@ -140,3 +142,18 @@ def test_secrets_never_leak(servers: Any, monkeypatch: pytest.MonkeyPatch) -> No
 def test_every_error_is_a_glimprouter_error() -> None:
     for error in (BudgetError, InvalidArgumentError, MissingLogprobsError, BackendTimeoutError):
         assert issubclass(error, GlimpRouterError)
+
+
+def test_keyboard_interrupt_in_sync_use_closes_the_stream(servers: Any) -> None:
+    small, large = servers(
+        small=Script(steps=["a b c d e f g h i j k l m n o p"] * 3, h_init=0.1),
+        decode_s=0.05,
+    )
+    timer = threading.Timer(0.4, _thread.interrupt_main)  # Ctrl-C while a step is streaming
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        router_for(small, large).invoke(QUESTION)
+    timer.join()
+    assert small.wait_idle(timeout=2)
+    assert large.wait_idle(timeout=2)
+    assert not small.requests[-1].finished
