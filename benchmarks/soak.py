@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import sys
 import time
 from collections import Counter
@@ -21,8 +22,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from langchain_glimprouter import Backend, GlimpRouterChatModel, GlimpRouterError  # noqa: E402
-from tests.scripted_server import Faults, Script, ScriptedServer  # noqa: E402
+from langchain_glimprouter import Backend, GlimpRouterChatModel, GlimpRouterError
+from tests.scripted_server import Faults, Script, ScriptedServer
 
 STEPS = 8
 SMALL = [f"small step {i} " + "word " * 6 for i in range(STEPS)]
@@ -51,7 +52,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     small = ScriptedServer(Script(SMALL, h_init=H_INIT), model="s", decode_s=args.decode_s)
     large = ScriptedServer(Script(LARGE), model="l", decode_s=args.decode_s)
     for i, server in enumerate((small.start(), large.start())):
-        server.faults = Faults(chaos=args.chaos, rng=__import__("random").Random(args.seed + i))
+        server.faults = Faults(chaos=args.chaos, rng=random.Random(args.seed + i))
     model = GlimpRouterChatModel(
         small=Backend(base_url=small.base_url, model="s"),
         large=Backend(base_url=large.base_url, model="l"),
