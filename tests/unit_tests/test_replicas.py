@@ -42,9 +42,8 @@ def test_replica_order_is_sticky_and_spreads() -> None:
         order = replica_order(urls, f"conv-{i}")
         if order[0] != 2:
             assert replica_order(urls[:2], f"conv-{i}")[0] == order[0]
-    assert replica_order(urls, "conv-1", avoid={urls[replica_order(urls, "conv-1")[0]]})[-1] == (
-        replica_order(urls, "conv-1")[0]
-    )
+    preferred = replica_order(urls, "conv-1")[0]
+    assert replica_order(urls, "conv-1", avoid={urls[preferred]})[-1] == preferred
 
 
 def test_a_conversation_sticks_to_one_replica(replicas: tuple[list, list]) -> None:
