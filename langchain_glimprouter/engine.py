@@ -226,10 +226,8 @@ class _Run:
             threshold=settings.threshold, estimator=settings.estimator, probe=settings.probe
         )
         self.retries = {
-            role: s_retries
-            if (s_retries := backends[role].max_retries) is not None
-            else settings.max_retries
-            for role in backends
+            role: settings.max_retries if backend.max_retries is None else backend.max_retries
+            for role, backend in backends.items()
         }
         self.small_down = False
         """The small backend failed and ``on_small_failure="large"``: steps go large."""
