@@ -317,11 +317,15 @@ class _Run:
 
     def _consume(self, gen: _Generation, emit: _Holdback | None) -> Program[None]:
         """Read ``gen``'s stream to its end (or to ``</think>``), emitting reasoning deltas."""
-        while (yield from self._next(gen)) is not None:
-            if emit is not None and (delta := emit.delta(gen.text)):
-                yield Emit(ReasoningDelta(delta))
-            if emit is not None and THINK_CLOSE in gen.text:
-                yield Close()  # the chain is over: no need for the rest of this step
+        while True:
+            if emit is not None:
+                if delta := emit.delta(gen.text):
+                    yield Emit(ReasoningDelta(delta))
+                if THINK_CLOSE in gen.text:  # the chain is over: not a token more of this step
+                    if not gen.ended:
+                        yield Close()
+                    return
+            if (yield from self._next(gen)) is None:
                 return
 
     def _glimpse(self, gen: _Generation) -> Program[tuple[float | None, float | None]]:
@@ -472,8 +476,6 @@ class _Run:
             gen = _Generation(writer, self._body(writer, self._prompt(writer), remaining, stop,
                                                  None))  # fmt: skip
             yield from self._open(gen)
-        elif delta := holdback.delta(gen.text):
-            yield Emit(ReasoningDelta(delta))
         try:
             yield from self._consume(gen, holdback)
         except GlimpRouterError as exc:

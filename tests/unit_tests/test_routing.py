@@ -66,9 +66,11 @@ def test_requests_per_step_and_wasted_tokens(servers: Any) -> None:
     # Four steps plus the closing "</think>" glimpse: one small request each.
     small_logs = completions(small)
     assert len(small_logs) == rec["requests"]["small"] == 5
-    # Each intervened step: its glimpse stream was aborted after about one token.
+    # Each intervened step's glimpse was aborted after about one token, and so was the last
+    # glimpse as soon as it read "</think>" (nothing after it is needed).
     aborted = [log for log in small_logs if not log.finished]
-    assert len(aborted) == 2
+    assert len(aborted) == 3
+    assert aborted[-1] is small_logs[-1]
     assert all(log.generated_tokens <= 2 for log in aborted)
     assert rec["wasted_small_tokens"] == 2
     assert [s["wasted_tokens"] for s in rec["steps"]] == [0, 1, 0, 1]

@@ -1,0 +1,843 @@
+"""Benchmark of GlimpRouterChatModel against two scripted, latency-emulating vLLM look-alikes.
+
+What it measures, all in one run and one process (medians over repetitions, and ratios):
+
+1. requests per delegated step and wasted small-model tokens per intervention, from the routing
+   record and from the servers' own request logs, at intervention rates 10, 20, 25, 30 and 50 %;
+2. router overhead: end-to-end latency / ideal, where the ideal is the emulated server time of
+   every completions request the call made (and / the "floor": the ideal plus the lag that a bare
+   HTTP client also sees on these servers); and the client CPU time per step;
+3. speedup of the glimpse router (threshold 0.9) over the large-only baseline (threshold 0) at
+   each intervention rate, next to the arithmetic ideal speedup of the emulated costs;
+4. the streamed glimpse (``probe="stream"``) against a separate 1-token probe
+   (``probe="separate"``) at 25 %;
+5. throughput of ``abatch`` with 16 questions at once against the one-question ideal.
+
+The servers are ``tests/scripted_server.py`` (real HTTP on loopback, threads of this process).
+They sleep ``prefill`` before the first token and ``decode`` between tokens; the defaults mimic a
+4B small model and a 32B large model on one GPU. Nothing here runs a model. The configurations of
+1-4 run interleaved (round-robin over repetitions, order rotated each time) so drift hits all.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_router.py            # 5 repetitions: about 4 minutes
+    .venv/bin/python benchmarks/bench_router.py --quick    # 2 repetitions, 8 at once: 1.5 min
+
+Markdown tables go to stdout, the raw numbers to ``benchmarks/results/bench_router.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+from langchain_core.language_models import LanguageModelInput
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from langchain_glimprouter import Backend, GlimpRouterChatModel  # noqa: E402
+from tests.scripted_server import RequestLog, Script, ScriptedServer  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "bench_router.json"
+DELIMITER = "\n\n"
+RATES = (0.10, 0.20, 0.25, 0.30, 0.50)
+SEPARATE_RATE = 0.25
+CONCURRENCY_RATE = 0.25
+H_EASY, H_HARD = 0.3, 1.5
+THRESHOLD = 0.9
+TOP_LOGPROBS = 20  # the router's default k, asked of the small server
+ABORT_WINDOW_S = 0.001  # the scripted server's least pause between streamed tokens
+
+Probe = Literal["stream", "separate"]
+Role = Literal["small", "large"]
+ROLES: tuple[Role, Role] = ("small", "large")
+
+
+# -- emulation ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Emulation:
+    """Emulated server costs and the shape of the synthetic chain."""
+
+    small_decode_s: float = 0.008
+    small_prefill_s: float = 0.020
+    large_decode_s: float = 0.030
+    large_prefill_s: float = 0.060
+    steps: int = 12
+    step_tokens: int = 24
+    """Tokens a step request generates: the step's words plus the delimiter token."""
+    answer_tokens: int = 12
+
+    def prefill(self, role: Role) -> float:
+        return self.small_prefill_s if role == "small" else self.large_prefill_s
+
+    def decode(self, role: Role) -> float:
+        return max(self.small_decode_s if role == "small" else self.large_decode_s, ABORT_WINDOW_S)
+
+    def cost(self, role: Role, tokens: int, aborted: bool = False) -> float:
+        """Server time the client waits for: prefill, then one decode gap per token after the first.
+
+        The scripted server sends the first token right after the prefill; a request the client
+        aborts (after its first token: a glimpse, or the step that starts with ``</think>``) costs
+        the client only the prefill.
+        """
+        return self.prefill(role) + decode_gaps(tokens, aborted) * self.decode(role)
+
+    def ideal(self, n_hard: int, threshold: float, probe: Probe) -> float:
+        """Arithmetic ideal latency of one call: the sum of its requests' emulated costs."""
+        t, n_easy = self.step_tokens, self.steps - n_hard
+        answer = self.cost("large", self.answer_tokens)
+        if threshold == 0:  # large-only: every step, then the "</think>" step, then the answer
+            return self.steps * self.cost("large", t) + self.cost("large", 1) + answer
+        glimpse = self.cost("small", 1)
+        hard = glimpse + self.cost("large", t)
+        if probe == "stream":
+            easy, end = self.cost("small", t), glimpse
+        else:  # a finished 1-token probe, then the step request
+            easy, end = glimpse + self.cost("small", t), glimpse + self.cost("small", 1)
+        return n_easy * easy + n_hard * hard + end + answer
+
+
+def decode_gaps(tokens: int, aborted: bool) -> int:
+    """Decode gaps the client waits through for a request that generated ``tokens``."""
+    return 0 if aborted else max(tokens - 1, 0)
+
+
+def hard_steps(rate: float, steps: int) -> list[int]:
+    """round(rate * steps) step indices spread evenly over the chain (deterministic)."""
+    n = round(rate * steps)
+    return sorted({math.floor((i + 0.5) * steps / n) for i in range(n)}) if n else []
+
+
+def step_text(role: Role, k: int, tokens: int) -> str:
+    """A step of ``tokens - 1`` words (the delimiter is the last generated token)."""
+    return " ".join([role] + [f"s{k}w{j}" for j in range(1, tokens - 1)])
+
+
+def scripts(emu: Emulation, rate: float) -> tuple[Script, Script]:
+    """Small and large scripts: different step texts of equal length, hard steps per ``rate``."""
+    words = ["The", "answer", "is", "42"] + [f"a{j}" for j in range(emu.answer_tokens - 4)]
+    hard = set(hard_steps(rate, emu.steps))
+    h_init = [H_HARD if k in hard else H_EASY for k in range(emu.steps)] + [0.0]
+    small = Script(
+        steps=[step_text("small", k, emu.step_tokens) for k in range(emu.steps)],
+        h_init=h_init,
+        answer=" ".join(words),
+        delimiter=DELIMITER,
+    )
+    large = Script(
+        steps=[step_text("large", k, emu.step_tokens) for k in range(emu.steps)],
+        h_init=H_EASY,
+        answer=" ".join(words),
+        delimiter=DELIMITER,
+    )
+    return small, large
+
+
+# -- measuring one call ------------------------------------------------------------------------
+
+
+def request_kind(prompt: str, n_steps: int) -> str:
+    """'answer', 'end' (the request that finds ``</think>``) or 'step<k>', from the prompt."""
+    _, think, body = prompt.rpartition("<think>\n")
+    body = body if think else ""
+    if "</think>" in body:
+        return "answer"
+    k = body.count(DELIMITER)
+    return "end" if k >= n_steps else f"step{k}"
+
+
+@dataclass
+class Sample:
+    """One measured call."""
+
+    latency_s: float
+    """Wall time around ``invoke``."""
+    ideal_s: float
+    """Sum of the emulated costs of the call's completions requests, from the server logs."""
+    cpu_s: float
+    """``time.thread_time()`` of the calling thread around ``invoke``."""
+    record_latency_s: float
+    n_steps: int
+    n_large_steps: int
+    record_requests: dict[str, int]
+    server_requests: dict[str, int]
+    decode_gaps: dict[str, int]
+    """Decode gaps the client waited through, per server (for the floor)."""
+    step_requests_delegated: int
+    step_requests_intervened: int
+    record_wasted: int
+    server_wasted: int
+    """Server side: generated tokens of the aborted small glimpses of intervened steps and of the
+    1-token probes (``probe="separate"``)."""
+    aborted_small: int
+    correct: bool
+
+
+def logs_of(server: ScriptedServer) -> list[RequestLog]:
+    if not server.wait_idle(10.0):
+        raise RuntimeError(f"server {server.model!r} did not go idle")
+    return list(server.requests)
+
+
+def sample_from(
+    emu: Emulation,
+    record: dict[str, Any],
+    logs: dict[Role, list[RequestLog]],
+    latency: float,
+    cpu: float,
+    correct: bool,
+) -> Sample:
+    writers = {f"step{s['index']}": s["model"] for s in record["steps"]}
+    ideal = 0.0
+    per_writer = {"small": 0, "large": 0}
+    gaps = {"small": 0, "large": 0}
+    aborted = wasted = 0
+    for role in ROLES:
+        for log in logs[role]:
+            ideal += emu.cost(role, log.generated_tokens, aborted=not log.finished)
+            gaps[role] += decode_gaps(log.generated_tokens, not log.finished)
+            kind = request_kind(log.prompt, emu.steps)
+            if kind in writers:
+                per_writer[writers[kind]] += 1
+            if role == "small" and not log.finished:
+                aborted += 1
+            glimpse = not log.finished and writers.get(kind) == "large"
+            if role == "small" and (glimpse or log.params.get("max_tokens") == 1):
+                wasted += log.generated_tokens
+    return Sample(
+        latency_s=latency,
+        ideal_s=ideal,
+        cpu_s=cpu,
+        record_latency_s=record["latency_s"],
+        n_steps=record["n_steps"],
+        n_large_steps=record["n_large_steps"],
+        record_requests=dict(record["requests"]),
+        server_requests={role: len(logs[role]) for role in ROLES},
+        decode_gaps=gaps,
+        step_requests_delegated=per_writer["small"],
+        step_requests_intervened=per_writer["large"],
+        record_wasted=record["wasted_small_tokens"],
+        server_wasted=wasted,
+        aborted_small=aborted,
+        correct=correct,
+    )
+
+
+@dataclass
+class Config:
+    """One router configuration, measured once per repetition."""
+
+    name: str
+    rate: float
+    threshold: float
+    probe: Probe
+    small: ScriptedServer
+    large: ScriptedServer
+    router: GlimpRouterChatModel
+    samples: list[Sample] = field(default_factory=list)
+
+    def expected_large(self, steps: int) -> int:
+        return steps if self.threshold == 0 else len(hard_steps(self.rate, steps))
+
+
+def make_router(
+    small: ScriptedServer, large: ScriptedServer, threshold: float, probe: Probe
+) -> GlimpRouterChatModel:
+    return GlimpRouterChatModel(
+        small=Backend(base_url=small.base_url, model=small.model),
+        large=Backend(base_url=large.base_url, model=large.model),
+        threshold=threshold,
+        probe=probe,
+    )
+
+
+def fresh(*servers: ScriptedServer) -> None:
+    for server in servers:
+        server.wait_idle(10.0)
+        server.reset()
+
+
+def run_once(emu: Emulation, cfg: Config, question: str) -> Sample:
+    fresh(cfg.small, cfg.large)
+    cpu0, t0 = time.thread_time(), time.perf_counter()
+    msg = cfg.router.invoke(question)
+    latency, cpu = time.perf_counter() - t0, time.thread_time() - cpu0
+    record = msg.response_metadata["glimprouter"]
+    correct = (
+        str(msg.content).startswith("The answer is 42")
+        and record["n_steps"] == emu.steps
+        and record["n_large_steps"] == cfg.expected_large(emu.steps)
+    )
+    logs: dict[Role, list[RequestLog]] = {"small": logs_of(cfg.small), "large": logs_of(cfg.large)}
+    return sample_from(emu, record, logs, latency, cpu, correct)
+
+
+# -- the floor: what a bare HTTP client sees on the same servers --------------------------------
+
+
+@dataclass
+class Calibration:
+    """Direct requests, no router: lag over the emulated cost per request and per decode gap."""
+
+    short_lag_s: dict[str, list[float]] = field(default_factory=lambda: {r: [] for r in ROLES})
+    """A 1-token request: wall time - prefill."""
+    gap_lag_s: dict[str, list[float]] = field(default_factory=lambda: {r: [] for r in ROLES})
+    """A whole step: (wall time - emulated cost - short lag) / decode gaps."""
+
+    def per_request(self, role: Role) -> float:
+        return statistics.median(self.short_lag_s[role])
+
+    def per_gap(self, role: Role) -> float:
+        return statistics.median(self.gap_lag_s[role])
+
+    def floor(self, sample: Sample) -> float:
+        """The sample's ideal plus the lag a bare client would have seen on its requests."""
+        return sample.ideal_s + sum(
+            sample.server_requests[r] * self.per_request(r)
+            + sample.decode_gaps[r] * self.per_gap(r)
+            for r in ROLES
+        )
+
+
+def direct(client: httpx.Client, server: ScriptedServer, role: Role, prompt: str, n: int) -> float:
+    """Wall time of one streamed step request, shaped like the router's, read to its end."""
+    body: dict[str, Any] = {
+        "model": server.model,
+        "prompt": prompt,
+        "max_tokens": n,
+        "stream": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+        "add_special_tokens": False,
+        "stop": [DELIMITER],
+        "temperature": 0.6,
+        "top_p": 0.95,
+    }
+    if role == "small":
+        body["logprobs"] = TOP_LOGPROBS
+    t0 = time.perf_counter()
+    with client.stream("POST", f"{server.base_url}/completions", json=body) as response:
+        for _ in response.iter_lines():
+            pass
+    return time.perf_counter() - t0
+
+
+def calibrate(
+    emu: Emulation, cal: Calibration, servers: dict[Role, ScriptedServer], rep: int
+) -> None:
+    with httpx.Client(timeout=60, trust_env=False) as client:
+        for role in ROLES:
+            server = servers[role]
+            prompt = f"calibration {rep}<think>\n"
+            fresh(server)
+            short = direct(client, server, role, prompt, 1) - emu.cost(role, 1)
+            full = direct(client, server, role, prompt, 10 * emu.step_tokens)
+            n = logs_of(server)[-1].generated_tokens
+            cal.short_lag_s[role].append(short)
+            gaps = decode_gaps(n, False)
+            cal.gap_lag_s[role].append((full - emu.cost(role, n) - short) / max(gaps, 1))
+
+
+# -- concurrency -------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchSample:
+    """One timed ``abatch``."""
+
+    wall_s: float
+    ideal_per_question_s: float
+    median_question_latency_s: float
+    max_question_latency_s: float
+    process_cpu_s: float
+    """CPU time of the whole process (router and both servers share its GIL) during the batch."""
+    server_requests: dict[str, int]
+    correct: bool
+
+
+async def run_batches(emu: Emulation, cfg: Config, size: int, reps: int) -> list[BatchSample]:
+    samples: list[BatchSample] = []
+    for rep in range(reps):
+        fresh(cfg.small, cfg.large)
+        inputs: list[LanguageModelInput] = [
+            f"Batch question {rep}.{i}: what is 6 times 7?" for i in range(size)
+        ]
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        msgs = await cfg.router.abatch(inputs, config={"max_concurrency": size})
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        logs: dict[Role, list[RequestLog]] = {
+            r: logs_of(s) for r, s in zip(ROLES, (cfg.small, cfg.large), strict=True)
+        }
+        records = [m.response_metadata["glimprouter"] for m in msgs]
+        ideal = sum(
+            emu.cost(role, g.generated_tokens, not g.finished) for role in ROLES for g in logs[role]
+        )
+        samples.append(
+            BatchSample(
+                wall_s=wall,
+                ideal_per_question_s=ideal / size,
+                median_question_latency_s=statistics.median(r["latency_s"] for r in records),
+                max_question_latency_s=max(r["latency_s"] for r in records),
+                process_cpu_s=cpu,
+                server_requests={role: len(logs[role]) for role in ROLES},
+                correct=all(
+                    str(m.content).startswith("The answer is 42")
+                    and r["n_large_steps"] == cfg.expected_large(emu.steps)
+                    for m, r in zip(msgs, records, strict=True)
+                ),
+            )
+        )
+    return samples
+
+
+def warm_up() -> None:
+    """A routed call, sync and async, on tiny instant servers: LangChain's lazy imports."""
+    small_script = Script(steps=["small a", "small b"], h_init=[0.1, 2.0, 0.0])
+    with (
+        ScriptedServer(small_script, model="warm-small") as small,
+        ScriptedServer(Script(steps=["large a", "large b"]), model="warm-large") as large,
+    ):
+        make_router(small, large, THRESHOLD, "stream").invoke("warm up")
+
+        async def once() -> None:
+            await make_router(small, large, THRESHOLD, "stream").abatch(["a", "b"])
+
+        asyncio.run(once())
+
+
+# -- statistics and tables ---------------------------------------------------------------------
+
+
+def med(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def fmt(value: Any) -> str:
+        if value is None:
+            return "–"
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        if isinstance(value, float):
+            return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def summarize(emu: Emulation, cfg: Config, cal: Calibration) -> dict[str, Any]:
+    s = cfg.samples
+    n_hard = cfg.expected_large(emu.steps)
+    n_easy = emu.steps - n_hard
+    glimpsed = n_hard and cfg.threshold > 0
+    ratios = [x.latency_s / x.ideal_s for x in s]
+    return {
+        "name": cfg.name,
+        "target_rate": cfg.rate,
+        "threshold": cfg.threshold,
+        "probe": cfg.probe,
+        "hard_steps": n_hard,
+        "actual_rate": med([x.n_large_steps / x.n_steps for x in s]),
+        "median_latency_s": med([x.latency_s for x in s]),
+        "median_record_latency_s": med([x.record_latency_s for x in s]),
+        "median_ideal_s": med([x.ideal_s for x in s]),
+        "arithmetic_ideal_s": emu.ideal(n_hard, cfg.threshold, cfg.probe),
+        "median_overhead": med(ratios),
+        "min_overhead": min(ratios),
+        "max_overhead": max(ratios),
+        "median_floor_s": med([cal.floor(x) for x in s]),
+        "median_latency_over_floor": med([x.latency_s / cal.floor(x) for x in s]),
+        "median_cpu_ms_per_step": med([1000 * x.cpu_s / x.n_steps for x in s]),
+        "requests_per_delegated_step": (
+            med([x.step_requests_delegated / n_easy for x in s]) if n_easy else None
+        ),
+        "requests_per_intervened_step": (
+            med([x.step_requests_intervened / n_hard for x in s]) if n_hard else None
+        ),
+        "step_requests_per_step": med(
+            [(x.step_requests_delegated + x.step_requests_intervened) / x.n_steps for x in s]
+        ),
+        "requests_per_call": med([sum(x.server_requests.values()) for x in s]),
+        "record_requests_match_server": all(x.record_requests == x.server_requests for x in s),
+        "wasted_per_intervention_record": (
+            med([x.record_wasted / x.n_large_steps for x in s]) if glimpsed else None
+        ),
+        "wasted_per_intervention_server": (
+            med([x.server_wasted / x.n_large_steps for x in s]) if glimpsed else None
+        ),
+        "wasted_per_call_record": med([x.record_wasted for x in s]),
+        "wasted_per_call_server": med([x.server_wasted for x in s]),
+        "median_aborted_small_per_call": med([x.aborted_small for x in s]),
+        "all_correct": all(x.correct for x in s),
+    }
+
+
+def rounded(value: Any) -> Any:
+    """``value`` with every float rounded to 4 significant digits (keeps the file small)."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}") if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Benchmark the glimpse router on emulated servers.")
+    p.add_argument("--reps", type=int, default=None, help="repetitions (default 5; 2 with --quick)")
+    p.add_argument("--quick", action="store_true", help="2 repetitions, 8-question concurrency")
+    p.add_argument("--concurrency", type=int, default=None, help="questions per abatch (16)")
+    p.add_argument("--small-decode-ms", type=float, default=8.0)
+    p.add_argument("--small-prefill-ms", type=float, default=20.0)
+    p.add_argument("--large-decode-ms", type=float, default=30.0)
+    p.add_argument("--large-prefill-ms", type=float, default=60.0)
+    p.add_argument("--steps", type=int, default=12, help="reasoning steps per chain")
+    p.add_argument("--step-tokens", type=int, default=24, help="tokens per step (>= 3)")
+    p.add_argument("--answer-tokens", type=int, default=12, help="tokens of the answer (>= 5)")
+    p.add_argument("--output", type=Path, default=RESULTS, help="where the JSON goes")
+    args = p.parse_args(argv)
+    if args.reps is None:
+        args.reps = 2 if args.quick else 5
+    if args.concurrency is None:
+        args.concurrency = 8 if args.quick else 16
+    if args.reps < 1 or args.concurrency < 1 or args.steps < 2:
+        p.error("--reps and --concurrency must be >= 1, --steps >= 2")
+    if args.step_tokens < 3 or args.answer_tokens < 5:
+        p.error("--step-tokens must be >= 3, --answer-tokens >= 5")
+    return args
+
+
+def start(emu: Emulation, script: Script, role: Role) -> ScriptedServer:
+    model = "small-4b" if role == "small" else "large-32b"
+    return ScriptedServer(
+        script, model=model, decode_s=emu.decode(role), prefill_s=emu.prefill(role)
+    ).start()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    emu = Emulation(
+        small_decode_s=args.small_decode_ms / 1000,
+        small_prefill_s=args.small_prefill_ms / 1000,
+        large_decode_s=args.large_decode_ms / 1000,
+        large_prefill_s=args.large_prefill_ms / 1000,
+        steps=args.steps,
+        step_tokens=args.step_tokens,
+        answer_tokens=args.answer_tokens,
+    )
+    started = time.perf_counter()
+    warm_up()
+    large = start(emu, scripts(emu, 0.0)[1], "large")
+    smalls = {rate: start(emu, scripts(emu, rate)[0], "small") for rate in RATES}
+    try:
+        configs = [
+            Config(f"glimpse {r:.0%}", r, THRESHOLD, "stream", smalls[r], large,
+                   make_router(smalls[r], large, THRESHOLD, "stream"))
+            for r in RATES
+        ]  # fmt: skip
+        sep = smalls[SEPARATE_RATE]
+        configs += [
+            Config(f"separate probe {SEPARATE_RATE:.0%}", SEPARATE_RATE, THRESHOLD, "separate",
+                   sep, large, make_router(sep, large, THRESHOLD, "separate")),
+            Config("large-only", 1.0, 0.0, "stream", sep, large,
+                   make_router(sep, large, 0.0, "stream")),
+        ]  # fmt: skip
+        cal = Calibration()
+        n = len(configs) + 1  # the calibration takes a turn in the round-robin too
+        for rep in range(args.reps):
+            turns: list[Config | None] = [*configs, None]
+            shift = rep % n
+            for i, cfg in enumerate(turns[shift:] + turns[:shift]):
+                if cfg is None:
+                    calibrate(emu, cal, {"small": sep, "large": large}, rep)
+                else:
+                    question = f"Question {rep}.{i}: what is 6 times 7?"
+                    cfg.samples.append(run_once(emu, cfg, question))
+            print(f"repetition {rep + 1}/{args.reps} done", file=sys.stderr)
+        conc_small = smalls[CONCURRENCY_RATE]
+        conc = Config(
+            f"abatch glimpse {CONCURRENCY_RATE:.0%}", CONCURRENCY_RATE, THRESHOLD, "stream",
+            conc_small, large, make_router(conc_small, large, THRESHOLD, "stream"),
+        )  # fmt: skip
+        batch_reps = min(args.reps, 3)
+        batches = asyncio.run(run_batches(emu, conc, args.concurrency, batch_reps))
+    finally:
+        for server in [large, *smalls.values()]:
+            server.stop()
+    elapsed = time.perf_counter() - started
+    report(emu, args, configs, cal, batches, elapsed)
+    return 0
+
+
+def report(
+    emu: Emulation,
+    args: argparse.Namespace,
+    configs: list[Config],
+    cal: Calibration,
+    batches: list[BatchSample],
+    elapsed: float,
+) -> None:
+    summaries = {cfg.name: summarize(emu, cfg, cal) for cfg in configs}
+    routed = [summaries[c.name] for c in configs if c.probe == "stream" and c.threshold > 0]
+    base = summaries["large-only"]
+    stream = summaries[f"glimpse {SEPARATE_RATE:.0%}"]
+    separate = summaries[f"separate probe {SEPARATE_RATE:.0%}"]
+    out: list[str] = [
+        f"Emulated servers: small prefill {emu.small_prefill_s * 1000:g} ms + "
+        f"{emu.small_decode_s * 1000:g} ms/token, large prefill {emu.large_prefill_s * 1000:g} "
+        f"ms + {emu.large_decode_s * 1000:g} ms/token; {emu.steps} steps x {emu.step_tokens} "
+        f"tokens, answer {emu.answer_tokens} tokens; threshold {THRESHOLD}; "
+        f"{args.reps} repetitions; run took {elapsed:.0f} s."
+    ]
+
+    out.append("\n### 1. Requests per step and wasted small tokens (probe=stream)\n")
+    out.append(
+        table(
+            [
+                "target rate",
+                "hard steps",
+                "actual rate",
+                "requests / delegated step",
+                "requests / intervened step",
+                "wasted tokens / intervention (record)",
+                "(server log)",
+                "aborted small requests / call",
+                "record = server counts",
+            ],
+            [
+                [
+                    f"{s['target_rate']:.0%}",
+                    f"{s['hard_steps']}/{emu.steps}",
+                    f"{s['actual_rate']:.1%}",
+                    s["requests_per_delegated_step"],
+                    s["requests_per_intervened_step"],
+                    s["wasted_per_intervention_record"],
+                    s["wasted_per_intervention_server"],
+                    s["median_aborted_small_per_call"],
+                    "yes" if s["record_requests_match_server"] else "NO",
+                ]
+                for s in routed
+            ],
+        )
+    )
+
+    out.append("\n### 2. Router overhead (end-to-end latency / ideal server time)\n")
+    out.append(
+        table(
+            [
+                "configuration",
+                "median latency (s)",
+                "median ideal (s)",
+                "latency / ideal (median)",
+                "min – max",
+                "latency / floor (median)",
+                "client CPU ms / step",
+                "requests / call",
+            ],
+            [
+                [
+                    s["name"],
+                    s["median_latency_s"],
+                    s["median_ideal_s"],
+                    s["median_overhead"],
+                    f"{s['min_overhead']:.3f} – {s['max_overhead']:.3f}",
+                    s["median_latency_over_floor"],
+                    s["median_cpu_ms_per_step"],
+                    s["requests_per_call"],
+                ]
+                for s in summaries.values()
+            ],
+        )
+    )
+    floor = {
+        role: {
+            "per_request_ms": 1000 * cal.per_request(role),
+            "per_decode_gap_ms": 1000 * cal.per_gap(role),
+        }
+        for role in ROLES
+    }
+    out.append(
+        "\nFloor = ideal + the lag a bare httpx client sees on the same servers (median of "
+        f"{args.reps} direct requests each): small {floor['small']['per_request_ms']:.2f} ms "
+        f"per request + {floor['small']['per_decode_gap_ms']:.3f} ms per decode gap, large "
+        f"{floor['large']['per_request_ms']:.2f} ms + {floor['large']['per_decode_gap_ms']:.3f}"
+        " ms."
+    )
+
+    speedups: list[dict[str, Any]] = []
+    for s in routed:
+        measured = base["median_latency_s"] / s["median_latency_s"]
+        ideal = base["arithmetic_ideal_s"] / s["arithmetic_ideal_s"]
+        floor_speedup = base["median_floor_s"] / s["median_floor_s"]
+        speedups.append(
+            {"target_rate": s["target_rate"], "actual_rate": s["actual_rate"],
+             "large_only_s": base["median_latency_s"], "routed_s": s["median_latency_s"],
+             "measured": measured, "ideal": ideal, "measured_over_ideal": measured / ideal,
+             "floor": floor_speedup}
+        )  # fmt: skip
+    out.append("\n### 3. Speedup over large-only (threshold 0 vs 0.9)\n")
+    out.append(
+        table(
+            [
+                "target rate",
+                "actual rate",
+                "large-only median (s)",
+                "glimpse median (s)",
+                "measured speedup",
+                "ideal speedup",
+                "measured / ideal",
+                "floor speedup",
+            ],
+            [
+                [
+                    f"{x['target_rate']:.0%}",
+                    f"{x['actual_rate']:.1%}",
+                    x["large_only_s"],
+                    x["routed_s"],
+                    f"{x['measured']:.2f}x",
+                    f"{x['ideal']:.2f}x",
+                    x["measured_over_ideal"],
+                    f"{x['floor']:.2f}x",
+                ]
+                for x in speedups
+            ],
+        )
+    )
+
+    sep_ratio = separate["median_latency_s"] / stream["median_latency_s"]
+    sep_ideal = separate["arithmetic_ideal_s"] / stream["arithmetic_ideal_s"]
+    out.append(f"\n### 4. Streamed glimpse vs separate probe ({SEPARATE_RATE:.0%} intervention)\n")
+    out.append(
+        table(
+            [
+                "probe",
+                "median latency (s)",
+                "latency / ideal",
+                "requests / step",
+                "requests / delegated step",
+                "requests / intervened step",
+                "requests / call",
+                "wasted small tokens / call (record / server)",
+            ],
+            [
+                [
+                    s["probe"],
+                    s["median_latency_s"],
+                    s["median_overhead"],
+                    s["step_requests_per_step"],
+                    s["requests_per_delegated_step"],
+                    s["requests_per_intervened_step"],
+                    s["requests_per_call"],
+                    f"{s['wasted_per_call_record']:g} / {s['wasted_per_call_server']:g}",
+                ]
+                for s in (stream, separate)
+            ],
+        )
+    )
+    out.append(
+        f"\nseparate / stream latency: {sep_ratio:.3f} measured, {sep_ideal:.3f} arithmetic ideal."
+    )
+
+    size = args.concurrency
+    one_ideal = emu.ideal(len(hard_steps(CONCURRENCY_RATE, emu.steps)), THRESHOLD, "stream")
+    wall = med([b.wall_s for b in batches])
+    batch = {
+        "concurrency": size,
+        "repetitions": len(batches),
+        "median_wall_s": wall,
+        "throughput_qps": size / wall,
+        "ideal_throughput_qps": size / one_ideal,
+        "one_question_ideal_s": one_ideal,
+        "wall_over_one_question_ideal": wall / one_ideal,
+        "one_at_a_time_latency_s": stream["median_latency_s"],
+        "speedup_over_one_at_a_time": size * stream["median_latency_s"] / wall,
+        "median_question_latency_s": med([b.median_question_latency_s for b in batches]),
+        "process_cpu_over_wall": med([b.process_cpu_s / b.wall_s for b in batches]),
+        "all_correct": all(b.correct for b in batches),
+    }
+    out.append(
+        f"\n### 5. Concurrency: {size} questions at once (abatch, glimpse "
+        f"{CONCURRENCY_RATE:.0%}, median of {len(batches)})\n"
+    )
+    out.append(
+        table(
+            [
+                "questions",
+                "median wall (s)",
+                "throughput (q/s)",
+                "ideal throughput (q/s)",
+                "wall / one-question ideal",
+                "median question latency (s)",
+                "process CPU / wall",
+                "vs one at a time",
+            ],
+            [
+                [
+                    size,
+                    wall,
+                    batch["throughput_qps"],
+                    batch["ideal_throughput_qps"],
+                    batch["wall_over_one_question_ideal"],
+                    batch["median_question_latency_s"],
+                    batch["process_cpu_over_wall"],
+                    f"{batch['speedup_over_one_at_a_time']:.1f}x",
+                ]
+            ],
+        )
+    )
+    checks = all(s["all_correct"] for s in summaries.values()) and batch["all_correct"]
+    out.append(f"\nEvery route, request count and answer as scripted: {'yes' if checks else 'NO'}.")
+    print("\n".join(out))
+
+    results = {
+        "command": shlex.join(sys.orig_argv),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "elapsed_s": elapsed,
+        "repetitions": args.reps,
+        "emulation": asdict(emu) | {"threshold": THRESHOLD, "h_easy": H_EASY, "h_hard": H_HARD},
+        "floor": floor,
+        "summaries": summaries,
+        "speedup": speedups,
+        "stream_vs_separate": {"measured": sep_ratio, "ideal": sep_ideal},
+        "concurrency": batch,
+        "all_correct": checks,
+        "samples": {cfg.name: [asdict(x) for x in cfg.samples] for cfg in configs},
+        "calibration": asdict(cal),
+        "batches": [asdict(b) for b in batches],
+    }
+    path: Path = args.output
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rounded(results), indent=1) + "\n")
+    tmp.replace(path)
+    print(f"\nRaw numbers: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
