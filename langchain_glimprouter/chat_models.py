@@ -12,6 +12,7 @@ import math
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -20,6 +21,8 @@ from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManager,
     CallbackManagerForLLMRun,
+    adispatch_custom_event,
+    dispatch_custom_event,
 )
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import (
@@ -286,7 +289,7 @@ class GlimpRouterChatModel(BaseChatModel):
         result: Result | None = None
         for event in drive(program, clients):
             if isinstance(event, StepDone) and run_manager is not None:
-                _manager_of(run_manager).on_custom_event(
+                _manager_of(CallbackManager, run_manager).on_custom_event(
                     STEP_EVENT, _event_data(event.record), run_id=run_manager.run_id
                 )
             elif isinstance(event, Result):
@@ -304,7 +307,7 @@ class GlimpRouterChatModel(BaseChatModel):
         result: Result | None = None
         async for event in adrive(program, clients):
             if isinstance(event, StepDone) and run_manager is not None:
-                await _amanager_of(run_manager).on_custom_event(
+                await _manager_of(AsyncCallbackManager, run_manager).on_custom_event(
                     STEP_EVENT, _event_data(event.record), run_id=run_manager.run_id
                 )
             elif isinstance(event, Result):
@@ -345,16 +348,16 @@ class GlimpRouterChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        target: _EventTarget | None = kwargs.get(_EVENTS_KWARG)
+        manager, run_id = self._step_events(CallbackManager, run_manager, kwargs)
         program, clients, model_name = self._prepare(messages, stop, kwargs)
-        manager, run_id = None, None
-        if run_manager is not None:
-            manager, run_id = _manager_of(run_manager), run_manager.run_id
-        elif target is not None:
-            manager, run_id = self._configure(CallbackManager, target), target.run_id
         for event in drive(program, clients):
-            if isinstance(event, StepDone) and manager is not None:
-                manager.on_custom_event(STEP_EVENT, _event_data(event.record), run_id=run_id)
+            if isinstance(event, StepDone):
+                data = _event_data(event.record)
+                if manager is not None:
+                    manager.on_custom_event(STEP_EVENT, data, run_id=run_id)
+                else:
+                    with suppress(RuntimeError):  # outside any run: the chunk carries it
+                        dispatch_custom_event(STEP_EVENT, data)
             chunk = _chunk(event, model_name)
             if run_manager is not None and chunk.message.content:
                 run_manager.on_llm_new_token(cast(str, chunk.message.content), chunk=chunk)
@@ -367,32 +370,47 @@ class GlimpRouterChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        target: _EventTarget | None = kwargs.get(_EVENTS_KWARG)
+        manager, run_id = self._step_events(AsyncCallbackManager, run_manager, kwargs)
         program, clients, model_name = self._prepare(messages, stop, kwargs)
-        manager, run_id = None, None
-        if run_manager is not None:
-            manager, run_id = _amanager_of(run_manager), run_manager.run_id
-        elif target is not None:
-            manager, run_id = self._configure(AsyncCallbackManager, target), target.run_id
         async for event in adrive(program, clients):
-            if isinstance(event, StepDone) and manager is not None:
-                await manager.on_custom_event(STEP_EVENT, _event_data(event.record), run_id=run_id)
+            if isinstance(event, StepDone):
+                data = _event_data(event.record)
+                if manager is not None:
+                    await manager.on_custom_event(STEP_EVENT, data, run_id=run_id)
+                else:
+                    with suppress(RuntimeError):  # outside any run: the chunk carries it
+                        await adispatch_custom_event(STEP_EVENT, data)
             chunk = _chunk(event, model_name)
             if run_manager is not None and chunk.message.content:
                 await run_manager.on_llm_new_token(cast(str, chunk.message.content), chunk=chunk)
             yield chunk
 
-    def _configure(self, cls: Any, target: _EventTarget) -> Any:
-        config = target.config
-        return cls.configure(
-            config.get("callbacks"),
-            self.callbacks,
-            self.verbose,
-            config.get("tags"),
-            self.tags,
-            config.get("metadata"),
-            self.metadata,
-        )
+    def _step_events(
+        self, cls: Any, run_manager: Any, kwargs: dict[str, Any]
+    ) -> tuple[Any, uuid.UUID | None]:
+        """The callback manager and run id that ``glimprouter_step`` events go to.
+
+        ``_generate`` and the v2 event path get the run manager, whose own ``on_custom_event``
+        is a no-op stub, so a manager is built from its handlers. ``stream``/``astream`` call
+        ``_stream`` without it; our overrides pass the run's config and id instead. Otherwise
+        (an invoke that streams internally) events go through ``dispatch_custom_event``.
+        """
+        target: _EventTarget | None = kwargs.get(_EVENTS_KWARG)
+        if run_manager is not None:
+            return _manager_of(cls, run_manager), run_manager.run_id
+        if target is not None:
+            config = target.config
+            manager = cls.configure(
+                config.get("callbacks"),
+                self.callbacks,
+                self.verbose,
+                config.get("tags"),
+                self.tags,
+                config.get("metadata"),
+                self.metadata,
+            )
+            return manager, target.run_id
+        return None, None
 
     # -- token counting ---------------------------------------------------------------------------
 
@@ -458,21 +476,9 @@ def _with_event_target(config: RunnableConfig | None) -> tuple[RunnableConfig, _
     return config, _EventTarget(config=config, run_id=run_id)
 
 
-def _manager_of(run_manager: CallbackManagerForLLMRun) -> CallbackManager:
-    # The run manager's own on_custom_event is a no-op stub: build a manager from its handlers.
-    return CallbackManager(
-        handlers=run_manager.handlers,
-        inheritable_handlers=run_manager.inheritable_handlers,
-        parent_run_id=run_manager.parent_run_id,
-        tags=run_manager.tags,
-        inheritable_tags=run_manager.inheritable_tags,
-        metadata=run_manager.metadata,
-        inheritable_metadata=run_manager.inheritable_metadata,
-    )
-
-
-def _amanager_of(run_manager: AsyncCallbackManagerForLLMRun) -> AsyncCallbackManager:
-    return AsyncCallbackManager(
+def _manager_of(cls: Any, run_manager: Any) -> Any:
+    """A (sync or async) callback manager with the run manager's handlers, tags and metadata."""
+    return cls(
         handlers=run_manager.handlers,
         inheritable_handlers=run_manager.inheritable_handlers,
         parent_run_id=run_manager.parent_run_id,

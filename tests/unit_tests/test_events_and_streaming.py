@@ -137,3 +137,20 @@ async def test_astream_matches_stream(servers: Any) -> None:
     sync_text = "".join(str(c.content) for c in model.stream(QUESTION))
     async_text = "".join([str(c.content) async for c in model.astream(QUESTION)])
     assert sync_text == async_text == "The answer is 42."
+
+
+async def test_events_when_an_invoke_streams_internally(servers: Any) -> None:
+    """Under astream_events an invoke inside a node streams through _astream without a run
+    manager; the step events still arrive (through the node's run context)."""
+    small, large = servers()
+    model = router_for(small, large)
+
+    async def node(question: str) -> str:
+        message = await model.ainvoke(question)
+        return str(message.content)
+
+    events = [e async for e in RunnableLambda(node).astream_events(QUESTION, version="v2")]
+    custom = [e for e in events if e["event"] == "on_custom_event"]
+    assert [e["data"]["index"] for e in custom] == [0, 1, 2, 3]
+    streamed = [e for e in events if e["event"] == "on_chat_model_stream"]
+    assert streamed, "the invoke did stream internally"
