@@ -1,25 +1,51 @@
-"""Start local vLLM (CPU build) servers on the bundled tiny model, for the demo and the tests.
+"""Start vLLM servers: the tiny-model pair of the demo and the tests, and ``glimprouter serve``.
 
 The server environment is kept apart from the package's own (vLLM pins its own torch and
 transformers): a virtual environment under ``$GLIMPROUTER_HOME`` (default
 ``~/.cache/glimprouter``), made by ``make vllm-env``, with the SmolLM2-135M weights converted
 once by ``scripts/prepare_tiny_model.py``. Nothing here is needed to use the router with servers
 of your own.
+
+Every server command line is built by :func:`vllm_command` and its environment by
+:func:`vllm_env` (pure functions, so ``glimprouter serve --dry-run`` and the tests see exactly
+what would run); :class:`LocalServer` runs one of them as a child process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 TINY_MODEL_NAME = "smollm2-135m"
+VLLM_MODULE = "vllm.entrypoints.openai.api_server"
+
+
+class ServeError(Exception):
+    """A server pair that cannot be started as asked (raised before anything starts)."""
+
+
+class ServerExited(RuntimeError):
+    """A server process ended while it was expected to run."""
+
+    def __init__(self, server: LocalServer) -> None:
+        self.server = server
+        code = server.process.poll() if server.process is not None else None
+        super().__init__(
+            f"vLLM server {server.served_name} exited (code {code}):\n{server.log_tail()}"
+        )
 
 
 def home() -> Path:
@@ -44,6 +70,107 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether ``port`` cannot be bound on ``host`` right now (another server holds it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def is_local_model(model: str | Path) -> bool:
+    """Whether ``model`` names a folder on this machine (else vLLM treats it as a hub id)."""
+    return Path(model).expanduser().is_dir()
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or model in (".", "..")
+
+
+def connect_host(host: str) -> str:
+    """The address a client on this machine uses for a server bound to ``host``."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def vllm_command(
+    python: str | Path,
+    model: str | Path,
+    served_name: str,
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    max_model_len: int = 4096,
+    max_logprobs: int = 20,
+    gpu_memory_utilization: float | None = None,
+    draft_model: str | Path | None = None,
+    num_speculative_tokens: int = 4,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """The command line of one vLLM OpenAI-compatible server as the router needs it.
+
+    ``--max-logprobs`` caps the router's ``top_logprobs``; ``--enable-prefix-caching`` lets every
+    step reuse the previous request's prompt. ``--reasoning-parser`` is never passed: it is meant
+    for chat responses and can hide stop strings, while the router reads raw ``/v1/completions``
+    text and finds the step delimiter and ``</think>`` itself. ``draft_model`` makes this server
+    verify ``num_speculative_tokens`` tokens proposed by that model per step (speculative
+    decoding, vLLM's ``draft_model`` method); it needs the same vocabulary
+    (:func:`check_same_vocabulary`).
+    """
+    if any(arg.split("=", 1)[0] == "--reasoning-parser" for arg in extra_args):
+        raise ServeError("--reasoning-parser hides stop strings from the router; leave it out")
+    command = [
+        str(python), "-m", VLLM_MODULE,
+        "--model", str(model),
+        "--served-model-name", served_name,
+        "--host", host,
+        "--port", str(port),
+        "--max-model-len", str(max_model_len),
+        "--max-logprobs", str(max_logprobs),
+        "--enable-prefix-caching",
+    ]  # fmt: skip
+    if gpu_memory_utilization is not None:
+        command += ["--gpu-memory-utilization", f"{gpu_memory_utilization:g}"]
+    if draft_model is not None:
+        config = {
+            "method": "draft_model",
+            "model": str(draft_model),
+            "num_speculative_tokens": num_speculative_tokens,
+        }
+        command += ["--speculative-config", json.dumps(config)]
+    return [*command, *extra_args]
+
+
+def vllm_env(
+    *,
+    cpu_build: bool,
+    cpu_core: int | None = None,
+    offline: bool = True,
+    logging_level: str = "WARNING",
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment variables one server gets on top of the caller's environment.
+
+    With vLLM's CPU build: a 1 GiB KV cache (``VLLM_CPU_KVCACHE_SPACE``), no hub access when
+    every model is a local folder (``HF_HUB_OFFLINE``), and the OpenMP threads bound to
+    ``cpu_core`` (``VLLM_CPU_OMP_THREADS_BIND``) so that two servers do not share cores.
+    """
+    env = {"VLLM_LOGGING_LEVEL": logging_level}
+    if cpu_build:
+        env["VLLM_CPU_KVCACHE_SPACE"] = "1"
+        if offline:
+            env["HF_HUB_OFFLINE"] = "1"
+        if cpu_core is not None:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = str(cpu_core)
+    return {**env, **(extra or {})}
+
+
 @dataclass
 class LocalServer:
     """A vLLM OpenAI-compatible server running as a child process."""
@@ -52,63 +179,104 @@ class LocalServer:
     port: int
     cpu: int | None = None
     """Core to bind vLLM's OpenMP threads to (VLLM_CPU_OMP_THREADS_BIND); None lets vLLM pick."""
-    model_dir: Path = field(default_factory=tiny_model_dir)
+    model: str = field(default_factory=lambda: str(tiny_model_dir()))
+    """A Hugging Face model id or a local model folder."""
+    host: str = "127.0.0.1"
     max_model_len: int = 4096
     max_logprobs: int = 20
+    cpu_build: bool = True
+    """Use the CPU build's environment variables (see :func:`vllm_env`)."""
+    gpu_memory_utilization: float | None = None
+    draft_model: str | None = None
+    num_speculative_tokens: int = 4
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment variables of the server (they win over :func:`vllm_env`'s)."""
+    python: Path | None = None
+    """The Python that has vLLM; None: :func:`vllm_python`."""
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"http://{connect_host(self.host)}:{self.port}/v1"
+
+    def command(self) -> list[str]:
+        return vllm_command(
+            self.python or vllm_python(),
+            self.model,
+            self.served_name,
+            self.port,
+            host=self.host,
+            max_model_len=self.max_model_len,
+            max_logprobs=self.max_logprobs,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            draft_model=self.draft_model,
+            num_speculative_tokens=self.num_speculative_tokens,
+            extra_args=self.extra_args,
+        )
+
+    def environment(self) -> dict[str, str]:
+        """The variables this server gets on top of the caller's environment."""
+        models = [self.model] if self.draft_model is None else [self.model, self.draft_model]
+        return vllm_env(
+            cpu_build=self.cpu_build,
+            cpu_core=self.cpu,
+            offline=all(is_local_model(m) for m in models),
+            logging_level=os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
+            extra=self.env,
+        )
 
     def start(self) -> LocalServer:
         """Launch the server (returns at once; see :meth:`wait_ready`)."""
-        python = vllm_python()
-        if not python.exists() or not (self.model_dir / "config.json").exists():
+        python = self.python or vllm_python()
+        found = shutil.which(python) if os.sep not in str(python) else str(python)
+        missing = [
+            m
+            for m in (self.model, self.draft_model)
+            if m is not None and _looks_like_path(m) and not (Path(m) / "config.json").exists()
+        ]
+        if not found or not Path(found).exists() or missing:
             raise RuntimeError(
-                f"the local vLLM environment is missing ({python}, {self.model_dir}); "
-                "run `make vllm-env` first."
+                f"the local vLLM environment is missing ({python}, "
+                f"{', '.join(missing) or self.model}); run `make vllm-env` first "
+                "(or point --python / GLIMPROUTER_VLLM_PYTHON at a Python that has vLLM)."
             )
-        env = {
-            **os.environ,
-            "VLLM_CPU_KVCACHE_SPACE": "1",
-            "HF_HUB_OFFLINE": "1",
-            "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
-        }
-        if self.cpu is not None:
-            env["VLLM_CPU_OMP_THREADS_BIND"] = str(self.cpu)
-        command = [
-            str(python), "-m", "vllm.entrypoints.openai.api_server",
-            "--model", str(self.model_dir),
-            "--served-model-name", self.served_name,
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--max-model-len", str(self.max_model_len),
-            "--max-logprobs", str(self.max_logprobs),
-            "--enable-prefix-caching",
-        ]  # fmt: skip
         logs = home() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        self.log_path = logs / f"vllm-{self.served_name}-{self.port}.log"
+        self.log_path = (
+            logs / f"vllm-{re.sub(r'[^A-Za-z0-9_.-]', '_', self.served_name)}-{self.port}.log"
+        )
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.environment()},
+                start_new_session=True,
             )
         return self
 
-    def wait_ready(self, timeout: float = 600.0) -> None:
+    def healthy(self) -> bool:
+        """Whether ``/health`` answers 200 right now."""
+        try:
+            url = f"http://{connect_host(self.host)}:{self.port}/health"
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def exited(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def wait_ready(self, timeout: float = 600.0, poll: float = 1.0) -> None:
         """Block until ``/health`` answers 200; raise with the log's tail if the server dies."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"vLLM server {self.served_name} exited:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(1.0)
+            if self.exited():
+                raise ServerExited(self)
+            if self.healthy():
+                return
+            time.sleep(poll)
         self.stop()
         raise TimeoutError(f"vLLM server {self.served_name} not ready in {timeout} s")
 
@@ -117,16 +285,60 @@ class LocalServer:
             return "(no log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
+    def _signal_group(self, sig: signal.Signals) -> None:
+        """Signal the server's process group: the API server and vLLM's engine processes."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, sig)
+
     def stop(self) -> None:
         """Terminate the server and its engine processes."""
-        if self.process is None or self.process.poll() is not None:
+        stop_all([self])
+
+    def kill_leftovers(self) -> None:
+        """SIGKILL what is left of a server whose main process just ended (vLLM's engine
+        processes share its process group). Call it right when the exit is seen."""
+        if self.exited():
+            self._signal_group(signal.SIGKILL)
+
+
+def stop_all(servers: Sequence[LocalServer], timeout: float = 30.0) -> None:
+    """Terminate every running server at once (SIGTERM to each process group), SIGKILL after
+    ``timeout``; a second Ctrl-C while waiting kills them at once."""
+    running = [s for s in servers if s.process is not None and s.process.poll() is None]
+    for server in running:
+        server._signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    try:
+        for server in running:
+            assert server.process is not None
+            server.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        pass
+    for server in running:
+        assert server.process is not None
+        if server.process.poll() is None:
+            server._signal_group(signal.SIGKILL)
+            server.process.wait()
+
+
+def wait_all_ready(servers: Sequence[LocalServer], timeout: float, poll: float = 0.5) -> None:
+    """Block until every server answers ``/health``; :class:`ServerExited` when one dies."""
+    deadline = time.monotonic() + timeout
+    ready: set[int] = set()
+    while True:
+        for index, server in enumerate(servers):
+            if server.exited():
+                raise ServerExited(server)
+            if index not in ready and server.healthy():
+                ready.add(index)
+        if len(ready) == len(servers):
             return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        if time.monotonic() >= deadline:
+            names = ", ".join(s.served_name for i, s in enumerate(servers) if i not in ready)
+            raise TimeoutError(f"vLLM server(s) {names} not ready in {timeout:g} s")
+        time.sleep(poll)
 
 
 def start_pair(small_port: int | None = None, large_port: int | None = None) -> list[LocalServer]:
@@ -147,3 +359,120 @@ def start_pair(small_port: int | None = None, large_port: int | None = None) -> 
             server.stop()
         raise
     return servers
+
+
+# -- the vocabulary check of --speculative ------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ServeError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ServeError(f"{path} is not a JSON object")
+    return data
+
+
+def _config_vocab_size(folder: Path) -> int | None:
+    config = _read_json(folder / "config.json")
+    for section in (config, config.get("text_config") or {}):
+        if isinstance(section, dict) and isinstance(section.get("vocab_size"), int):
+            return int(section["vocab_size"])
+    return None
+
+
+def _tokenizer_vocab(folder: Path) -> tuple[dict[str, int], dict[str, int]] | None:
+    """(the tokenizer model's vocabulary, the special added tokens), both token -> id."""
+    path = folder / "tokenizer.json"
+    if not path.exists():
+        return None
+    data = _read_json(path)
+    raw = (data.get("model") or {}).get("vocab")
+    if isinstance(raw, dict):
+        vocab = {str(k): int(v) for k, v in raw.items()}
+    elif isinstance(raw, list):  # Unigram: [[piece, score], ...], the id is the position
+        vocab = {str(entry[0]): i for i, entry in enumerate(raw)}
+    else:
+        vocab = {}
+    special = {
+        str(t["content"]): int(t["id"])
+        for t in data.get("added_tokens") or []
+        if isinstance(t, dict) and t.get("special")
+    }
+    return vocab, special
+
+
+def _few(tokens: set[str], n: int = 5) -> str:
+    listed = ", ".join(repr(t) for t in sorted(tokens)[:n])
+    return listed + (f" and {len(tokens) - n} more" if len(tokens) > n else "")
+
+
+def check_same_vocabulary(small: str, large: str, *, force: bool = False) -> list[str]:
+    """Refuse a draft/target pair for speculative decoding whose vocabularies differ.
+
+    Both local folders: ``vocab_size`` in config.json must be equal (vLLM refuses the pair
+    otherwise, after loading both models), and where both have a tokenizer.json, the
+    tokenizer's vocabulary and its special added tokens (token and id) must be equal (drafts in
+    another tokenizer's ids are mostly rejected, so decoding gets slower, not faster). A model
+    that is not a local folder cannot be checked here: refused unless ``force``. ``force`` also
+    lets tokenizer differences pass, never a ``vocab_size`` mismatch. Returns warnings for what
+    was not checked.
+    """
+    if Path(small).expanduser().resolve() == Path(large).expanduser().resolve():
+        return []
+    remote = [m for m in (small, large) if not is_local_model(m)]
+    if remote:
+        what = "is not a local folder" if len(remote) == 1 else "are not local folders"
+        message = (
+            f"--speculative: cannot check that {small} (draft) and {large} share a vocabulary: "
+            f"{' and '.join(remote)} {what}. Compare `vocab_size` in both config.json files and "
+            "both tokenizer.json files (e.g. `hf download MODEL config.json tokenizer.json`), or "
+            "pass local folders; then pass --force-speculative to start anyway."
+        )
+        if not force:
+            raise ServeError(message)
+        return [message.replace("cannot check", "did not check")]
+    small_dir, large_dir = Path(small).expanduser(), Path(large).expanduser()
+    sizes = _config_vocab_size(small_dir), _config_vocab_size(large_dir)
+    if None in sizes:
+        raise ServeError(
+            f"--speculative: no vocab_size in the config.json of "
+            f"{small if sizes[0] is None else large}; cannot check the pair {small} / {large}"
+        )
+    if sizes[0] != sizes[1]:
+        raise ServeError(
+            f"--speculative: the draft {small} (vocab_size {sizes[0]}) and the large model "
+            f"{large} (vocab_size {sizes[1]}) have different vocabularies; speculative decoding "
+            "needs a draft model with the large model's tokenizer."
+        )
+    small_tok, large_tok = _tokenizer_vocab(small_dir), _tokenizer_vocab(large_dir)
+    problem: str | None = None
+    if small_tok is None or large_tok is None:
+        problem = "cannot compare the tokenizers: tokenizer.json is missing in " + " and ".join(
+            m for m, t in ((small, small_tok), (large, large_tok)) if t is None
+        )
+    else:
+        (small_vocab, small_special), (large_vocab, large_special) = small_tok, large_tok
+        if small_vocab != large_vocab:
+            same_size = len(small_vocab) == len(large_vocab)
+            problem = (
+                f"their tokenizer.json vocabularies differ ({len(small_vocab)} and "
+                f"{len(large_vocab)} tokens{', other tokens or ids' if same_size else ''})"
+            )
+        elif small_special != large_special:
+            only_small = {t for t in small_special if large_special.get(t) != small_special[t]}
+            only_large = {t for t in large_special if small_special.get(t) != large_special[t]}
+            problem = (
+                "their special tokens differ (draft only: "
+                f"{_few(only_small) or '-'}; large only: {_few(only_large) or '-'})"
+            )
+    if problem is None:
+        return []
+    message = (
+        f"--speculative: {small} (draft) and {large}: {problem}. Drafts in another tokenizer's "
+        "ids are mostly rejected; pass --force-speculative to start anyway."
+    )
+    if not force:
+        raise ServeError(message)
+    return [message]
