@@ -71,9 +71,14 @@ def free_port() -> int:
 
 
 def port_in_use(host: str, port: int) -> bool:
-    """Whether ``port`` cannot be bound on ``host`` right now (another server holds it)."""
+    """Whether ``port`` cannot be bound on ``host`` right now (another server listens on it).
+
+    Binds with ``SO_REUSEADDR``, as vLLM's server does, so connections of a server that just
+    stopped (``TIME_WAIT``) do not count as in use.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

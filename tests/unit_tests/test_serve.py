@@ -9,6 +9,7 @@ import os
 import queue
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from langchain_glimprouter.servers import (
     ServeError,
     check_same_vocabulary,
     free_port,
+    port_in_use,
     vllm_command,
 )
 
@@ -374,3 +376,12 @@ def test_serve_stops_the_other_server_when_one_dies(serve: Callable[..., Serve])
     assert "the large server (smollm2-large) exited with code 3" in err
     assert "fake engine crashed: CUDA out of memory" in err  # the tail of its log
     assert not any(_alive(pid) for pid in running.pids())
+
+
+def test_port_in_use_means_a_listening_socket() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert port_in_use("127.0.0.1", port)
+    assert not port_in_use("127.0.0.1", port)
