@@ -65,7 +65,7 @@ def test_serve_starts_both_servers_prints_a_working_snippet_and_stops_on_ctrl_c(
 
         # The snippet is runnable Python that routes through the two servers.
         scope: dict[str, object] = {}
-        exec(snippet, scope)  # noqa: S102 - the text this very command printed
+        exec(snippet, scope)  # the text this very command printed
         router = scope["router"]
         assert isinstance(router, GlimpRouterChatModel)
         message = router.invoke(
