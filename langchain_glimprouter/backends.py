@@ -28,6 +28,7 @@ from langchain_glimprouter.errors import (
     InvalidArgumentError,
     StreamInterruptedError,
 )
+from langchain_glimprouter.tool_calls import HermesToolCallParser, ToolCallParser
 
 _LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=64)
 
@@ -38,7 +39,7 @@ DEFAULT_TIMEOUT = 60.0
 class Backend(BaseModel):
     """One OpenAI-compatible completions server (vLLM, llama.cpp, ...) and the model it serves."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     base_url: str = Field(description="API root, e.g. 'http://localhost:8001/v1'.")
     model: str = Field(description="Served model name, as the server's /v1/models lists it.")
@@ -71,6 +72,11 @@ class Backend(BaseModel):
         description="Extra JSON fields merged into every completions request (e.g. top_k).",
     )
 
+    tool_parser: ToolCallParser = Field(
+        default_factory=HermesToolCallParser,
+        description="How this model writes tool calls in its answer (the large backend's "
+        "parses the answer; either's formats past calls for a template that ignores tools).",
+    )
     replicas: list[str] = Field(
         default_factory=list,
         description="More API roots serving the same model. A conversation sticks to one of "

@@ -8,12 +8,14 @@ Everything about routing lives in :mod:`~langchain_glimprouter.engine`.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Literal, cast
 
 from langchain_core.callbacks import (
@@ -31,17 +33,40 @@ from langchain_core.messages import (
     BaseMessage,
     ChatMessage,
     HumanMessage,
+    InvalidToolCall,
     SystemMessage,
     ToolMessage,
 )
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import (
+    ToolCall,
+    ToolCallChunk,
+    invalid_tool_call,
+    tool_call,
+    tool_call_chunk,
+)
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+from langchain_core.output_parsers.openai_tools import (
+    JsonOutputKeyToolsParser,
+    PydanticToolsParser,
+)
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import RunnableConfig, ensure_config
+from langchain_core.runnables import (
+    Runnable,
+    RunnableConfig,
+    RunnableMap,
+    RunnablePassthrough,
+    ensure_config,
+)
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from typing_extensions import Self
 
 from langchain_glimprouter.backends import DEFAULT_TIMEOUT, Backend, BackendClient
 from langchain_glimprouter.engine import (
+    AnswerConstraint,
     AnswerDelta,
     Probe,
     ReasoningDelta,
@@ -60,12 +85,32 @@ from langchain_glimprouter.errors import (
 )
 from langchain_glimprouter.program import Clients, Program, adrive, drive
 from langchain_glimprouter.records import STEP_EVENT, StepRecord
+from langchain_glimprouter.tool_calls import (
+    CallSplitter,
+    InvalidCall,
+    ParsedAnswer,
+    ParsedCall,
+    ToolCallParser,
+)
 
 PROVIDER = "glimprouter"
 _EVENTS_KWARG = "_glimprouter_events"
 _SETTING_KWARGS = frozenset(
     {"threshold", "max_reasoning_tokens", "max_tokens", "temperature", "top_p", "seed"}
 )
+_ANSWER_KWARGS = frozenset({"tools", "tool_choice", "response_format"})
+StructuredOutputMethod = Literal["function_calling", "json_schema", "json_mode"]
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One prepared call: the routing program, its clients, and how to read its answer."""
+
+    program: Program[None]
+    clients: Clients
+    model_name: str
+    parser: ToolCallParser | None
+    """Parses tool calls out of the answer; None when no tools are bound (or "none")."""
 
 
 @dataclass(frozen=True)
@@ -247,17 +292,23 @@ class GlimpRouterChatModel(BaseChatModel):
 
     def _prepare(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[Program[None], Clients, str]:
+    ) -> _Call:
         kwargs.pop(_EVENTS_KWARG, None)
+        kwargs.pop("ls_structured_output_format", None)
         large = self.large
         if model := kwargs.pop("model", None):
             large = large.model_copy(update={"model": str(model)})
+        answer = {name: kwargs.pop(name) for name in _ANSWER_KWARGS if name in kwargs}
         unknown = set(kwargs) - _SETTING_KWARGS
         if unknown:
             raise InvalidArgumentError(
                 f"unsupported call arguments {sorted(unknown)}; supported: "
-                f"{sorted(_SETTING_KWARGS | {'model', 'stop'})}."
+                f"{sorted(_SETTING_KWARGS | _ANSWER_KWARGS | {'model', 'stop'})}."
             )
+        tools = [convert_to_openai_tool(t) for t in answer.get("tools") or []]
+        constraint, parse = _answer_plan(
+            tools, answer.get("tool_choice"), answer.get("response_format"), large.tool_parser
+        )
         fields = {name: getattr(self, name) for name in _SETTING_KWARGS}
         fields.update(kwargs)
         settings = RouteSettings(
@@ -268,13 +319,113 @@ class GlimpRouterChatModel(BaseChatModel):
             stop=tuple(stop or self.stop or ()),
             max_retries=self.max_retries,
             on_small_failure=self.on_small_failure,
+            tools=tuple(tools),
+            answer=constraint,
             **fields,
         )
         _check_budgets(settings.threshold, settings.max_reasoning_tokens, settings.max_tokens)
         backends = {"small": self.small, "large": large}
         clients = {role: self._clients_for(role) for role in backends}
         program = route(_to_openai_messages(messages), backends, settings, self._facts)
-        return program, clients, large.model
+        return _Call(program, clients, large.model, large.tool_parser if parse else None)
+
+    # -- tools and structured output ---------------------------------------------------------------
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: dict[str, Any] | str | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools: both models reason knowing them, the answer may call them.
+
+        The tools are rendered into each backend's prompt by its chat template (vLLM's
+        ``/tokenize`` and client-side Jinja take ``tools``; for a template that ignores tools
+        they are written into the system message in the ``Backend.tool_parser`` format). The
+        large model's answer is parsed by the large backend's ``tool_parser`` into
+        ``AIMessage.tool_calls``; text that looks like a call but does not parse becomes
+        ``invalid_tool_calls``.
+
+        Args:
+            tools: LangChain tools, functions, pydantic models, TypedDicts or OpenAI tool dicts.
+            tool_choice: ``None``/``"auto"``: the model decides. ``"none"``: the tools are
+                shown but the answer is not parsed. ``"any"``, ``"required"`` or ``True``: the
+                answer must call one of the tools; a tool's name (or
+                ``{"type": "function", "function": {"name": ...}}``): it must call that one.
+                Forcing constrains the answer with the server's structured outputs (vLLM), so
+                even a small model writes a well-formed call.
+        """
+        formatted = [convert_to_openai_tool(tool) for tool in tools]
+        _forced_tools(formatted, tool_choice)  # validates tool_choice before any request
+        return super().bind(tools=formatted, tool_choice=tool_choice, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type | None = None,
+        *,
+        method: StructuredOutputMethod = "json_schema",
+        include_raw: bool = False,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | Any]:
+        """Answer as an instance of ``schema`` (pydantic model, TypedDict or JSON schema).
+
+        Every method constrains the final answer with the server's structured outputs, so the
+        answer parses even from a small model; the reasoning before it is routed as usual.
+
+        Args:
+            schema: The output schema; a pydantic class gives instances, others give dicts.
+            method: ``"json_schema"`` (default): the answer is JSON of the schema.
+                ``"function_calling"``: the answer is a forced call of a tool built from the
+                schema. ``"json_mode"``: the answer is a JSON object; describe the keys in
+                the prompt (``schema`` only picks the parser).
+            include_raw: Return ``{"raw": AIMessage, "parsed": ..., "parsing_error": ...}``;
+                the raw message carries the routing record in its ``response_metadata``.
+        """
+        if kwargs:
+            raise InvalidArgumentError(f"unsupported arguments {sorted(kwargs)}.")
+        if method not in ("function_calling", "json_schema", "json_mode"):
+            raise InvalidArgumentError(
+                f"method must be 'function_calling', 'json_schema' or 'json_mode' (got {method!r})."
+            )
+        if schema is None and method != "json_mode":
+            raise InvalidArgumentError(f"method={method!r} needs a schema.")
+        pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+        traced = {"kwargs": {"method": method}, "schema": schema}
+        parser: Runnable[Any, Any]
+        if method == "function_calling":
+            tool = convert_to_openai_tool(cast(Any, schema))
+            name = tool["function"]["name"]
+            llm = self.bind_tools([tool], tool_choice=name, ls_structured_output_format=traced)
+            parser = (
+                PydanticToolsParser(tools=[cast(Any, schema)], first_tool_only=True)
+                if pydantic
+                else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
+            )
+        else:
+            response_format: dict[str, Any] = {"type": "json_object"}
+            if method == "json_schema":
+                json_schema = convert_to_json_schema(cast(Any, schema))
+                response_format = {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": json_schema.get("title", "output"),
+                        "schema": json_schema,
+                    },
+                }
+            llm = self.bind(response_format=response_format, ls_structured_output_format=traced)
+            parser = (
+                PydanticOutputParser(pydantic_object=cast(Any, schema))
+                if pydantic
+                else JsonOutputParser()
+            )
+        if not include_raw:
+            return llm | parser
+        parsed = RunnablePassthrough.assign(
+            parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+        )
+        failed = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | parsed.with_fallbacks([failed], exception_key="parsing_error")
 
     # -- generation -------------------------------------------------------------------------------
 
@@ -285,16 +436,16 @@ class GlimpRouterChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        program, clients, model_name = self._prepare(messages, stop, kwargs)
+        call = self._prepare(messages, stop, kwargs)
         result: Result | None = None
-        for event in drive(program, clients):
+        for event in drive(call.program, call.clients):
             if isinstance(event, StepDone) and run_manager is not None:
                 _manager_of(CallbackManager, run_manager).on_custom_event(
                     STEP_EVENT, _event_data(event.record), run_id=run_manager.run_id
                 )
             elif isinstance(event, Result):
                 result = event
-        return _chat_result(_require(result), model_name)
+        return _chat_result(_require(result), call.model_name, call.parser)
 
     async def _agenerate(
         self,
@@ -303,16 +454,16 @@ class GlimpRouterChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        program, clients, model_name = self._prepare(messages, stop, kwargs)
+        call = self._prepare(messages, stop, kwargs)
         result: Result | None = None
-        async for event in adrive(program, clients):
+        async for event in adrive(call.program, call.clients):
             if isinstance(event, StepDone) and run_manager is not None:
                 await _manager_of(AsyncCallbackManager, run_manager).on_custom_event(
                     STEP_EVENT, _event_data(event.record), run_id=run_manager.run_id
                 )
             elif isinstance(event, Result):
                 result = event
-        return _chat_result(_require(result), model_name)
+        return _chat_result(_require(result), call.model_name, call.parser)
 
     def stream(
         self,
@@ -349,8 +500,9 @@ class GlimpRouterChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         manager, run_id = self._step_events(CallbackManager, run_manager, kwargs)
-        program, clients, model_name = self._prepare(messages, stop, kwargs)
-        for event in drive(program, clients):
+        call = self._prepare(messages, stop, kwargs)
+        chunks = _Chunker(call.model_name, call.parser)
+        for event in drive(call.program, call.clients):
             if isinstance(event, StepDone):
                 data = _event_data(event.record)
                 if manager is not None:
@@ -358,10 +510,10 @@ class GlimpRouterChatModel(BaseChatModel):
                 else:
                     with suppress(RuntimeError):  # outside any run: the chunk carries it
                         dispatch_custom_event(STEP_EVENT, data)
-            chunk = _chunk(event, model_name)
-            if run_manager is not None and chunk.message.content:
-                run_manager.on_llm_new_token(cast(str, chunk.message.content), chunk=chunk)
-            yield chunk
+            for chunk in chunks.of(event):
+                if run_manager is not None and chunk.message.content:
+                    run_manager.on_llm_new_token(cast(str, chunk.message.content), chunk=chunk)
+                yield chunk
 
     async def _astream(
         self,
@@ -371,8 +523,9 @@ class GlimpRouterChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         manager, run_id = self._step_events(AsyncCallbackManager, run_manager, kwargs)
-        program, clients, model_name = self._prepare(messages, stop, kwargs)
-        async for event in adrive(program, clients):
+        call = self._prepare(messages, stop, kwargs)
+        chunks = _Chunker(call.model_name, call.parser)
+        async for event in adrive(call.program, call.clients):
             if isinstance(event, StepDone):
                 data = _event_data(event.record)
                 if manager is not None:
@@ -380,10 +533,11 @@ class GlimpRouterChatModel(BaseChatModel):
                 else:
                     with suppress(RuntimeError):  # outside any run: the chunk carries it
                         await adispatch_custom_event(STEP_EVENT, data)
-            chunk = _chunk(event, model_name)
-            if run_manager is not None and chunk.message.content:
-                await run_manager.on_llm_new_token(cast(str, chunk.message.content), chunk=chunk)
-            yield chunk
+            for chunk in chunks.of(event):
+                if run_manager is not None and chunk.message.content:
+                    text = cast(str, chunk.message.content)
+                    await run_manager.on_llm_new_token(text, chunk=chunk)
+                yield chunk
 
     def _step_events(
         self, cls: Any, run_manager: Any, kwargs: dict[str, Any]
@@ -517,34 +671,124 @@ def _response_metadata(result: Result, model_name: str) -> dict[str, Any]:
     }
 
 
-def _chat_result(result: Result, model_name: str) -> ChatResult:
+def _forced_tools(
+    tools: list[dict[str, Any]], tool_choice: dict[str, Any] | str | bool | None
+) -> list[dict[str, Any]] | None:
+    """The tools one of which the answer must call, or None when the model decides."""
+    if tool_choice in (None, False, "auto", "none"):
+        return None
+    if not tools:
+        raise InvalidArgumentError(f"tool_choice={tool_choice!r} needs tools; bind some first.")
+    if tool_choice in (True, "any", "required"):
+        return tools
+    name: Any = tool_choice
+    if isinstance(tool_choice, dict):
+        name = (tool_choice.get("function") or {}).get("name") or tool_choice.get("name")
+    chosen = [t for t in tools if t["function"]["name"] == name]
+    if not isinstance(name, str) or not chosen:
+        known = [t["function"]["name"] for t in tools]
+        raise InvalidArgumentError(
+            f"tool_choice={tool_choice!r} names no bound tool; use 'auto', 'none', 'any', "
+            f"'required', True or one of {known}."
+        )
+    return chosen
+
+
+def _answer_plan(
+    tools: list[dict[str, Any]],
+    tool_choice: dict[str, Any] | str | bool | None,
+    response_format: dict[str, Any] | None,
+    parser: ToolCallParser,
+) -> tuple[AnswerConstraint | None, bool]:
+    """The constraint on the answer, and whether to parse tool calls out of it."""
+    forced = _forced_tools(tools, tool_choice)
+    if response_format is not None:
+        if forced is not None:
+            raise InvalidArgumentError(
+                "response_format and a forced tool_choice exclude each other."
+            )
+        kind = response_format.get("type")
+        if kind == "json_object":
+            return AnswerConstraint(schema={"type": "object"}), False
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if kind != "json_schema" or not isinstance(schema, dict):
+            raise InvalidArgumentError(
+                "response_format must be {'type': 'json_object'} or {'type': 'json_schema', "
+                f"'json_schema': {{'schema': {{...}}}}}} (got {response_format!r})."
+            )
+        return AnswerConstraint(schema=schema), False
+    if forced is not None:
+        call = parser.forced(forced)
+        return AnswerConstraint(schema=call.schema, prefix=call.prefix, suffix=call.suffix), True
+    return None, bool(tools) and tool_choice != "none"
+
+
+def _tool_call(call: ParsedCall | InvalidCall) -> ToolCall | InvalidToolCall:
+    if isinstance(call, ParsedCall):
+        return tool_call(name=call.name, args=call.args, id=call.id)
+    return invalid_tool_call(name=call.name, args=call.text, id=call.id, error=call.error)
+
+
+def _chat_result(result: Result, model_name: str, parser: ToolCallParser | None) -> ChatResult:
+    answer = parser.parse(result.answer) if parser is not None else ParsedAnswer(result.answer)
+    content = answer.content.strip() if answer.calls or answer.invalid else answer.content
     message = AIMessage(
-        content=result.answer,
+        content=content,
         additional_kwargs={"reasoning_content": result.reasoning},
         response_metadata=_response_metadata(result, model_name),
         usage_metadata=_usage(result),
+        tool_calls=[cast(ToolCall, _tool_call(c)) for c in answer.calls],
+        invalid_tool_calls=[cast(InvalidToolCall, _tool_call(c)) for c in answer.invalid],
     )
     return ChatResult(generations=[ChatGeneration(message=message)])
 
 
-def _chunk(event: Any, model_name: str) -> ChatGenerationChunk:
-    if isinstance(event, ReasoningDelta):
-        message = AIMessageChunk(content="", additional_kwargs={"reasoning_content": event.text})
-    elif isinstance(event, AnswerDelta):
-        message = AIMessageChunk(content=event.text)
-    elif isinstance(event, StepDone):
-        # Carried on a chunk too, so a consumer of a bare stream sees every decision. A list,
-        # because chunk metadata merges: lists concatenate, dicts would be summed field by field.
-        message = AIMessageChunk(
-            content="", response_metadata={"glimprouter_steps": [_event_data(event.record)]}
-        )
-    else:
-        message = AIMessageChunk(
+class _Chunker:
+    """Engine events to message chunks; with a parser, tool calls in the answer become
+    ``tool_call_chunks`` (one whole chunk per call, as soon as its end marker arrives)."""
+
+    def __init__(self, model_name: str, parser: ToolCallParser | None) -> None:
+        self.model_name = model_name
+        self.splitter = CallSplitter(parser) if parser is not None else None
+        self.calls = 0
+
+    def of(self, event: Any) -> list[ChatGenerationChunk]:
+        if isinstance(event, ReasoningDelta):
+            reasoning = {"reasoning_content": event.text}
+            return [_gen(AIMessageChunk(content="", additional_kwargs=reasoning))]
+        if isinstance(event, StepDone):
+            # Carried on a chunk too, so a consumer of a bare stream sees every decision. A
+            # list, because chunk metadata merges: lists concatenate, dicts would be summed.
+            steps = {"glimprouter_steps": [_event_data(event.record)]}
+            return [_gen(AIMessageChunk(content="", response_metadata=steps))]
+        if isinstance(event, AnswerDelta):
+            if self.splitter is None:
+                return [_gen(AIMessageChunk(content=event.text))]
+            return [self._piece(piece) for piece in self.splitter.feed(event.text)]
+        out = [self._piece(p) for p in self.splitter.finish()] if self.splitter else []
+        last = AIMessageChunk(
             content="",
-            response_metadata=_response_metadata(event, model_name),
+            response_metadata=_response_metadata(event, self.model_name),
             usage_metadata=_usage(event),
             chunk_position="last",
         )
+        return [*out, _gen(last)]
+
+    def _piece(self, piece: str | ParsedCall | InvalidCall) -> ChatGenerationChunk:
+        if isinstance(piece, str):
+            return _gen(AIMessageChunk(content=piece))
+        if isinstance(piece, ParsedCall):
+            args = json.dumps(piece.args, ensure_ascii=False)
+            chunk: ToolCallChunk = tool_call_chunk(
+                name=piece.name, args=args, id=piece.id, index=self.calls
+            )
+        else:
+            chunk = tool_call_chunk(name=piece.name, args=piece.text, id=piece.id, index=self.calls)
+        self.calls += 1
+        return _gen(AIMessageChunk(content="", tool_call_chunks=[chunk]))
+
+
+def _gen(message: AIMessageChunk) -> ChatGenerationChunk:
     return ChatGenerationChunk(message=message)
 
 
@@ -557,6 +801,18 @@ def _text_of(message: BaseMessage) -> str:
             parts.append(part)
         elif isinstance(part, dict) and part.get("type") == "text":
             parts.append(str(part.get("text", "")))
+        elif (
+            isinstance(message, AIMessage)
+            and isinstance(part, dict)
+            and part.get("type")
+            in (
+                "tool_use",
+                "tool_call",
+                "reasoning",
+                "thinking",
+            )
+        ):
+            continue  # the calls travel in tool_calls; past reasoning is not re-sent
         else:
             kind = part.get("type") if isinstance(part, dict) else type(part).__name__
             raise InvalidArgumentError(
@@ -584,7 +840,21 @@ def _to_openai_messages(messages: list[BaseMessage]) -> list[dict[str, Any]]:
         else:
             raise InvalidArgumentError(f"unsupported message type {type(message).__name__}.")
         entry: dict[str, Any] = {"role": role, "content": _text_of(message)}
+        if isinstance(message, AIMessage) and message.tool_calls:
+            entry["tool_calls"] = [
+                {
+                    "id": call.get("id") or f"call_{index}",
+                    "type": "function",
+                    "function": {
+                        "name": call["name"],
+                        "arguments": json.dumps(call["args"], ensure_ascii=False),
+                    },
+                }
+                for index, call in enumerate(message.tool_calls)
+            ]
         if isinstance(message, ToolMessage):
             entry["tool_call_id"] = message.tool_call_id
+        if message.name and role in ("user", "assistant", "tool"):
+            entry["name"] = message.name
         out.append(entry)
     return out

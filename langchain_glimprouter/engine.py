@@ -70,6 +70,25 @@ class RouteSettings:
     """Retries of a failed request or a cut stream, unless the Backend sets its own."""
     on_small_failure: Literal["raise", "large"] = "raise"
     """What a failure of the small backend does: raise, or send the steps to the large one."""
+    tools: tuple[dict[str, Any], ...] = ()
+    """OpenAI-style tool definitions, rendered into both backends' prompts."""
+    answer: AnswerConstraint | None = None
+    """A constrained final answer (a forced tool call, a JSON schema), or free text."""
+
+
+@dataclass(frozen=True)
+class AnswerConstraint:
+    """The final answer as ``prefix`` + text the server constrains to ``schema`` + ``suffix``.
+
+    ``prefix`` is written into the large backend's prompt (the model continues after it) and is
+    part of the answer; ``schema`` is a JSON schema enforced by the server's structured outputs
+    (vLLM: ``structured_outputs.json``); ``suffix`` closes the answer when the server stopped
+    on its own (not at ``max_tokens``).
+    """
+
+    schema: dict[str, Any]
+    prefix: str = ""
+    suffix: str = ""
 
 
 @dataclass(frozen=True)
@@ -367,7 +386,7 @@ class _Run:
             try:
                 yield from self._learn_limits(role)
                 self.prefix[role] = yield from render(
-                    role, self.backends[role], self.messages, self.facts.renders
+                    role, self.backends[role], self.messages, self.facts.renders, list(s.tools)
                 )
             except GlimpRouterError as exc:
                 if role != "small" or not self._small_failed(exc):
@@ -401,7 +420,8 @@ class _Run:
         if end == "think_end":
             closing = THINK_CLOSE + "\n\n"
         self.record.chain_end = end
-        answer = yield from self._answer(self.prefix["large"] + self.chain + closing)
+        answer = yield from self._answer(self.prefix["large"] + self.chain + closing, s.answer)
+        answer_text, finish_reason = answer
         rec = self.record
         rec.n_steps = len(rec.steps)
         rec.n_large_steps = sum(1 for st in rec.steps if st.model == "large")
@@ -411,9 +431,9 @@ class _Run:
         output = rec.tokens["small"] + rec.tokens["large"]
         yield Emit(
             Result(
-                answer=answer.text,
+                answer=answer_text,
                 reasoning=s.step_delimiter.join(self.steps),
-                finish_reason=answer.finish_reason,
+                finish_reason=finish_reason,
                 record=rec,
                 input_tokens=rec.prompt_tokens["small"] + rec.prompt_tokens["large"],
                 output_tokens=output,
@@ -518,10 +538,20 @@ class _Run:
     def _prompt(self, role: str) -> str:
         return self.prefix[role] + self.chain
 
-    def _answer(self, prompt: str) -> Program[_Generation]:
-        body = self._body("large", prompt, self.s.max_tokens, list(self.s.stop), None)
+    def _answer(
+        self, prompt: str, constraint: AnswerConstraint | None
+    ) -> Program[tuple[str, str | None]]:
+        """The final answer's text and finish reason."""
+        lead, stop = "", list(self.s.stop)
+        if constraint is not None:
+            lead, stop = constraint.prefix, []  # a stop string could cut the JSON
+        body = self._body("large", prompt + lead, self.s.max_tokens, stop, None)
+        if constraint is not None:
+            body["structured_outputs"] = {"json": constraint.schema}
         gen = _Generation("large", body)
         yield from self._open(gen)
+        if lead:
+            yield Emit(AnswerDelta(lead))
         sent = 0
         while (yield from self._next(gen)) is not None:
             if len(gen.text) > sent:
@@ -529,7 +559,11 @@ class _Run:
                 sent = len(gen.text)
         self._settle(gen)
         self.record.answer_tokens = gen.tokens
-        return gen
+        tail = ""
+        if constraint is not None and constraint.suffix and gen.finish_reason == "stop":
+            tail = constraint.suffix
+            yield Emit(AnswerDelta(tail))
+        return lead + gen.text + tail, gen.finish_reason
 
 
 def route(

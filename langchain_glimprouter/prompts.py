@@ -27,6 +27,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from langchain_glimprouter.backends import Backend
 from langchain_glimprouter.errors import BackendResponseError, PromptRenderingError
 from langchain_glimprouter.program import Program, Request
+from langchain_glimprouter.tool_calls import ToolCallParser
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -86,22 +87,108 @@ class RenderCache:
             self._texts.popitem(last=False)
 
 
+def _jinja_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tool-call arguments as objects, as transformers hands them to templates (the OpenAI
+    format, which vLLM takes and converts itself, has them as JSON strings)."""
+    out = []
+    for message in messages:
+        calls = message.get("tool_calls")
+        if calls:
+            message = {**message, "tool_calls": [_call_with_object_args(c) for c in calls]}
+        out.append(message)
+    return out
+
+
+def _call_with_object_args(call: dict[str, Any]) -> dict[str, Any]:
+    function = call.get("function") or {}
+    args = function.get("arguments")
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except ValueError:
+            return call
+    return {**call, "function": {**function, "arguments": args}}
+
+
+def inline_tools(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]], parser: ToolCallParser
+) -> list[dict[str, Any]]:
+    """The conversation for a chat template that ignores tools: the tools described in the
+    system message, past calls written in the parser's format, tool results as user turns."""
+    out: list[dict[str, Any]] = []
+    prompt = parser.tools_prompt(tools) if tools else None
+    for message in messages:
+        role, content = message.get("role"), str(message.get("content") or "")
+        if role == "system" and prompt is not None:
+            out.append({"role": "system", "content": f"{content}\n\n{prompt}".lstrip()})
+            prompt = None
+        elif role == "assistant" and message.get("tool_calls"):
+            calls = [_call_with_object_args(c)["function"] for c in message["tool_calls"]]
+            written = [parser.format_call(c.get("name", ""), c.get("arguments")) for c in calls]
+            out.append({"role": "assistant", "content": "\n".join([content, *written]).strip()})
+        elif role == "tool":
+            result = parser.format_result(content)
+            if out and out[-1].get("tool_results"):  # results of one turn: one user message
+                out[-1]["content"] += "\n" + result
+            else:
+                out.append({"role": "user", "content": result, "tool_results": True})
+        else:
+            out.append(message)
+    if prompt is not None:
+        out.insert(0, {"role": "system", "content": prompt})
+    return [{k: v for k, v in m.items() if k != "tool_results"} for m in out]
+
+
+def _tool_names(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> set[str]:
+    names = {str((t.get("function") or t).get("name", "")) for t in tools}
+    for message in messages:
+        for call in message.get("tool_calls") or []:
+            names.add(str((call.get("function") or {}).get("name", "")))
+    return {name for name in names if name}
+
+
 def render(
-    role: str, backend: Backend, messages: list[dict[str, Any]], cache: RenderCache
+    role: str,
+    backend: Backend,
+    messages: list[dict[str, Any]],
+    cache: RenderCache,
+    tools: list[dict[str, Any]] | None = None,
 ) -> Program[str]:
-    """Program that returns the backend's prompt for ``messages``, thinking block opened."""
+    """Program that returns the backend's prompt for ``messages``, thinking block opened.
+
+    ``tools`` go to the chat template (vLLM's ``/tokenize`` takes them, Jinja gets ``tools``).
+    A template that shows neither a tool's name nor a past call's name ignores tools: the
+    conversation is then rendered again with the tools written into it by
+    :func:`inline_tools`, in the format of ``backend.tool_parser``.
+    """
+    names = _tool_names(messages, tools or [])
+    text = yield from _render(role, backend, messages, cache, tools)
+    if names and not all(name in text for name in names):
+        inlined = inline_tools(messages, tools or [], backend.tool_parser)
+        text = yield from _render(role, backend, inlined, cache, None)
+    return text
+
+
+def _render(
+    role: str,
+    backend: Backend,
+    messages: list[dict[str, Any]],
+    cache: RenderCache,
+    tools: list[dict[str, Any]] | None,
+) -> Program[str]:
     url = backend.base_url
     template = [backend.chat_template, backend.chat_template_kwargs]
-    key = json.dumps([url, backend.model, template, messages], sort_keys=True, default=str)
+    key = json.dumps([url, backend.model, template, messages, tools], sort_keys=True, default=str)
     cached = cache.get(key)
     if cached is not None:
         return cached
+    variables = {**backend.chat_template_kwargs, **({"tools": tools} if tools else {})}
     method = cache.methods.get(url)
     text: str | None = None
     if backend.chat_template is not None:
         method = "jinja"
         try:
-            text = render_jinja(backend.chat_template, messages, **backend.chat_template_kwargs)
+            text = render_jinja(backend.chat_template, _jinja_messages(messages), **variables)
         except TemplateError as exc:
             raise PromptRenderingError(
                 f"Backend.chat_template failed: {exc}", role=role, url=url
@@ -114,6 +201,8 @@ def render(
         }
         if backend.chat_template_kwargs:
             body["chat_template_kwargs"] = backend.chat_template_kwargs
+        if tools:
+            body["tools"] = tools
         try:
             ids = yield Request(role, "POST", "/tokenize", body)
             detok = yield Request(
@@ -125,7 +214,12 @@ def render(
                 raise
     if text is None and method in (None, "llamacpp"):
         try:
-            answer = yield Request(role, "POST", "/apply-template", {"messages": messages})
+            body = {"messages": messages}
+            if backend.chat_template_kwargs:
+                body["chat_template_kwargs"] = backend.chat_template_kwargs
+            if tools:
+                body["tools"] = tools
+            answer = yield Request(role, "POST", "/apply-template", body)
             text, method = str(answer["prompt"]), "llamacpp"
         except BackendResponseError as exc:
             if exc.status_code not in _NOT_SUPPORTED or method == "llamacpp":
