@@ -206,6 +206,11 @@ class GlimpRouterChatModel(BaseChatModel):
     api_key: SecretStr | None = Field(
         default=None, description="Bearer token for both servers unless a Backend sets its own."
     )
+    streaming: bool = Field(
+        default=False,
+        description="invoke/ainvoke stream internally, so callbacks see every token "
+        "(on_llm_new_token) as it arrives; the result is the same message.",
+    )
 
     _facts: ServerFacts = PrivateAttr(default_factory=ServerFacts)
     _clients: dict[str, tuple[tuple[Any, ...], list[BackendClient]]] = PrivateAttr(
@@ -366,6 +371,7 @@ class GlimpRouterChatModel(BaseChatModel):
         *,
         method: StructuredOutputMethod = "json_schema",
         include_raw: bool = False,
+        strict: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, dict[str, Any] | Any]:
         """Answer as an instance of ``schema`` (pydantic model, TypedDict or JSON schema).
@@ -381,6 +387,7 @@ class GlimpRouterChatModel(BaseChatModel):
                 the prompt (``schema`` only picks the parser).
             include_raw: Return ``{"raw": AIMessage, "parsed": ..., "parsing_error": ...}``;
                 the raw message carries the routing record in its ``response_metadata``.
+            strict: Accepted for compatibility; the server always enforces the schema.
         """
         if kwargs:
             raise InvalidArgumentError(f"unsupported arguments {sorted(kwargs)}.")
@@ -501,7 +508,7 @@ class GlimpRouterChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         manager, run_id = self._step_events(CallbackManager, run_manager, kwargs)
         call = self._prepare(messages, stop, kwargs)
-        chunks = _Chunker(call.model_name, call.parser)
+        chunks = _Chunker(call.model_name, call.parser, self.output_version)
         for event in drive(call.program, call.clients):
             if isinstance(event, StepDone):
                 data = _event_data(event.record)
@@ -524,7 +531,7 @@ class GlimpRouterChatModel(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         manager, run_id = self._step_events(AsyncCallbackManager, run_manager, kwargs)
         call = self._prepare(messages, stop, kwargs)
-        chunks = _Chunker(call.model_name, call.parser)
+        chunks = _Chunker(call.model_name, call.parser, self.output_version)
         async for event in adrive(call.program, call.clients):
             if isinstance(event, StepDone):
                 data = _event_data(event.record)
@@ -747,10 +754,16 @@ class _Chunker:
     """Engine events to message chunks; with a parser, tool calls in the answer become
     ``tool_call_chunks`` (one whole chunk per call, as soon as its end marker arrives)."""
 
-    def __init__(self, model_name: str, parser: ToolCallParser | None) -> None:
+    def __init__(
+        self, model_name: str, parser: ToolCallParser | None, output_version: str | None
+    ) -> None:
         self.model_name = model_name
         self.splitter = CallSplitter(parser) if parser is not None else None
         self.calls = 0
+        # With output_version="v1" a tool-call chunk's index is also its content block's index,
+        # and BaseChatModel numbers the other blocks 0, 1, ... as they come: negative indices
+        # (-1, -2, ...) keep the calls apart from them, and from each other.
+        self.negative_index = output_version == "v1"
 
     def of(self, event: Any) -> list[ChatGenerationChunk]:
         if isinstance(event, ReasoningDelta):
@@ -777,14 +790,15 @@ class _Chunker:
     def _piece(self, piece: str | ParsedCall | InvalidCall) -> ChatGenerationChunk:
         if isinstance(piece, str):
             return _gen(AIMessageChunk(content=piece))
+        index = -(self.calls + 1) if self.negative_index else self.calls
+        self.calls += 1
         if isinstance(piece, ParsedCall):
             args = json.dumps(piece.args, ensure_ascii=False)
             chunk: ToolCallChunk = tool_call_chunk(
-                name=piece.name, args=args, id=piece.id, index=self.calls
+                name=piece.name, args=args, id=piece.id, index=index
             )
         else:
-            chunk = tool_call_chunk(name=piece.name, args=piece.text, id=piece.id, index=self.calls)
-        self.calls += 1
+            chunk = tool_call_chunk(name=piece.name, args=piece.text, id=piece.id, index=index)
         return _gen(AIMessageChunk(content="", tool_call_chunks=[chunk]))
 
 

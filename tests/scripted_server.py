@@ -13,6 +13,8 @@ Simplifications, all deterministic:
 * the text is cut into tokens by :func:`split_tokens`; EOS is not a token (the last text token
   carries the finish reason; an empty continuation is one empty chunk);
 * a request that is rejected (404 or 400) is logged too, with ``finish_reason`` None;
+* a request with ``structured_outputs`` gets the scripted text up to the end of its first JSON
+  value (:func:`first_json_value`), the schema itself is not checked;
 * a stream pauses at least ``_ABORT_WINDOW_S`` (1 ms) between tokens, even with ``decode_s=0``,
   so that a client closing the stream after a token stops it within a token or two (with no
   pause the server, in another thread, would race through the whole text first).
@@ -120,6 +122,17 @@ def continuation(script: Script, prompt: str) -> tuple[str, int]:
         text += f"</think>{script.delimiter}{script.answer}"
     partial = body.rpartition(script.delimiter)[2]
     return text.removeprefix(partial), k
+
+
+def first_json_value(text: str) -> str:
+    """What a server constraining its output to JSON would write: the text up to the end of
+    its first JSON value (all of it when there is none; the client then fails to parse it)."""
+    start = len(text) - len(text.lstrip())
+    try:
+        _, end = json.JSONDecoder().raw_decode(text, start)
+    except ValueError:
+        return text
+    return text[:end]
 
 
 def _entropy(p: float, n: int) -> float:
@@ -414,6 +427,8 @@ class ScriptedServer:
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Yield one stream choice per token, lazily; the last carries the finish reason."""
         text, k = continuation(self.script, prompt)
+        if log.params.get("structured_outputs"):
+            text = first_json_value(text)
         tokens = split_tokens(text, self.script.delimiter)
         stop = log.params.get("stop") or []
         stops: list[str] = [stop] if isinstance(stop, str) else stop
