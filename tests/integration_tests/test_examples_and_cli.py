@@ -84,3 +84,30 @@ def test_demo_view_with_calibrated_threshold(
     assert "quantile of SmolLM2's own first-token entropies" in text
     assert "at the paper's 0.9 nats" in text
     assert "Summary:" in text
+
+
+def test_agent_example_calls_a_tool_and_answers(vllm_pair: Pair) -> None:
+    """examples/agent.py: create_agent over the router, a forced first tool call, then free."""
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "agent.py")],
+        env=example_env(vllm_pair),
+        cwd=EXAMPLES,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    calls = [line.split()[2] for line in lines if line.startswith("tool call: ")]
+    assert calls, done.stdout
+    assert set(calls) <= {"calculator", "convert_length"}, done.stdout
+    results = [line for line in lines if line.startswith("tool result: ")]
+    for name in calls:  # every call got its tool's result, printed from the ToolMessage
+        assert any(line.startswith(f"tool result: {name} -> ") for line in results), done.stdout
+    assert any(line.startswith("model call (tool_choice=any)") for line in lines), done.stdout
+    assert any(line.startswith("model call (tool_choice=auto)") for line in lines), done.stdout
+    steps = [line for line in lines if line.strip().startswith("step ")]
+    assert steps, done.stdout
+    assert all(" by the small model" in s or " by the large model" in s for s in steps)
+    assert any(line.startswith("answer: ") for line in lines), done.stdout
+    assert "not reasoning" in done.stdout
