@@ -41,7 +41,10 @@ def _evaluate(node: ast.AST) -> float:
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
         return node.value
     if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
-        return _OPERATORS[type(node.op)](_evaluate(node.left), _evaluate(node.right))
+        left, right = _evaluate(node.left), _evaluate(node.right)
+        if isinstance(node.op, ast.Pow) and abs(right) > 100:  # 9 ** 9 ** 9 would never end
+            raise ValueError("exponent too large")
+        return _OPERATORS[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp) and type(node.op) in _OPERATORS:
         return _OPERATORS[type(node.op)](_evaluate(node.operand))
     raise ValueError(f"unsupported expression: {ast.dump(node)[:60]}")
@@ -100,7 +103,9 @@ class PrintSteps(BaseCallbackHandler):
 
 
 agent = create_agent(
-    router(max_reasoning_tokens=64, max_tokens=64),
+    # Small budgets keep it fast on CPU. The answer's budget must also hold a whole forced call:
+    # one cut at max_tokens (a tiny model may write a long number) is an invalid tool call.
+    router(max_reasoning_tokens=64, max_tokens=96),
     tools=[calculator, convert_length],
     system_prompt="You are a helpful assistant. Use the tools for arithmetic and units.",
     # A tiny model may keep calling tools after "auto": stop after three model turns.
