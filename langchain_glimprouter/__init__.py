@@ -15,6 +15,7 @@ from langchain_glimprouter.errors import (
     PromptRenderingError,
     StreamInterruptedError,
 )
+from langchain_glimprouter.gguf import gguf_chat_template
 from langchain_glimprouter.records import STEP_EVENT, RoutingRecord, StepRecord
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "RoutingRecord",
     "StepRecord",
     "StreamInterruptedError",
+    "gguf_chat_template",
 ]

@@ -320,12 +320,12 @@ def _run_pair(
                             raise ServerExited(server)
                     time.sleep(0.5)
             except ServerExited as exc:
-                server = exc.server
-                server.kill_leftovers()
-                code = server.process.poll() if server.process is not None else None
+                dead = exc.server
+                dead.kill_leftovers()
+                code = dead.process.poll() if dead.process is not None else None
                 print(
-                    f"error: the {roles[id(server)]} server ({server.served_name}) exited with "
-                    f"code {code}; the end of its log ({server.log_path}):\n{server.log_tail()}",
+                    f"error: the {roles[id(dead)]} server ({dead.served_name}) exited with "
+                    f"code {code}; the end of its log ({dead.log_path}):\n{dead.log_tail()}",
                     file=sys.stderr,
                     flush=True,
                 )

