@@ -1,0 +1,260 @@
+"""A second server kind: one role on llama-cpp-python's server, the other on vLLM.
+
+The llama.cpp server (``python -m llama_cpp.server`` on SmolLM2-135M's GGUF, from the cached
+environment of ``make llamacpp-env``) is started once for this module; the vLLM side is the
+session's pair. llama-cpp-python renders no template over HTTP, so its Backend renders the GGUF's
+own template client-side (:func:`gguf_chat_template`).
+
+What each request did on the llama.cpp server is read from its log (it has no metrics): uvicorn's
+access line per request, llama.cpp's ``llama_perf_context_print: eval time`` line when a
+generation runs to its end, and the server's "Disconnected from client" when a client closed the
+stream mid-generation.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from langchain_glimprouter import Backend, GlimpRouterChatModel
+from langchain_glimprouter.entropy import first_token_entropy
+from langchain_glimprouter.prompts import open_thinking, render_jinja
+from langchain_glimprouter.servers import LlamaCppServer, free_port
+
+from .conftest import Pair, metric, started_requests
+
+QUESTION = "Tom has 3 boxes with 12 apples in each box. He gives away 7. How many are left?"
+SYSTEM = "You are a careful math tutor. Reason step by step and put a blank line between steps."
+NAME = "smollm2-llamacpp"
+
+
+@pytest.fixture(scope="module")
+def llamacpp() -> Iterator[LlamaCppServer]:
+    server = LlamaCppServer(NAME, free_port())
+    try:
+        server.start()
+    except RuntimeError as exc:  # the environment is missing: `make test` builds it
+        pytest.fail(str(exc))
+    try:
+        server.wait_ready(timeout=180, poll=0.2)
+        yield server
+    finally:
+        server.stop()
+
+
+def log_counts(server: LlamaCppServer) -> dict[str, int]:
+    assert server.log_path is not None
+    text = server.log_path.read_text(errors="replace")
+    return {
+        "requests": text.count('"POST /v1/completions HTTP/1.1" 200'),
+        "finished": len(re.findall(r"llama_perf_context_print:\s+eval time", text)),
+        "disconnected": text.count("Disconnected from client"),
+    }
+
+
+def llama_counts(server: LlamaCppServer) -> dict[str, int]:
+    """The log's counts once every request's end (run to its end, or cut) is logged."""
+    deadline = time.monotonic() + 15
+    while True:
+        counts = log_counts(server)
+        if counts["finished"] + counts["disconnected"] >= counts["requests"]:
+            return counts
+        if time.monotonic() > deadline:
+            pytest.fail(f"a request on the llama.cpp server did not end: {counts}")
+        time.sleep(0.1)
+
+
+def vllm_counts(backend: Backend) -> dict[str, int]:
+    deadline = time.monotonic() + 10
+    while metric(backend, "vllm:num_requests_running") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)  # aborts are counted asynchronously
+    return {
+        "requests": started_requests(backend),
+        "tokens": int(metric(backend, "vllm:generation_tokens_total")),
+    }
+
+
+def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {key: after[key] - before[key] for key in after}
+
+
+def router(small: Backend, large: Backend, threshold: float, **kwargs: Any) -> GlimpRouterChatModel:
+    settings: dict[str, Any] = {"max_reasoning_tokens": 96, "max_tokens": 24, "seed": 7}
+    settings.update(kwargs)
+    return GlimpRouterChatModel(small=small, large=large, threshold=threshold, **settings)
+
+
+MESSAGES = [SystemMessage(SYSTEM), HumanMessage(QUESTION)]
+PLAIN = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
+
+
+def test_server_facts_and_rendering(llamacpp: LlamaCppServer, vllm_pair: Pair) -> None:
+    root = llamacpp.base_url[: -len("/v1")]
+    models = httpx.get(llamacpp.base_url + "/models", timeout=10).json()
+    assert [card["id"] for card in models["data"]] == [NAME]
+    assert "max_model_len" not in models["data"][0]  # the router cannot cap max_tokens by it
+    for path in ("/tokenize", "/apply-template"):  # no server-side rendering
+        assert httpx.post(root + path, json={}, timeout=10).status_code == 404
+    # The GGUF's template, rendered here, gives the prompt vLLM renders for the same model.
+    backend = llamacpp.backend()
+    ours = render_jinja(backend.chat_template or "", PLAIN, **backend.chat_template_kwargs)
+    model = vllm_pair.small.model
+    body = {"model": model, "messages": PLAIN, "add_generation_prompt": True}
+    with httpx.Client(base_url=vllm_pair.small.root_url, timeout=10) as vllm:
+        ids = vllm.post("/tokenize", json=body).json()["tokens"]
+        theirs = vllm.post("/detokenize", json={"model": model, "tokens": ids}).json()["prompt"]
+    assert ours == theirs
+    # No logprobs cap: more than vLLM's 20 come back.
+    answer = httpx.post(llamacpp.base_url + "/completions", timeout=30, json={
+        "model": NAME, "prompt": ours, "max_tokens": 1, "logprobs": 50,
+    }).json()  # fmt: skip
+    assert len(answer["choices"][0]["logprobs"]["top_logprobs"][0]) >= 45  # token texts may collide
+    llama_counts(llamacpp)
+
+
+def test_small_llamacpp_large_vllm_every_step_small(
+    llamacpp: LlamaCppServer, vllm_pair: Pair
+) -> None:
+    before, large_before = llama_counts(llamacpp), vllm_counts(vllm_pair.large)
+    msg = router(llamacpp.backend(), vllm_pair.large, math.inf).invoke(MESSAGES)
+    after, large_after = llama_counts(llamacpp), vllm_counts(vllm_pair.large)
+    rec = msg.response_metadata["glimprouter"]
+    assert rec["n_steps"] >= 1
+    assert rec["n_large_steps"] == 0
+    assert rec["steps"][0]["index"] == 0
+    for step in rec["steps"]:
+        assert step["model"] == "small"
+        assert step["h_init"] is not None
+        assert step["h_init"] >= 0
+        assert 0.0 <= step["residual_mass"] <= 1.0
+        assert step["first_token"]
+    # Step 0's H_init is the entropy of the server's own top-20 after the rendered prompt.
+    backend = llamacpp.backend()
+    prompt = open_thinking(render_jinja(backend.chat_template or "", PLAIN,
+                                        **backend.chat_template_kwargs))  # fmt: skip
+    first = httpx.post(llamacpp.base_url + "/completions", timeout=30, json={
+        "model": NAME, "prompt": prompt, "max_tokens": 1, "logprobs": 20,
+    }).json()["choices"][0]["logprobs"]["top_logprobs"][0]  # fmt: skip
+    h, residual = first_token_entropy(first.values(), k=20)
+    assert rec["steps"][0]["h_init"] == pytest.approx(h, abs=1e-3)
+    assert rec["steps"][0]["residual_mass"] == pytest.approx(residual, abs=1e-3)
+    before["requests"] += 1
+    before["finished"] += 1
+    after = llama_counts(llamacpp)
+    # One llama.cpp request per step, each run to its end; the answer on vLLM.
+    assert delta(after, before) == {
+        "requests": rec["n_steps"],
+        "finished": rec["n_steps"],
+        "disconnected": 0,
+    }
+    assert rec["requests"] == {"small": rec["n_steps"], "large": 1}
+    large = delta(large_after, large_before)
+    assert large["requests"] == 1
+    assert large["tokens"] == rec["tokens"]["large"] == rec["answer_tokens"]
+    assert isinstance(msg.content, str)
+    assert msg.content
+
+
+def test_small_llamacpp_zero_threshold_sends_nothing_to_it(
+    llamacpp: LlamaCppServer, vllm_pair: Pair
+) -> None:
+    before, large_before = llama_counts(llamacpp), vllm_counts(vllm_pair.large)
+    msg = router(llamacpp.backend(), vllm_pair.large, 0.0).invoke(MESSAGES)
+    after, large_after = llama_counts(llamacpp), vllm_counts(vllm_pair.large)
+    rec = msg.response_metadata["glimprouter"]
+    assert rec["n_steps"] >= 1
+    assert rec["n_large_steps"] == rec["n_steps"]
+    assert all(step["h_init"] is None for step in rec["steps"])
+    assert after == before  # not even a rendering request: llama.cpp is rendered client-side
+    assert delta(large_after, large_before)["requests"] == rec["n_steps"] + 1
+    assert rec["requests"] == {"small": 0, "large": rec["n_steps"] + 1}
+
+
+def test_aborted_glimpses_stop_on_llamacpp(llamacpp: LlamaCppServer, vllm_pair: Pair) -> None:
+    """Mixed routing with the small model on llama.cpp: every intervened step's glimpse is
+    closed after its first token, and the server stops generating for it."""
+    tau = 1.5
+    for seed in range(1, 7):  # sampling decides the chain: find one with both kinds of step
+        before, large_before = llama_counts(llamacpp), vllm_counts(vllm_pair.large)
+        model = router(llamacpp.backend(), vllm_pair.large, tau, seed=seed)
+        msg = model.invoke(MESSAGES)
+        after, large_after = llama_counts(llamacpp), vllm_counts(vllm_pair.large)
+        rec = msg.response_metadata["glimprouter"]
+        if 0 < rec["n_large_steps"] < rec["n_steps"]:
+            break
+    else:
+        pytest.fail(f"no chain mixed small and large steps at tau={tau}")
+    large_steps = [s for s in rec["steps"] if s["model"] == "large"]
+    small_steps = [s for s in rec["steps"] if s["model"] == "small"]
+    assert all(s["h_init"] > tau for s in large_steps)
+    assert all(s["h_init"] <= tau for s in small_steps)
+    llama = delta(after, before)
+    # Delegated: one request run to its end. Intervened: the glimpse, closed after one token,
+    # plus one vLLM request.
+    assert llama["requests"] == rec["requests"]["small"] == rec["n_steps"]
+    assert delta(large_after, large_before)["requests"] == rec["requests"]["large"]
+    assert rec["requests"]["large"] == len(large_steps) + 1
+    assert all(s["wasted_tokens"] == 1 for s in large_steps)
+    # Each request ended one way; a cut glimpse never reached its end afterwards. (A glimpse
+    # whose whole step was shorter than the time to notice the close counts as finished.)
+    assert llama["finished"] + llama["disconnected"] == llama["requests"]
+    assert llama["finished"] >= len(small_steps)
+    assert llama["disconnected"] >= 1
+
+
+def test_closing_a_stream_stops_the_generation(llamacpp: LlamaCppServer) -> None:
+    """A 300-token stream closed after its first chunk: the server logs the disconnect, and the
+    next request (which the server only serves once no generation is running, as it generates
+    for one request at a time) runs to its end while the cut one never does."""
+    before = llama_counts(llamacpp)
+    prompt = "<|im_start|>user\nTell a long story.<|im_end|>\n<|im_start|>assistant\n"
+    body = {"model": NAME, "prompt": prompt, "max_tokens": 300, "logprobs": 20, "stream": True}
+    with httpx.Client(timeout=60) as http:
+        with http.stream("POST", llamacpp.base_url + "/completions", json=body) as response:
+            first = next(line for line in response.iter_lines() if line.startswith("data: {"))
+        assert '"top_logprobs"' in first
+        follow = http.post(llamacpp.base_url + "/completions", json={**body, "stream": False,
+                                                                      "max_tokens": 2})  # fmt: skip
+    assert follow.status_code == 200
+    assert delta(llama_counts(llamacpp), before) == {
+        "requests": 2,
+        "finished": 1,
+        "disconnected": 1,
+    }
+
+
+def test_small_vllm_large_llamacpp(llamacpp: LlamaCppServer, vllm_pair: Pair) -> None:
+    """The other way round: every step's glimpse on vLLM, interventions and the answer on
+    llama.cpp, whose requests always run to their end."""
+    tau = 1.5
+    for seed in range(1, 7):
+        before, small_before = llama_counts(llamacpp), vllm_counts(vllm_pair.small)
+        msg = router(vllm_pair.small, llamacpp.backend(), tau, seed=seed).invoke(MESSAGES)
+        after, small_after = llama_counts(llamacpp), vllm_counts(vllm_pair.small)
+        rec = msg.response_metadata["glimprouter"]
+        if rec["n_large_steps"] >= 1:
+            break
+    else:
+        pytest.fail(f"no step went to the large model at tau={tau}")
+    large_steps = [s for s in rec["steps"] if s["model"] == "large"]
+    assert all(s["h_init"] is not None and s["h_init"] > tau for s in large_steps)
+    assert delta(small_after, small_before)["requests"] == rec["requests"]["small"]
+    assert rec["requests"]["small"] == rec["n_steps"]
+    assert rec["requests"]["large"] == len(large_steps) + 1
+    assert delta(after, before) == {
+        "requests": rec["requests"]["large"],
+        "finished": rec["requests"]["large"],
+        "disconnected": 0,
+    }
+    assert rec["tokens"]["large"] >= rec["answer_tokens"] > 0  # counted from the stream
+    assert isinstance(msg.content, str)
+    assert msg.content
+    assert msg.response_metadata["model_name"] == NAME
