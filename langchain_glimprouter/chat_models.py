@@ -268,7 +268,10 @@ class GlimpRouterChatModel(BaseChatModel):
         temperature = kwargs.get("temperature", self.temperature)
         if temperature is not None:
             params["ls_temperature"] = temperature
-        if stop := stop or self.stop:
+        constrained = kwargs.get("response_format") or kwargs.get("tool_choice") not in (
+            None, False, "auto", "none",
+        )  # fmt: skip
+        if (stop := stop or self.stop) and not constrained:  # a constrained answer has no stop
             params["ls_stop"] = stop
         return params
 

@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +67,8 @@ class Script:
 
     steps: list[str]
     h_init: list[float] | float = 0.5
-    answer: str = "The answer is 42."
+    answer: str | Callable[[str], str] = "The answer is 42."
+    """The final answer, or a function of the prompt that gives it."""
     delimiter: str = "\n\n"
     end_with_think: bool = True
     residual_mass: float = 0.05
@@ -114,12 +115,13 @@ def continuation(script: Script, prompt: str) -> tuple[str, int]:
     _, think, body = prompt.rpartition("<think>\n")
     body = body if think else ""
     k = body.count(script.delimiter)
+    answer = script.answer(prompt) if callable(script.answer) else script.answer
     if "</think>" in body:
         partial = body.rpartition("</think>")[2].removeprefix(script.delimiter)
-        return script.answer.removeprefix(partial), k
+        return answer.removeprefix(partial), k
     text = "".join(step + script.delimiter for step in script.steps[k:])
     if script.end_with_think:
-        text += f"</think>{script.delimiter}{script.answer}"
+        text += f"</think>{script.delimiter}{answer}"
     partial = body.rpartition(script.delimiter)[2]
     return text.removeprefix(partial), k
 

@@ -333,3 +333,10 @@ def test_v1_content_blocks_keep_prose_reasoning_and_each_call_apart(servers: Ser
     assert "".join(b["text"] for b in blocks if b["type"] == "text") == "Two calls.\n\n\nDone."
     cities = [c["args"]["city"] for c in full.tool_calls]
     assert cities == ["Paris", "Rome"]
+
+
+def test_tools_are_inlined_even_when_the_question_names_them(servers: Servers) -> None:
+    small, large = _pair(servers, "It is sunny.")
+    router_for(small, large).bind_tools([get_weather]).invoke("Ask get_weather about Paris.")
+    for server in (small, large):
+        assert "<tools>" in server.requests[0].prompt
