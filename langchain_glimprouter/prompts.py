@@ -13,7 +13,8 @@ Ways to render, in order of preference:
 
 The text always ends with exactly one opened ``<think>\\n`` (R1-Distill's template opens it
 already; Qwen3's and most others' do not). Renders are cached per conversation and the working
-method per backend, so a conversation costs the server at most two extra requests once.
+method per backend, so a conversation costs the server at most two extra requests once (with
+tools, up to three renderings: see :func:`render`).
 """
 
 from __future__ import annotations
