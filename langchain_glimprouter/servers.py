@@ -345,7 +345,8 @@ class LocalServer(ChildServer):
 
 def stop_all(servers: Sequence[ChildServer], timeout: float = 30.0) -> None:
     """Terminate every running server at once (SIGTERM to each process group), SIGKILL after
-    ``timeout``; a second Ctrl-C while waiting kills them at once."""
+    ``timeout``; a second Ctrl-C while waiting kills them at once. What is left of a group once
+    its server has exited (vLLM's multiprocessing resource tracker outlives it) is killed."""
     running = [s for s in servers if s.process is not None and s.process.poll() is None]
     for server in running:
         server._signal_group(signal.SIGTERM)
@@ -358,9 +359,8 @@ def stop_all(servers: Sequence[ChildServer], timeout: float = 30.0) -> None:
         pass
     for server in running:
         assert server.process is not None
-        if server.process.poll() is None:
-            server._signal_group(signal.SIGKILL)
-            server.process.wait()
+        server._signal_group(signal.SIGKILL)
+        server.process.wait()
 
 
 def wait_all_ready(servers: Sequence[ChildServer], timeout: float, poll: float = 0.5) -> None:
