@@ -420,8 +420,8 @@ class _Run:
         if end == "think_end":
             closing = THINK_CLOSE + "\n\n"
         self.record.chain_end = end
-        answer = yield from self._answer(self.prefix["large"] + self.chain + closing, s.answer)
-        answer_text, finish_reason = answer
+        prompt = self.prefix["large"] + self.chain + closing
+        answer_text, finish_reason = yield from self._answer(prompt, s.answer)
         rec = self.record
         rec.n_steps = len(rec.steps)
         rec.n_large_steps = sum(1 for st in rec.steps if st.model == "large")
