@@ -1,7 +1,9 @@
-"""The ``glimprouter`` command: ``demo`` (local servers on the tiny model), ``ask`` and ``serve``.
+"""The ``glimprouter`` command: ``demo`` (local servers on the tiny model), ``ask``, ``calibrate``
+and ``serve``.
 
 ``demo`` and ``ask`` print the same view: one line per routed step as it finishes, the answer as
 it streams, and a summary of the routing record. They use the public API like any user.
+``calibrate`` finds the threshold that sends a wanted share of step starts to the large model.
 ``serve`` starts a small and a large vLLM server with the flags the router needs and prints the
 ``GlimpRouterChatModel(...)`` that uses them.
 """
@@ -15,7 +17,6 @@ import os
 import shlex
 import shutil
 import signal
-import statistics
 import sys
 import threading
 import time
@@ -28,6 +29,12 @@ from typing import Any, TextIO
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from langchain_glimprouter.backends import Backend
+from langchain_glimprouter.calibration import (
+    CALIBRATION_QUESTIONS,
+    Calibration,
+    calibrate,
+    load_questions,
+)
 from langchain_glimprouter.chat_models import GlimpRouterChatModel
 from langchain_glimprouter.errors import GlimpRouterError
 from langchain_glimprouter.servers import (
@@ -115,24 +122,6 @@ def _router(args: argparse.Namespace, small: Backend, large: Backend) -> GlimpRo
     )
 
 
-def observe_h_init(router: GlimpRouterChatModel, questions: list[str]) -> list[float]:
-    """H_init of every step of ``questions`` routed with every step on the small model."""
-    values: list[float] = []
-    probe = router.model_copy(update={"threshold": math.inf})
-    for question in questions:
-        message = probe.invoke(_messages(question, DEMO_SYSTEM))
-        steps = message.response_metadata["glimprouter"]["steps"]
-        values.extend(s["h_init"] for s in steps if s["h_init"] is not None)
-    return values
-
-
-def quantile(values: list[float], q: float) -> float:
-    """The ``q`` quantile of ``values`` (linear interpolation)."""
-    if len(values) < 2:
-        return values[0] if values else 1.0
-    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
-
-
 def _demo(args: argparse.Namespace, out: TextIO) -> int:
     from langchain_glimprouter.servers import start_pair
 
@@ -144,18 +133,17 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
         print(f"  small: {small.base_url}   large: {large.base_url}\n", file=out)
         router = _router(args, small, large)
         if args.threshold is None:
-            values = observe_h_init(router, DEMO_QUESTIONS[1:])
-            tau = quantile(values, args.quantile)
-            above = sum(v > 0.9 for v in values) / max(1, len(values))
+            warm_up = [_messages(q, DEMO_SYSTEM) for q in DEMO_QUESTIONS[1:]]
+            found = calibrate(router, warm_up, target_rate=1.0 - args.quantile)
             print(
                 f"Threshold: the {args.quantile:.0%} quantile of SmolLM2's own first-token "
-                f"entropies on a warm-up question ({len(values)} steps, median "
-                f"{statistics.median(values) if values else 0:.2f} nats) = {tau:.3f} nats.\n"
-                f"  SmolLM2 is no reasoning model: at the paper's 0.9 nats, {above:.0%} of "
-                "these steps would go to the large model.\n",
+                f"entropies on a warm-up question ({found.n_steps} steps, median "
+                f"{found.quantiles[0.5]:.2f} nats) = {found.threshold:.3f} nats.\n"
+                f"  SmolLM2 is no reasoning model: at the paper's 0.9 nats, "
+                f"{found.rate_at(0.9):.0%} of these steps would go to the large model.\n",
                 file=out,
             )
-            router = router.model_copy(update={"threshold": tau})
+            router = router.model_copy(update={"threshold": found.threshold})
         print(f"Question: {args.question}\n", file=out)
         print_routed(router, args.question, DEMO_SYSTEM, out)
     finally:
@@ -168,6 +156,50 @@ def _ask(args: argparse.Namespace, out: TextIO) -> int:
     small = Backend(base_url=args.small_url, model=args.small_model)
     large = Backend(base_url=args.large_url, model=args.large_model)
     print_routed(_router(args, small, large), args.question, args.system, out)
+    return 0
+
+
+# -- glimprouter calibrate -----------------------------------------------------------------------
+
+
+def calibration_report(found: Calibration, small: Backend, large: Backend) -> str:
+    """What ``glimprouter calibrate`` prints: the threshold, the sample, the router to use."""
+    tau = found.rounded_threshold()
+    above = round(found.realised_rate * found.n_steps)
+    quantiles = "  ".join(f"{q:.0%} {v:.3f}" for q, v in found.quantiles.items())
+    return (
+        f"Sample: {found.n_questions} questions, {found.n_steps} step starts, every step on the "
+        "small model (threshold=inf).\n"
+        f"H_init quantiles (nats): {quantiles}\n\n"
+        f"Threshold for a large-step rate of {found.target_rate * 100:g}%: {tau} nats\n"
+        f"  realised on the sample: {found.realised_rate:.1%} ({above} of {found.n_steps} step "
+        "starts above it)\n\n"
+        "Use it with:\n\n"
+        "from langchain_glimprouter import Backend, GlimpRouterChatModel\n\n"
+        "router = GlimpRouterChatModel(\n"
+        f"    small=Backend(base_url={json.dumps(small.base_url)}, "
+        f"model={json.dumps(small.model)}),\n"
+        f"    large=Backend(base_url={json.dumps(large.base_url)}, "
+        f"model={json.dumps(large.model)}),\n"
+        f"    threshold={tau},\n)"
+    )
+
+
+def _calibrate(args: argparse.Namespace, out: TextIO) -> int:
+    small = Backend(base_url=args.small_url, model=args.small_model)
+    large = Backend(base_url=args.large_url, model=args.large_model)
+    texts = load_questions(args.questions) if args.questions else list(CALIBRATION_QUESTIONS)
+    questions = [_messages(q, args.system) for q in texts]
+    found = calibrate(
+        _router(args, small, large),
+        questions,
+        args.target_rate,
+        max_concurrency=args.concurrency,
+    )
+    if args.json:
+        print(json.dumps(found.to_dict()), file=out)
+    else:
+        print(calibration_report(found, small, large), file=out)
     return 0
 
 
@@ -376,11 +408,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     ask = commands.add_parser("ask", help="route one question through two running servers")
     ask.add_argument("question")
-    ask.add_argument("--small-url", required=True, help="e.g. http://localhost:8001/v1")
-    ask.add_argument("--small-model", required=True)
-    ask.add_argument("--large-url", required=True)
-    ask.add_argument("--large-model", required=True)
-    ask.add_argument("--system", default=None, help="optional system message")
+    cal = commands.add_parser(
+        "calibrate",
+        help="the threshold that sends a wanted share of step starts to the large model",
+        description="Route a sample of questions with every step on the small model "
+        "(threshold=inf), collect every step's H_init, and print the threshold above which a "
+        "share --target-rate of them lies: the smallest observed H_init with at most that share "
+        "of the values above it.",
+    )
+    cal.add_argument(
+        "--target-rate",
+        type=float,
+        required=True,
+        help="wanted share of step starts on the large model, in (0, 1), e.g. 0.25",
+    )
+    cal.add_argument(
+        "--questions",
+        help='a file of questions: one per line, or JSON lines with a "question" key '
+        f"(default: {len(CALIBRATION_QUESTIONS)} built-in arithmetic word questions)",
+    )
+    cal.add_argument(
+        "--concurrency", type=int, default=4, help="questions routed at once (default 4)"
+    )
+    cal.add_argument("--json", action="store_true", help="print one JSON object")
+    for sub in (ask, cal):
+        sub.add_argument("--small-url", required=True, help="e.g. http://localhost:8001/v1")
+        sub.add_argument("--small-model", required=True)
+        sub.add_argument("--large-url", required=True)
+        sub.add_argument("--large-model", required=True)
+        sub.add_argument("--system", default=None, help="optional system message")
     serve = commands.add_parser(
         "serve",
         help="start the small and the large vLLM server and print the router that uses them",
@@ -431,14 +487,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--dry-run", action="store_true", help="print the two commands, start nothing"
     )
-    for sub, threshold in ((demo, None), (ask, 0.9)):
-        sub.add_argument("--threshold", type=float, default=threshold, help="tau in nats")
+    for sub, threshold in ((demo, None), (ask, 0.9), (cal, None)):
+        if sub is cal:  # calibrate routes with threshold=inf and cuts the answer to 1 token
+            sub.set_defaults(threshold=None, max_tokens=1)
+        else:
+            sub.add_argument("--threshold", type=float, default=threshold, help="tau in nats")
+            sub.add_argument("--max-tokens", type=int, default=96 if sub is demo else 2048)
         sub.add_argument("--probe", choices=["stream", "separate"], default="stream")
         sub.add_argument(
             "--estimator", choices=["topk_renormalized", "topk_tail"], default="topk_renormalized"
         )
         sub.add_argument("--max-reasoning-tokens", type=int, default=256 if sub is demo else 8192)
-        sub.add_argument("--max-tokens", type=int, default=96 if sub is demo else 2048)
         sub.add_argument("--temperature", type=float, default=0.6)
         sub.add_argument("--seed", type=int, default=None)
         sub.add_argument("--timeout", type=float, default=None, help="seconds per read")
@@ -451,6 +510,8 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     try:
         if args.command == "serve":
             return _serve(args, out)
+        if args.command == "calibrate":
+            return _calibrate(args, out)
         return _demo(args, out) if args.command == "demo" else _ask(args, out)
     except (GlimpRouterError, ServeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
