@@ -66,26 +66,6 @@ DELIMITER = "\n\n"
 THINK_OPEN = "<think>\n"
 SYSTEM = "You are a careful math tutor. Reason step by step and put a blank line between steps."
 """The system prompt of ``glimprouter demo`` (cli.DEMO_SYSTEM)."""
-QUESTIONS = (
-    "Tom has 3 boxes with 12 apples in each box. He gives away 7 apples. How many are left?",
-    "A train travels 60 km per hour for 2.5 hours. How far does it go?",
-    "A shirt costs $25 and is on sale for 20% off. What is the sale price?",
-    "Sara reads 18 pages a day. How many days does she need for a 270-page book?",
-    "A rectangle is 8 cm long and 5 cm wide. What are its area and its perimeter?",
-    "There are 24 students; a third of them walk to school and half of the rest take the bus. "
-    "How many take the bus?",
-    "A baker makes 144 cookies and packs them in bags of 9. How many bags does he fill?",
-    "Ali is 4 years older than his sister, and together they are 30. How old is each?",
-    "A tank holds 500 liters and leaks 12 liters an hour. How much is left after 15 hours?",
-    "Three notebooks and two pens cost $13; a notebook costs $3. What does a pen cost?",
-    "A car uses 6 liters of fuel per 100 km. How much fuel does a 350 km trip need?",
-    "The sum of three consecutive integers is 72. What are they?",
-    "A farmer has 7 rows of 15 tomato plants and 38 of them die. How many are left?",
-    "Lena saves $12 a week. How many weeks until she can buy a $150 bike?",
-    "A recipe needs 250 g of flour for 10 pancakes. How much flour do 36 pancakes need?",
-    "A movie starts at 7:45 pm and lasts 2 hours 20 minutes. When does it end?",
-)
-"""The 12 questions of ``glimprouter calibrate`` (calibration.CALIBRATION_QUESTIONS), and 4 more."""
 PROSE_FILES = ("README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")))
 PROSE_EXCLUDE = ("docs/benchmarks.md",)
 SUBSETS = (
@@ -101,10 +81,10 @@ the first step's, and "delimiter_starts", those after a "\n\n", each on the prom
 router sends it, re-tokenized); and the answers' own positions after a "\n\n" as generated."""
 
 
-def load_entropy_module() -> Any:
-    """``langchain_glimprouter/entropy.py`` itself, without the package (it needs LangChain)."""
-    path = ROOT / "langchain_glimprouter" / "entropy.py"
-    spec = importlib.util.spec_from_file_location("langchain_glimprouter.entropy", path)
+def load_package_module(name: str) -> Any:
+    """``langchain_glimprouter/<name>.py`` itself, without the package (it needs LangChain)."""
+    path = ROOT / "langchain_glimprouter" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"langchain_glimprouter.{name}", path)
     if spec is None or spec.loader is None:
         sys.exit(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
@@ -112,7 +92,15 @@ def load_entropy_module() -> Any:
     return module
 
 
-ENTROPY = load_entropy_module()
+ENTROPY = load_package_module("entropy")
+QUESTIONS: tuple[str, ...] = (
+    *load_package_module("questions").CALIBRATION_QUESTIONS,
+    "A farmer has 7 rows of 15 tomato plants and 38 of them die. How many are left?",
+    "Lena saves $12 a week. How many weeks until she can buy a $150 bike?",
+    "A recipe needs 250 g of flour for 10 pancakes. How much flour do 36 pancakes need?",
+    "A movie starts at 7:45 pm and lasts 2 hours 20 minutes. When does it end?",
+)
+"""The 12 questions of ``glimprouter calibrate`` (questions.CALIBRATION_QUESTIONS), and 4 more."""
 ESTIMATORS: tuple[str, ...] = tuple(ENTROPY.ESTIMATORS)
 
 

@@ -29,17 +29,23 @@ def example_env(pair: Pair) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("name", ["quickstart.py", "lcel.py", "streaming.py"])
-def test_example_runs(vllm_pair: Pair, name: str) -> None:
+def run_example(pair: Pair, name: str) -> subprocess.CompletedProcess[str]:
+    """Run ``examples/<name>`` against the pair; it must exit 0."""
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / name)],
-        env=example_env(vllm_pair),
+        env=example_env(pair),
         cwd=EXAMPLES,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.mark.parametrize("name", ["quickstart.py", "lcel.py", "streaming.py"])
+def test_example_runs(vllm_pair: Pair, name: str) -> None:
+    done = run_example(vllm_pair, name)
     assert "answer" in done.stdout or "usage" in done.stdout
 
 
@@ -88,15 +94,7 @@ def test_demo_view_with_calibrated_threshold(
 
 def test_agent_example_calls_a_tool_and_answers(vllm_pair: Pair) -> None:
     """examples/agent.py: create_agent over the router, a forced first tool call, then free."""
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "agent.py")],
-        env=example_env(vllm_pair),
-        cwd=EXAMPLES,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_example(vllm_pair, "agent.py")
     lines = done.stdout.splitlines()
     calls = [line.split()[2] for line in lines if line.startswith("tool call: ")]
     assert calls, done.stdout

@@ -17,6 +17,7 @@ from langchain_tests.integration_tests import ChatModelIntegrationTests
 
 from langchain_glimprouter import Backend, GlimpRouterChatModel
 from tests.scripted_server import Script, ScriptedServer
+from tests.standard_capabilities import StandardCapabilities
 
 from .conftest import Pair
 
@@ -37,56 +38,7 @@ NO_KEYS = (
 )
 
 
-class _Settings:
-    """The capabilities GlimpRouterChatModel declares to the standard suite."""
-
-    @property
-    def chat_model_class(self) -> type[GlimpRouterChatModel]:
-        return GlimpRouterChatModel
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def has_structured_output(self) -> bool:
-        return True
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return True
-
-    # Skipped by the suite, each for the reason given here (listed in docs/compatibility.md):
-    @property
-    def supports_image_inputs(self) -> bool:
-        return False  # text only: an image part raises InvalidArgumentError before any request
-
-    @property
-    def supports_image_tool_message(self) -> bool:
-        return False  # text only, as above
-
-    @property
-    def supports_pdf_inputs(self) -> bool:
-        return False  # text only, as above
-
-    @property
-    def supports_pdf_tool_message(self) -> bool:
-        return False  # text only, as above
-
-    @property
-    def supports_audio_inputs(self) -> bool:
-        return False  # text only, as above
-
-    @property
-    def supports_anthropic_inputs(self) -> bool:
-        return False  # Anthropic-format image/document blocks are not text either
-
-    @property
-    def enable_vcr_tests(self) -> bool:
-        return False  # test_stream_time replays recorded HTTP; ours runs on live local servers
-
-
-class TestGlimpRouterOnVLLM(_Settings, ChatModelIntegrationTests):
+class TestGlimpRouterOnVLLM(StandardCapabilities, ChatModelIntegrationTests):
     pair: Pair
 
     @pytest.fixture(autouse=True)
@@ -149,7 +101,7 @@ def _agent_answer(prompt: str) -> str:
     return "It's sunny in San Francisco." if "<tool_response>" in prompt else WEATHER_CALL
 
 
-class _ScriptedSuite(_Settings, ChatModelIntegrationTests):
+class _ScriptedSuite(StandardCapabilities, ChatModelIntegrationTests):
     """The standard suite's methods, called by the tests below (not collected itself)."""
 
 

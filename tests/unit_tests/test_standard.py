@@ -6,14 +6,11 @@ from typing import Any
 
 from langchain_tests.unit_tests import ChatModelUnitTests
 
-from langchain_glimprouter import Backend, GlimpRouterChatModel
+from langchain_glimprouter import Backend
+from tests.standard_capabilities import StandardCapabilities
 
 
-class TestGlimpRouterChatModelUnit(ChatModelUnitTests):
-    @property
-    def chat_model_class(self) -> type[GlimpRouterChatModel]:
-        return GlimpRouterChatModel
-
+class TestGlimpRouterChatModelUnit(StandardCapabilities, ChatModelUnitTests):
     @property
     def chat_model_params(self) -> dict[str, Any]:
         # Nothing listens here: the unit suite never sends a request.
@@ -21,18 +18,6 @@ class TestGlimpRouterChatModelUnit(ChatModelUnitTests):
             "small": Backend(base_url="http://127.0.0.1:9/v1", model="small-m"),
             "large": Backend(base_url="http://127.0.0.1:9/v1", model="large-m"),
         }
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def has_structured_output(self) -> bool:
-        return True
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return True
 
     @property
     def model_override_value(self) -> str:
