@@ -92,13 +92,7 @@ def router(small: Backend, large: Backend, threshold: float, **kwargs: Any) -> G
     return GlimpRouterChatModel(small=small, large=large, threshold=threshold, **settings)
 
 
-def asking(boxes: int) -> list[SystemMessage | HumanMessage]:
-    """The question with ``boxes`` boxes. llama-cpp-python 0.3.36 can stall a request whose
-    whole prompt is already in its cache (a prefix of the previous request's tokens: "full
-    prompt already cached, skipping reset", then nothing), so each routing test asks its own."""
-    return [SystemMessage(SYSTEM), HumanMessage(QUESTION.replace("3 boxes", f"{boxes} boxes"))]
-
-
+MESSAGES = [SystemMessage(SYSTEM), HumanMessage(QUESTION)]
 PLAIN = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
 
 
@@ -130,7 +124,7 @@ def test_small_llamacpp_large_vllm_every_step_small(
     llamacpp: LlamaCppServer, vllm_pair: Pair
 ) -> None:
     before, large_before = llama_counts(llamacpp), vllm_counts(vllm_pair.large)
-    msg = router(llamacpp.backend(), vllm_pair.large, math.inf).invoke(asking(4))
+    msg = router(llamacpp.backend(), vllm_pair.large, math.inf).invoke(MESSAGES)
     after, large_after = llama_counts(llamacpp), vllm_counts(vllm_pair.large)
     rec = msg.response_metadata["glimprouter"]
     assert rec["n_steps"] >= 1
@@ -173,7 +167,7 @@ def test_small_llamacpp_zero_threshold_sends_nothing_to_it(
     llamacpp: LlamaCppServer, vllm_pair: Pair
 ) -> None:
     before, large_before = llama_counts(llamacpp), vllm_counts(vllm_pair.large)
-    msg = router(llamacpp.backend(), vllm_pair.large, 0.0).invoke(asking(5))
+    msg = router(llamacpp.backend(), vllm_pair.large, 0.0).invoke(MESSAGES)
     after, large_after = llama_counts(llamacpp), vllm_counts(vllm_pair.large)
     rec = msg.response_metadata["glimprouter"]
     assert rec["n_steps"] >= 1
@@ -191,7 +185,7 @@ def test_aborted_glimpses_stop_on_llamacpp(llamacpp: LlamaCppServer, vllm_pair: 
     for seed in range(1, 7):  # sampling decides the chain: find one with both kinds of step
         before, large_before = llama_counts(llamacpp), vllm_counts(vllm_pair.large)
         model = router(llamacpp.backend(), vllm_pair.large, tau, seed=seed)
-        msg = model.invoke(asking(5 + seed))
+        msg = model.invoke(MESSAGES)
         after, large_after = llama_counts(llamacpp), vllm_counts(vllm_pair.large)
         rec = msg.response_metadata["glimprouter"]
         if 0 < rec["n_large_steps"] < rec["n_steps"]:
@@ -243,7 +237,7 @@ def test_small_vllm_large_llamacpp(llamacpp: LlamaCppServer, vllm_pair: Pair) ->
     tau = 1.5
     for seed in range(1, 7):
         before, small_before = llama_counts(llamacpp), vllm_counts(vllm_pair.small)
-        msg = router(vllm_pair.small, llamacpp.backend(), tau, seed=seed).invoke(asking(20 + seed))
+        msg = router(vllm_pair.small, llamacpp.backend(), tau, seed=seed).invoke(MESSAGES)
         after, small_after = llama_counts(llamacpp), vllm_counts(vllm_pair.small)
         rec = msg.response_metadata["glimprouter"]
         if rec["n_large_steps"] >= 1:
