@@ -109,8 +109,12 @@ def test_routing_record_matches_server_counts(vllm_pair: Pair) -> None:
     assert rec["wasted_small_tokens"] == sum(s["wasted_tokens"] for s in large_steps)
     # Usually exactly one token; a busy vLLM may pack a few tokens into its first chunk.
     assert all(1 <= s["wasted_tokens"] <= 4 for s in large_steps)
-    # The server generated no more than the router counted: aborted glimpses stopped at once.
-    assert after["small_tokens"] - before["small_tokens"] == rec["tokens"]["small"]
+    # Aborted glimpses stopped at once: the server generated what the router counted, plus at
+    # most the few tokens a busy engine decodes before the abort reaches it (its scheduler may
+    # have the next steps of the request in flight). A glimpse left running would add a whole
+    # step (tens of tokens) each.
+    extra = after["small_tokens"] - before["small_tokens"] - rec["tokens"]["small"]
+    assert 0 <= extra <= 3 * len(large_steps)
     assert after["large_tokens"] - before["large_tokens"] == rec["tokens"]["large"]
 
 
