@@ -117,6 +117,10 @@ class Chunk:
     """Whether the server sends ``stop_reason`` (vLLM does; it tells EOS from a stop string)."""
     prompt_tokens: int | None
     completion_tokens: int | None
+    token_logprobs: tuple[float | None, ...] = ()
+    """Logprob of each token of the chunk (when logprobs were asked for)."""
+    token_top_logprobs: tuple[dict[str, float], ...] = ()
+    """Top-k logprobs after each token position of the chunk (when logprobs were asked for)."""
 
 
 def parse_chunk(event: dict[str, Any]) -> Chunk:
@@ -138,6 +142,8 @@ def parse_chunk(event: dict[str, Any]) -> Chunk:
         reports_stop_reason="stop_reason" in choice,
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
+        token_logprobs=tuple(logprobs.get("token_logprobs") or ()),
+        token_top_logprobs=tuple(top or {} for top in tops),
     )
 
 

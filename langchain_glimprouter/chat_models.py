@@ -85,6 +85,7 @@ from langchain_glimprouter.errors import (
 )
 from langchain_glimprouter.program import Clients, Program, adrive, drive
 from langchain_glimprouter.records import STEP_EVENT, StepRecord
+from langchain_glimprouter.strategies import MEASURED, STRATEGIES, AdaptiveThreshold, Strategy
 from langchain_glimprouter.tool_calls import (
     CallSplitter,
     InvalidCall,
@@ -157,10 +158,25 @@ class GlimpRouterChatModel(BaseChatModel):
 
     small: Backend = Field(description="The small model's server: glimpses every step.")
     large: Backend = Field(description="The large model's server: hard steps and the answer.")
-    threshold: float = Field(
+    threshold: float | Literal["auto"] = Field(
         default=0.9,
         description="tau in nats: a step whose H_init exceeds it goes to the large model. "
-        "0 sends every step to the large model (no glimpse), inf every step to the small one.",
+        "0 sends every step to the large model (no glimpse), inf every step to the small one. "
+        "'auto': an online controller keeps the share of large steps near target_rate. With "
+        "another strategy, the threshold of its own measure (see strategy).",
+    )
+    strategy: Strategy = Field(
+        default="glimpse",
+        description="How a step's writer is chosen: 'glimpse' (the first token's entropy), "
+        "the baselines 'large_only', 'small_only' and 'random' (target_rate of the steps "
+        "large), or generate-then-measure: 'step_entropy' (mean entropy of the small model's "
+        "step > threshold: the large model rewrites it), 'step_ppl' (its perplexity), "
+        "'specreason' (the large model's 0-9 score of it < threshold).",
+    )
+    target_rate: float | None = Field(
+        default=None,
+        description="The wanted share of large steps, in (0, 1): the target of "
+        "threshold='auto', and the probability of strategy='random'.",
     )
     entropy_estimator: Estimator = Field(
         default="topk_renormalized",
@@ -183,7 +199,17 @@ class GlimpRouterChatModel(BaseChatModel):
         description="k of the first-token distribution asked of the small server "
         "(vLLM caps it with --max-logprobs, 20 by default).",
     )
-    step_delimiter: str = Field(default="\n\n", description="What separates reasoning steps.")
+    step_delimiter: str | list[str] = Field(
+        default="\n\n",
+        description="What ends a reasoning step: a string, or several (the one that ended a "
+        "step stays at its end in the chain; several need a server that reports stop_reason, "
+        "as vLLM does).",
+    )
+    max_step_tokens: int | None = Field(
+        default=None,
+        description="Longest step in tokens: a longer one is cut there and the next step, "
+        "routed afresh, continues its text. None: no limit.",
+    )
     stop: list[str] | None = Field(
         default=None, alias="stop_sequences", description="Stop sequences of the final answer."
     )
@@ -213,6 +239,7 @@ class GlimpRouterChatModel(BaseChatModel):
     )
 
     _facts: ServerFacts = PrivateAttr(default_factory=ServerFacts)
+    _controller: AdaptiveThreshold | None = PrivateAttr(default=None)
     _clients: dict[str, tuple[tuple[Any, ...], list[BackendClient]]] = PrivateAttr(
         default_factory=dict
     )
@@ -220,12 +247,20 @@ class GlimpRouterChatModel(BaseChatModel):
     @model_validator(mode="after")
     def _check(self) -> Self:
         _check_budgets(self.threshold, self.max_reasoning_tokens, self.max_tokens)
+        _check_strategy(self.strategy, self.threshold, self.target_rate)
+        if self.threshold == "auto" and self.target_rate is not None:
+            self._controller = AdaptiveThreshold(self.target_rate, seed=self.seed)
+        if self.max_step_tokens is not None and self.max_step_tokens < 1:
+            raise InvalidArgumentError(
+                f"max_step_tokens must be >= 1 or None (got {self.max_step_tokens})."
+            )
         if self.top_logprobs < 1:
             raise InvalidArgumentError(f"top_logprobs must be >= 1 (got {self.top_logprobs}).")
         if self.max_retries < 0:
             raise InvalidArgumentError(f"max_retries must be >= 0 (got {self.max_retries}).")
-        if not self.step_delimiter:
-            raise InvalidArgumentError("step_delimiter must not be empty.")
+        delimiters = _delimiters(self.step_delimiter)
+        if not delimiters or not all(delimiters):
+            raise InvalidArgumentError("step_delimiter must not be empty (nor hold an empty one).")
         if self.entropy_estimator not in ESTIMATORS:
             raise InvalidArgumentError(f"entropy_estimator must be one of {ESTIMATORS}.")
         return self
@@ -250,6 +285,9 @@ class GlimpRouterChatModel(BaseChatModel):
             "top_p": self.top_p,
             "top_logprobs": self.top_logprobs,
             "step_delimiter": self.step_delimiter,
+            "max_step_tokens": self.max_step_tokens,
+            "strategy": self.strategy,
+            "target_rate": self.target_rate,
         }
 
     def _get_invocation_params(
@@ -319,11 +357,23 @@ class GlimpRouterChatModel(BaseChatModel):
         )
         fields = {name: getattr(self, name) for name in _SETTING_KWARGS}
         fields.update(kwargs)
+        controller = None
+        if fields["threshold"] == "auto":
+            if self._controller is None:
+                raise InvalidArgumentError(
+                    "threshold='auto' per call needs a router built with threshold='auto' and "
+                    "target_rate (the controller lives across calls)."
+                )
+            controller, fields["threshold"] = self._controller, 0.0
         settings = RouteSettings(
             estimator=self.entropy_estimator,
             probe=self.probe,
             top_logprobs=self.top_logprobs,
-            step_delimiter=self.step_delimiter,
+            delimiters=_delimiters(self.step_delimiter),
+            max_step_tokens=self.max_step_tokens,
+            strategy=self.strategy,
+            target_rate=self.target_rate,
+            controller=controller,
             stop=tuple(stop or self.stop or ()),
             max_retries=self.max_retries,
             on_small_failure=self.on_small_failure,
@@ -615,17 +665,55 @@ class GlimpRouterChatModel(BaseChatModel):
             raise
 
 
-def _check_budgets(threshold: float, max_reasoning_tokens: int, max_tokens: int) -> None:
-    if math.isnan(threshold) or threshold < 0:
+def _check_budgets(
+    threshold: float | Literal["auto"], max_reasoning_tokens: int, max_tokens: int
+) -> None:
+    if threshold != "auto" and (
+        not isinstance(threshold, (int, float)) or math.isnan(threshold) or threshold < 0
+    ):
         raise InvalidArgumentError(
-            f"threshold must be >= 0 nats (got {threshold}); 0 sends every step to the large "
-            "model, math.inf every step to the small one."
+            f"threshold must be >= 0 nats or 'auto' (got {threshold!r}); 0 sends every step to "
+            "the large model, math.inf every step to the small one."
         )
     if max_reasoning_tokens <= 0 or max_tokens <= 0:
         raise BudgetError(
             "max_reasoning_tokens and max_tokens must be positive (got "
             f"{max_reasoning_tokens} and {max_tokens})."
         )
+
+
+def _check_strategy(
+    strategy: str, threshold: float | Literal["auto"], target_rate: float | None
+) -> None:
+    if strategy not in STRATEGIES:
+        raise InvalidArgumentError(f"strategy must be one of {STRATEGIES} (got {strategy!r}).")
+    if target_rate is not None and not 0.0 <= target_rate <= 1.0:
+        raise InvalidArgumentError(f"target_rate must be in [0, 1] (got {target_rate}).")
+    if threshold == "auto":
+        if strategy not in ("glimpse", *MEASURED):
+            raise InvalidArgumentError(
+                f"threshold='auto' needs a strategy with a measure (glimpse, step_entropy, "
+                f"step_ppl, specreason), not {strategy!r}."
+            )
+        if target_rate is None or not 0.0 < target_rate < 1.0:
+            raise InvalidArgumentError(
+                "threshold='auto' needs target_rate in (0, 1): the share of steps to send to "
+                "the large model, e.g. target_rate=0.25."
+            )
+    elif strategy == "random":
+        if target_rate is None:
+            raise InvalidArgumentError(
+                "strategy='random' needs target_rate: the probability of a large step."
+            )
+    elif target_rate is not None:
+        raise InvalidArgumentError(
+            "target_rate is used only with threshold='auto' or strategy='random'; remove it, "
+            "or set threshold='auto'."
+        )
+
+
+def _delimiters(step_delimiter: str | list[str]) -> tuple[str, ...]:
+    return (step_delimiter,) if isinstance(step_delimiter, str) else tuple(step_delimiter)
 
 
 def _env_secret(name: str) -> SecretStr | None:

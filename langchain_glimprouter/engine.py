@@ -15,6 +15,7 @@ it yields I/O operations and :class:`Emit`\\ s events, and the same code runs sy
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from langchain_glimprouter.errors import (
     BackendTimeoutError,
     BackendUnreachableError,
     GlimpRouterError,
+    InvalidArgumentError,
     MissingLogprobsError,
     StreamInterruptedError,
 )
@@ -43,6 +45,16 @@ from langchain_glimprouter.program import (
 )
 from langchain_glimprouter.prompts import THINK_CLOSE, RenderCache, render
 from langchain_glimprouter.records import ChainEnd, Role, RoutingRecord, StepRecord
+from langchain_glimprouter.strategies import (
+    JUDGE_PROMPT,
+    MEASURED,
+    AdaptiveThreshold,
+    Strategy,
+    difficulty,
+    judge_score,
+    mean_step_entropy,
+    perplexity,
+)
 
 Probe = Literal["stream", "separate"]
 REPLICA_COOLDOWN_S = 30.0
@@ -63,7 +75,15 @@ class RouteSettings:
     temperature: float | None = 0.6
     top_p: float | None = 0.95
     seed: int | None = None
-    step_delimiter: str = "\n\n"
+    delimiters: tuple[str, ...] = ("\n\n",)
+    """What ends a reasoning step (stop strings); the one that ended it is kept in the chain."""
+    max_step_tokens: int | None = None
+    """A longer step is cut there and the next step continues its text (None: no limit)."""
+    strategy: Strategy = "glimpse"
+    target_rate: float | None = None
+    """Share of large steps: the probability of ``random``, the controller's target."""
+    controller: AdaptiveThreshold | None = None
+    """``threshold="auto"``: decides in place of ``threshold`` (shared across calls)."""
     stop: tuple[str, ...] = ()
     """Stop sequences of the final answer."""
     max_retries: int = 2
@@ -161,9 +181,13 @@ class _Generation:
     reports_stop_reason: bool = False
     ended: bool = False
     resumes: int = 0
+    token_logprobs: list[float | None] = field(default_factory=list)
+    token_tops: list[dict[str, float]] = field(default_factory=list)
 
     def feed(self, chunk: Chunk) -> None:
         self.text += chunk.text
+        self.token_logprobs.extend(chunk.token_logprobs)
+        self.token_tops.extend(chunk.token_top_logprobs)
         self.counted_tokens += chunk.n_tokens
         if chunk.completion_tokens is not None:
             self.usage_tokens = chunk.completion_tokens
@@ -242,7 +266,11 @@ class _Run:
         self.s = settings
         self.facts = facts
         self.record = RoutingRecord(
-            threshold=settings.threshold, estimator=settings.estimator, probe=settings.probe
+            threshold=settings.threshold,
+            estimator=settings.estimator,
+            probe=settings.probe,
+            strategy=settings.strategy,
+            target_rate=settings.target_rate,
         )
         self.retries = {
             role: settings.max_retries if backend.max_retries is None else backend.max_retries
@@ -252,8 +280,12 @@ class _Run:
         """The small backend failed and ``on_small_failure="large"``: steps go large."""
         self.prefix: dict[str, str] = {}
         self.steps: list[str] = []
+        self.seps: list[str] = []
+        """What followed each kept step in the chain: the delimiter that ended it, or nothing."""
         self.chain = ""
-        """Every kept step followed by the delimiter: what both prompts append to their prefix."""
+        """Every kept step followed by its separator: what both prompts append to their prefix."""
+        self.rng = random.Random(settings.seed)
+        """The coin of ``strategy="random"`` (reproducible with a seed)."""
 
     # -- I/O helpers ---------------------------------------------------------------------------
 
@@ -379,17 +411,29 @@ class _Run:
 
     # -- the program ---------------------------------------------------------------------------
 
+    def _roles(self) -> tuple[Role, ...]:
+        """The backends this call uses."""
+        s = self.s
+        if s.strategy == "small_only":
+            return ("small",)
+        if s.strategy == "large_only" or (
+            s.strategy == "glimpse" and s.controller is None and s.threshold == 0
+        ):
+            return ("large",)
+        return ROLES
+
     def run(self) -> Program[None]:
         started = time.perf_counter()
         s = self.s
-        for role in ROLES if s.threshold > 0 else ("large",):
+        roles = self._roles()
+        for role in roles:
             try:
                 yield from self._learn_limits(role)
                 self.prefix[role] = yield from render(
                     role, self.backends[role], self.messages, self.facts.renders, list(s.tools)
                 )
             except GlimpRouterError as exc:
-                if role != "small" or not self._small_failed(exc):
+                if role != "small" or "large" not in roles or not self._small_failed(exc):
                     raise
         end: ChainEnd | None = None
         reasoning_tokens = 0
@@ -400,9 +444,15 @@ class _Run:
             if remaining <= 0:
                 end, closing = "budget", "\n" + THINK_CLOSE + "\n\n"
                 break
-            step = yield from self._step(len(self.steps), remaining)
+            step, sep = yield from self._step(len(self.steps), remaining)
             reasoning_tokens += step.tokens
             text = step.text
+            if step.finish == "delimiter" and not text.strip() and self.seps[-1:] == [""]:
+                # The step before was split at max_step_tokens just short of its delimiter.
+                self.steps[-1] += text
+                self.seps[-1] = sep
+                self.chain += text + sep
+                continue
             if step.finish == "think_end":
                 end = "think_end"
             elif step.finish == "length":
@@ -414,25 +464,30 @@ class _Run:
             last_text = text.strip()
             if text.strip():
                 self.steps.append(text)
+                self.seps.append("" if end in ("think_end", "budget") else sep)
                 self.record.steps.append(step)
-                self.chain += text if end in ("think_end", "budget") else text + s.step_delimiter
+                self.chain += text + self.seps[-1]
                 yield Emit(StepDone(step))
         if end == "think_end":
             closing = THINK_CLOSE + "\n\n"
         self.record.chain_end = end
-        prompt = self.prefix["large"] + self.chain + closing
-        answer_text, finish_reason = yield from self._answer(prompt, s.answer)
+        writer: Role = "small" if s.strategy == "small_only" else "large"
+        prompt = self.prefix[writer] + self.chain + closing
+        answer_text, finish_reason = yield from self._answer(writer, prompt, s.answer)
         rec = self.record
         rec.n_steps = len(rec.steps)
         rec.n_large_steps = sum(1 for st in rec.steps if st.model == "large")
         rec.intervention_rate = rec.n_large_steps / rec.n_steps if rec.n_steps else 0.0
         rec.reasoning_tokens = reasoning_tokens
         rec.latency_s = time.perf_counter() - started
+        if s.controller is not None and (tau := s.controller.threshold) is not None:
+            rec.threshold = -tau if s.strategy == "specreason" else tau
         output = rec.tokens["small"] + rec.tokens["large"]
+        reasoning = "".join(t + sep for t, sep in zip(self.steps, self.seps, strict=True))
         yield Emit(
             Result(
                 answer=answer_text,
-                reasoning=s.step_delimiter.join(self.steps),
+                reasoning=reasoning.removesuffix(self.seps[-1]) if self.seps else "",
                 finish_reason=finish_reason,
                 record=rec,
                 input_tokens=rec.prompt_tokens["small"] + rec.prompt_tokens["large"],
@@ -441,14 +496,25 @@ class _Run:
             )
         )
 
+    def _decide(self, value: float | None) -> tuple[bool, float | None]:
+        """Whether a measured step goes large, and the threshold applied. ``value`` is the
+        strategy's measure (None: the small model ended at once, nothing to measure: small)."""
+        s = self.s
+        if value is None:
+            return False, None
+        if s.controller is not None:
+            large, tau = s.controller.route(difficulty(s.strategy, value))
+            return large, -tau if s.strategy == "specreason" else tau
+        return difficulty(s.strategy, value) > difficulty(s.strategy, s.threshold), s.threshold
+
     def _probe(
-        self, remaining: int, stop: list[str]
+        self, max_tokens: int, stop: list[str]
     ) -> Program[tuple[_Generation, float | None, float | None]]:
         """The small backend's glimpse of the next step: its stream and (H_init, residual)."""
         s = self.s
         if s.probe == "stream":
-            probe = _Generation("small", self._body("small", self._prompt("small"), remaining, stop,
-                                                    s.top_logprobs))  # fmt: skip
+            probe = _Generation("small", self._body("small", self._prompt("small"), max_tokens,
+                                                    stop, s.top_logprobs))  # fmt: skip
         else:
             probe = _Generation("small", self._body("small", self._prompt("small"), 1, [],
                                                     s.top_logprobs))  # fmt: skip
@@ -458,75 +524,149 @@ class _Run:
             yield from self._consume(probe, None)
         return probe, h, residual
 
-    def _step(self, index: int, remaining: int) -> Program[StepRecord]:
+    def _drafted(
+        self, max_tokens: int, stop: list[str]
+    ) -> Program[tuple[_Generation, float | None]]:
+        """A whole step written by the small backend and its measure (``MEASURED`` strategies):
+        the mean entropy, the perplexity, or the large backend's judge score (None: the small
+        model wrote nothing)."""
+        s = self.s
+        logprobs = {"step_entropy": s.top_logprobs, "step_ppl": 1}.get(s.strategy)
+        draft = _Generation("small", self._body("small", self._prompt("small"), max_tokens, stop,
+                                                logprobs))  # fmt: skip
+        yield from self._open(draft)
+        while (yield from self._next(draft)) is not None:
+            if THINK_CLOSE in draft.text:  # the chain is over: not a token more
+                yield Close()
+                draft.ended = True
+                break
+        text = draft.text.split(THINK_CLOSE)[0]
+        if not text.strip():
+            return draft, None
+        if s.strategy == "specreason":
+            return draft, (yield from self._judge(text))
+        try:
+            if s.strategy == "step_entropy":
+                return draft, mean_step_entropy(draft.token_tops, s.estimator, s.top_logprobs)
+            return draft, perplexity(draft.token_logprobs)
+        except ValueError:
+            raise MissingLogprobsError(
+                f"the server returned no logprobs for the step's tokens, so {s.strategy} "
+                "cannot measure it. Make sure the server supports `logprobs` on "
+                f"/v1/completions (vLLM: --max-logprobs >= {s.top_logprobs}).",
+                role="small",
+                url=self.backends["small"].base_url,
+            ) from None
+
+    def _judge(self, text: str) -> Program[float]:
+        """The large backend's one-token score (0-9) of the small model's step ``text``."""
+        prompt = self._prompt("large") + text + JUDGE_PROMPT
+        judge = _Generation("large", self._body("large", prompt, 1, [], self.s.top_logprobs))
+        yield from self._open(judge)
+        while (yield from self._next(judge)) is not None:
+            pass
+        self._settle(judge)
+        if judge.top_logprobs is None:
+            raise MissingLogprobsError(
+                "the large server returned no top_logprobs for the judge's score token "
+                "(specreason). Start it with --max-logprobs >= "
+                f"{self.s.top_logprobs}, or lower top_logprobs.",
+                role="large",
+                url=self.backends["large"].base_url,
+            )
+        return judge_score(judge.top_logprobs)
+
+    def _step(self, index: int, remaining: int) -> Program[tuple[StepRecord, str]]:
+        """One reasoning step: its record and the separator that follows it in the chain."""
         s = self.s
         started = time.perf_counter()
-        stop = [s.step_delimiter]
+        cap = min(remaining, s.max_step_tokens or remaining)
+        stop = list(s.delimiters)
         h: float | None = None
         residual: float | None = None
         first: str | None = None
+        score: float | None = None
+        tau: float | None = None
         wasted = 0
         fallback = False
         writer: Role = "large"
         gen: _Generation | None = None
-        if s.threshold > 0 and not self.small_down:
+        roles = self._roles()
+        if roles == ("small",):
+            writer = "small"
+        elif roles == ("large",):
+            pass
+        elif self.small_down:
+            fallback = True
+        elif s.strategy == "random":
+            writer = "large" if self.rng.random() < (s.target_rate or 0.0) else "small"
+        else:
             try:
-                probe, h, residual = yield from self._probe(remaining, stop)
+                if s.strategy in MEASURED:
+                    probe, score = yield from self._drafted(cap, stop)
+                    if s.strategy == "step_entropy" and probe.token_tops:
+                        h, residual = first_token_entropy(
+                            probe.token_tops[0].values(), s.estimator, k=s.top_logprobs
+                        )
+                    large, tau = self._decide(score)
+                else:
+                    probe, h, residual = yield from self._probe(cap, stop)
+                    large, tau = self._decide(h)
             except GlimpRouterError as exc:
-                if not self._small_failed(exc):
-                    raise
+                if getattr(exc, "role", None) != "small" or not self._small_failed(exc):
+                    raise  # a judge's (large) failure is never absorbed
                 yield Close()
                 fallback = True
             else:
                 first = probe.first_token
-                delegate = h is None or h <= s.threshold
-                if s.probe == "stream" and delegate:
+                if (s.probe == "stream" or s.strategy in MEASURED) and not large:
                     writer, gen = "small", probe
                 else:
                     if not probe.ended:
                         yield Close()
                     wasted = probe.tokens
                     self._settle(probe)
-                    writer = "small" if delegate else "large"
-        elif s.threshold > 0:
-            fallback = True
-        lead = s.step_delimiter if index else ""
-        holdback = _Holdback(lead)
+                    writer = "large" if large else "small"
+        holdback = _Holdback(self.seps[-1] if self.seps else "")
         if gen is None:
-            gen = _Generation(writer, self._body(writer, self._prompt(writer), remaining, stop,
+            gen = _Generation(writer, self._body(writer, self._prompt(writer), cap, stop,
                                                  None))  # fmt: skip
             yield from self._open(gen)
-        try:
-            yield from self._consume(gen, holdback)
-        except GlimpRouterError as exc:
-            if gen.role != "small" or not self._small_failed(exc):
-                raise
-            # The small backend died mid-step: the large one continues the same text.
-            yield Close()
-            self._settle(gen)
-            gen.role, gen.resumes, fallback, writer = "large", 0, True, "large"
-            gen.body = self._body("large", self._prompt("large"), remaining, stop, None)
-            yield from self._open(gen)
-            yield from self._consume(gen, holdback)
+        if not gen.ended:
+            try:
+                yield from self._consume(gen, holdback)
+            except GlimpRouterError as exc:
+                if gen.role != "small" or "large" not in roles or not self._small_failed(exc):
+                    raise
+                # The small backend died mid-step: the large one continues the same text.
+                yield Close()
+                self._settle(gen)
+                gen.role, gen.resumes, fallback, writer = "large", 0, True, "large"
+                gen.body = self._body("large", self._prompt("large"), cap, stop, None)
+                yield from self._open(gen)
+                yield from self._consume(gen, holdback)
         self._settle(gen)
         self.record.wasted_small_tokens += wasted
         text = gen.text
+        sep = ""
         if THINK_CLOSE in text:
             text, finish = text[: text.index(THINK_CLOSE)], "think_end"
         elif gen.finish_reason == "length":
-            finish = "length"
+            finish = "split" if cap < remaining else "length"
         elif gen.hit_eos:
             finish = "eos"
         else:
-            finish = "delimiter"
+            finish, sep = "delimiter", self._ended_by(gen)
         if text.strip() and (delta := holdback.delta(text, final=True)):
             yield Emit(ReasoningDelta(delta))
-        return StepRecord(
+        record = StepRecord(
             index=index,
             model=writer,
             h_init=h,
             first_token=first,
             residual_mass=residual,
+            score=score,
+            threshold=tau,
             tokens=gen.tokens,
             text=text,
             latency_s=time.perf_counter() - started,
@@ -534,21 +674,35 @@ class _Run:
             finish=finish,
             fallback=fallback,
         )
+        return record, sep
+
+    def _ended_by(self, gen: _Generation) -> str:
+        """The delimiter that ended ``gen``'s step (the server excludes it from the text)."""
+        delimiters = self.s.delimiters
+        if isinstance(gen.stop_reason, str) and gen.stop_reason in delimiters:
+            return gen.stop_reason
+        if len(delimiters) == 1:
+            return delimiters[0]
+        raise InvalidArgumentError(
+            f"the {gen.role} server did not say which of the step delimiters {delimiters!r} "
+            "ended a step (no `stop_reason`, as vLLM sends), so the chain cannot be rebuilt "
+            "exactly. Use a single step_delimiter with this server."
+        )
 
     def _prompt(self, role: str) -> str:
         return self.prefix[role] + self.chain
 
     def _answer(
-        self, prompt: str, constraint: AnswerConstraint | None
+        self, role: Role, prompt: str, constraint: AnswerConstraint | None
     ) -> Program[tuple[str, str | None]]:
-        """The final answer's text and finish reason."""
+        """The final answer's text and finish reason, written by ``role``."""
         lead, stop = "", list(self.s.stop)
         if constraint is not None:
             lead, stop = constraint.prefix, []  # a stop string could cut the JSON
-        body = self._body("large", prompt + lead, self.s.max_tokens, stop, None)
+        body = self._body(role, prompt + lead, self.s.max_tokens, stop, None)
         if constraint is not None:
             body["structured_outputs"] = {"json": constraint.schema}
-        gen = _Generation("large", body)
+        gen = _Generation(role, body)
         yield from self._open(gen)
         if lead:
             yield Emit(AnswerDelta(lead))

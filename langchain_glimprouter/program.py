@@ -192,6 +192,9 @@ def drive(program: Program[Any], clients: Clients) -> Iterator[Any]:
                 if isinstance(op, Request):
                     value = clients[op.role][op.replica].request_json(op.method, op.path, op.body)
                 elif isinstance(op, Open):
+                    if stack is not None:  # the previous stream ended: release it first
+                        stack.close()
+                        stack, chunks = None, None
                     opening = ExitStack()
                     chunks = opening.enter_context(clients[op.role][op.replica].stream(op.body))
                     stack = opening
@@ -232,6 +235,9 @@ async def adrive(program: Program[Any], clients: Clients) -> AsyncIterator[Any]:
                     client = clients[op.role][op.replica]
                     value = await client.arequest_json(op.method, op.path, op.body)
                 elif isinstance(op, Open):
+                    if stack is not None:  # the previous stream ended: release it first
+                        await stack.aclose()
+                        stack, chunks = None, None
                     aopening = AsyncExitStack()
                     stream = clients[op.role][op.replica].astream(op.body)
                     chunks = await aopening.enter_async_context(stream)
