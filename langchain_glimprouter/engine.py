@@ -5,7 +5,11 @@ entropy ``H_init`` of its first token's top-k distribution decides who writes th
 below the threshold the small model goes on in the same stream (one request per delegated
 step); above it the small stream is closed at once (the server aborts it, the glimpsed token is
 discarded) and the large backend writes the step from the same context, rendered with its own
-chat template. The final answer after ``</think>`` is always written by the large backend.
+chat template. The final answer after ``</think>`` is written by the large backend.
+
+The baselines (``large_only``, ``small_only``, which also answers, ``random``) and the
+generate-then-measure strategies (``step_entropy``, ``step_ppl``, ``specreason``; see
+:mod:`~langchain_glimprouter.strategies`) run in the same step loop, so they record the same.
 
 Prompts are append-only (each backend's prefix, then ``step + delimiter`` per step), so both
 servers' prefix caches hit across steps. The loop is a :mod:`~langchain_glimprouter.program`:

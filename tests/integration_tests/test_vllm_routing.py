@@ -20,7 +20,7 @@ QUESTION = "Tom has 3 boxes with 12 apples in each box. He gives away 7. How man
 SYSTEM = "You are a careful math tutor. Reason step by step and put a blank line between steps."
 
 
-def router(pair: Pair, threshold: float, **kwargs: Any) -> GlimpRouterChatModel:
+def router(pair: Pair, threshold: float | str, **kwargs: Any) -> GlimpRouterChatModel:
     settings: dict[str, Any] = {"max_reasoning_tokens": 96, "max_tokens": 24, "seed": 7}
     settings.update(kwargs)
     return GlimpRouterChatModel(small=pair.small, large=pair.large, threshold=threshold, **settings)
