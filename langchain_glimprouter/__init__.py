@@ -17,9 +17,12 @@ from langchain_glimprouter.errors import (
 )
 from langchain_glimprouter.gguf import gguf_chat_template
 from langchain_glimprouter.records import STEP_EVENT, RoutingRecord, StepRecord
+from langchain_glimprouter.strategies import STRATEGIES, AdaptiveThreshold, Strategy
 
 __all__ = [
     "STEP_EVENT",
+    "STRATEGIES",
+    "AdaptiveThreshold",
     "Backend",
     "BackendError",
     "BackendResponseError",
@@ -34,6 +37,7 @@ __all__ = [
     "PromptRenderingError",
     "RoutingRecord",
     "StepRecord",
+    "Strategy",
     "StreamInterruptedError",
     "gguf_chat_template",
 ]

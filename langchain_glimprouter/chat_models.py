@@ -265,6 +265,12 @@ class GlimpRouterChatModel(BaseChatModel):
             raise InvalidArgumentError(f"entropy_estimator must be one of {ESTIMATORS}.")
         return self
 
+    @property
+    def adaptive_threshold(self) -> AdaptiveThreshold | None:
+        """The controller of ``threshold="auto"``, shared by every call of this router: its
+        ``threshold`` now, ``realised_rate`` and ``decisions``. None with a fixed threshold."""
+        return self._controller
+
     # -- LangChain metadata ----------------------------------------------------------------------
 
     @property

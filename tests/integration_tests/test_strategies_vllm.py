@@ -78,7 +78,7 @@ def test_auto_threshold_across_calls(vllm_pair: Pair) -> None:
     for seed in range(3):
         msg = model.invoke(messages(), seed=seed)
         steps += msg.response_metadata["glimprouter"]["steps"]
-    controller = model._controller
+    controller = model.adaptive_threshold
     assert controller is not None
     assert controller.decisions >= len(steps)
     for step in steps:

@@ -208,7 +208,7 @@ def test_auto_threshold_routes_by_the_controller(servers: Any) -> None:
     large = [s["model"] for s in decided[10:]].count("large")
     assert 7 <= large <= 11
     # The glimpses that found "</think>" (H_INIT clamped to 1.9) are decisions too.
-    controller = router._controller
+    controller = router.adaptive_threshold
     assert controller is not None
     assert controller.decisions == 44
     assert controller.realised_rate == pytest.approx(0.3, abs=0.1)
