@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+import ssl
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -30,7 +32,15 @@ from langchain_glimprouter.errors import (
 )
 from langchain_glimprouter.tool_calls import HermesToolCallParser, ToolCallParser
 
-_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=64)
+_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=64, keepalive_expiry=4.0)
+"""``keepalive_expiry`` stays under uvicorn's (so vLLM's) 5 s keep-alive timeout: with equal
+timeouts the server could close an idle connection just as a request went out on it, which
+then failed with ``ReadError`` (seen at 64 concurrent calls)."""
+_POOL_REQUESTS = 8
+"""Requests in flight on one connection pool before a request opens another pool (see
+:class:`_Pools`)."""
+_MAX_POOLS = 32
+"""Pools per server at most; past that the least busy one takes more requests."""
 
 DEFAULT_TIMEOUT = 60.0
 """Seconds to wait for a connection or for the next streamed chunk, when nothing else is set."""
@@ -181,6 +191,52 @@ def error_from_response(role: str, url: str, status: int, body: str) -> GlimpRou
     )
 
 
+C = TypeVar("C", httpx.Client, httpx.AsyncClient)
+
+
+class _Pools(Generic[C]):
+    """httpx clients (connection pools) to one server; each request takes the least busy one,
+    and when every pool has ``_POOL_REQUESTS`` requests in flight a new pool is added.
+
+    httpcore 1.0 walks every connection of a pool on each request and each release (a socket
+    poll per idle connection, and a keep-alive count that is quadratic in the pool's size:
+    encode/httpcore#1035). With one pool for 64 concurrent calls that bookkeeping took about 45 %
+    of the client's CPU time (docs/benchmarks.md); small pools keep it cheap. One call at a time
+    only ever uses the first pool.
+    """
+
+    def __init__(self, make: Callable[[], C]) -> None:
+        self._make: Callable[[], C] = make
+        self.clients: list[C] = []
+        self._busy: list[int] = []
+        self._lock = threading.Lock()
+
+    def acquire(self) -> int:
+        """Reserve a pool for one request; give its index back to :meth:`release`."""
+        with self._lock:
+            busy = self._busy
+            index = min(range(len(busy)), key=busy.__getitem__) if busy else -1
+            if index < 0 or (busy[index] >= _POOL_REQUESTS and len(busy) < _MAX_POOLS):
+                self.clients.append(self._make())
+                busy.append(0)
+                index = len(busy) - 1
+            busy[index] += 1
+            return index
+
+    def release(self, index: int) -> None:
+        with self._lock:
+            self._busy[index] -= 1
+
+    @contextmanager
+    def lease(self) -> Iterator[C]:
+        """A pool for the duration of one request."""
+        index = self.acquire()
+        try:
+            yield self.clients[index]
+        finally:
+            self.release(index)
+
+
 class BackendClient:
     """HTTP access to one backend, sync and async, with typed errors.
 
@@ -211,8 +267,9 @@ class BackendClient:
             headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
         self._headers = headers
         self._timeout = httpx.Timeout(timeout)
-        self._sync: httpx.Client | None = None
-        self._async: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._sync: _Pools[httpx.Client] | None = None
+        self._async: tuple[asyncio.AbstractEventLoop, _Pools[httpx.AsyncClient]] | None = None
 
     def __repr__(self) -> str:
         return f"BackendClient(role={self.role!r}, base_url={self.base_url!r})"
@@ -223,23 +280,31 @@ class BackendClient:
             return self.base_url + path[len("/v1") :]
         return server_root(self.base_url) + path
 
-    def _client(self) -> httpx.Client:
+    def _ssl_context(self) -> ssl.SSLContext:
+        """One SSL context (httpx's default) for all of this client's pools: building one
+        loads the CA bundle, which takes milliseconds."""
+        if self._ssl is None:
+            self._ssl = httpx.create_ssl_context()
+        return self._ssl
+
+    def _new_client(self) -> httpx.Client:
+        transport = httpx.HTTPTransport(limits=_LIMITS, verify=self._ssl_context())
+        return httpx.Client(headers=self._headers, timeout=self._timeout, transport=transport)
+
+    def _new_aclient(self) -> httpx.AsyncClient:
+        transport = httpx.AsyncHTTPTransport(limits=_LIMITS, verify=self._ssl_context())
+        return httpx.AsyncClient(headers=self._headers, timeout=self._timeout, transport=transport)
+
+    def _pools(self) -> _Pools[httpx.Client]:
         if self._sync is None:
-            transport = httpx.HTTPTransport(limits=_LIMITS)
-            self._sync = httpx.Client(
-                headers=self._headers, timeout=self._timeout, transport=transport
-            )
+            self._sync = _Pools(self._new_client)
         return self._sync
 
-    def _aclient(self) -> httpx.AsyncClient:
-        # An AsyncClient is bound to the loop it first ran on: keep one per running loop.
+    def _apools(self) -> _Pools[httpx.AsyncClient]:
+        # An AsyncClient is bound to the loop it first ran on: keep its pools per running loop.
         loop = asyncio.get_running_loop()
         if self._async is None or self._async[0] is not loop:
-            transport = httpx.AsyncHTTPTransport(limits=_LIMITS)
-            client = httpx.AsyncClient(
-                headers=self._headers, timeout=self._timeout, transport=transport
-            )
-            self._async = (loop, client)
+            self._async = (loop, _Pools(self._new_aclient))
         return self._async[1]
 
     def _map_transport_error(self, exc: httpx.HTTPError, url: str) -> GlimpRouterError:
@@ -285,7 +350,8 @@ class BackendClient:
         """Send one JSON request and return the decoded answer."""
         url = self._url(path)
         try:
-            response = self._client().request(method, url, json=body)
+            with self._pools().lease() as client:
+                response = client.request(method, url, json=body)
         except httpx.HTTPError as exc:
             raise self._map_transport_error(exc, url) from exc
         return self._decode(response, url)
@@ -295,10 +361,14 @@ class BackendClient:
     ) -> dict[str, Any]:
         """Async twin of :meth:`request_json`."""
         url = self._url(path)
+        pools = self._apools()
+        index = pools.acquire()
         try:
-            response = await self._aclient().request(method, url, json=body)
+            response = await pools.clients[index].request(method, url, json=body)
         except httpx.HTTPError as exc:
             raise self._map_transport_error(exc, url) from exc
+        finally:
+            pools.release(index)
         return self._decode(response, url)
 
     def _parse_sse_line(self, line: str, url: str) -> Chunk | None:
@@ -322,7 +392,7 @@ class BackendClient:
         """Open a streamed ``/v1/completions`` request; leaving the block aborts it."""
         url = self._url("/v1/completions")
         try:
-            with self._client().stream("POST", url, json=body) as response:
+            with self._pools().lease() as client, client.stream("POST", url, json=body) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise error_from_response(self.role, url, response.status_code, response.text)
@@ -343,14 +413,18 @@ class BackendClient:
     async def astream(self, body: dict[str, Any]) -> AsyncIterator[AsyncIterator[Chunk]]:
         """Async twin of :meth:`stream`."""
         url = self._url("/v1/completions")
+        pools = self._apools()
+        index = pools.acquire()
         try:
-            async with self._aclient().stream("POST", url, json=body) as response:
+            async with pools.clients[index].stream("POST", url, json=body) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     raise error_from_response(self.role, url, response.status_code, response.text)
                 yield self._aiter_chunks(response.aiter_lines(), url)
         except httpx.HTTPError as exc:
             raise self._map_transport_error(exc, url) from exc
+        finally:
+            pools.release(index)
 
     async def _aiter_chunks(self, lines: AsyncIterator[str], url: str) -> AsyncIterator[Chunk]:
         try:
@@ -362,14 +436,16 @@ class BackendClient:
             raise self._map_transport_error(exc, url) from exc
 
     def close(self) -> None:
-        """Close the sync connection pool."""
+        """Close the sync connection pools."""
         if self._sync is not None:
-            self._sync.close()
+            for client in self._sync.clients:
+                client.close()
             self._sync = None
 
     async def aclose(self) -> None:
-        """Close both connection pools."""
+        """Close the sync and async connection pools."""
         self.close()
         if self._async is not None:
-            await self._async[1].aclose()
+            for aclient in self._async[1].clients:
+                await aclient.aclose()
             self._async = None
