@@ -5,23 +5,30 @@ What it measures, all in one run and one process (medians over repetitions, and 
 1. requests per delegated step and wasted small-model tokens per intervention, from the routing
    record and from the servers' own request logs, at intervention rates 10, 20, 25, 30 and 50 %;
 2. router overhead: end-to-end latency / ideal, where the ideal is the emulated server time of
-   every completions request the call made (and / the "floor": the ideal plus the lag that a bare
-   HTTP client also sees on these servers); and the client CPU time per step;
+   every completions request the call made; / the servers' own busy time (what the servers'
+   clocks say they spent generating, ideal plus their lag); / the "floor" (the ideal plus the lag
+   that a bare HTTP client also sees on these servers); where the rest goes (before the first
+   request, between requests, after the last); and the client CPU time per step;
 3. speedup of the glimpse router (threshold 0.9) over the large-only baseline (threshold 0) at
    each intervention rate, next to the arithmetic ideal speedup of the emulated costs;
 4. the streamed glimpse (``probe="stream"``) against a separate 1-token probe
    (``probe="separate"``) at 25 %;
-5. throughput of ``abatch`` with 16 questions at once against the one-question ideal.
+5. throughput of ``abatch`` with 16 and 64 questions at once against the one-question ideal.
 
-The servers are ``tests/scripted_server.py`` (real HTTP on loopback, threads of this process).
-They sleep ``prefill`` before the first token and ``decode`` between tokens; the defaults mimic a
+The servers are ``tests/scripted_server.py`` (real HTTP on loopback), each in a process of its
+own (``--servers process``, the default; ``--servers thread`` puts them in threads of this
+process, sharing its GIL with the client, as before). They wait ``prefill`` before the first
+token and ``decode`` between tokens, on a steady clock (``--pacing steady``, the default: token i
+is due prefill + i * decode after the request, as a GPU decodes whatever the HTTP layer does;
+``--pacing sleep``: a fresh sleep per token, so timer overshoot adds up); the defaults mimic a
 4B small model and a 32B large model on one GPU. Nothing here runs a model. The configurations of
-1-4 run interleaved (round-robin over repetitions, order rotated each time) so drift hits all.
+1-4 run interleaved (round-robin over repetitions, order rotated each time) so drift hits all,
+after one untimed call each (a router's first call also asks each server for /v1/models).
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/bench_router.py            # 5 repetitions: about 4 minutes
-    .venv/bin/python benchmarks/bench_router.py --quick    # 2 repetitions, 8 at once: 1.5 min
+    .venv/bin/python benchmarks/bench_router.py            # 5 repetitions: about 5 minutes
+    .venv/bin/python benchmarks/bench_router.py --quick    # 2 repetitions, 8 at once: 2.5 min
 
 Markdown tables go to stdout, the raw numbers to ``benchmarks/results/bench_router.json``.
 """
@@ -31,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import itertools
 import json
 import math
 import os
@@ -52,7 +60,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from langchain_glimprouter import Backend, GlimpRouterChatModel  # noqa: E402
-from tests.scripted_server import RequestLog, Script, ScriptedServer  # noqa: E402
+from tests.scripted_server import (  # noqa: E402
+    RequestLog,
+    Script,
+    ScriptedServer,
+    ScriptedServerProcess,
+)
 
 RESULTS = ROOT / "benchmarks" / "results" / "bench_router.json"
 DELIMITER = "\n\n"
@@ -66,6 +79,7 @@ ABORT_WINDOW_S = 0.001  # the scripted server's least pause between streamed tok
 
 Probe = Literal["stream", "separate"]
 Role = Literal["small", "large"]
+Server = ScriptedServer | ScriptedServerProcess
 ROLES: tuple[Role, Role] = ("small", "large")
 
 
@@ -174,6 +188,18 @@ class Sample:
     """Sum of the emulated costs of the call's completions requests, from the server logs."""
     cpu_s: float
     """``time.thread_time()`` of the calling thread around ``invoke``."""
+    busy_s: float
+    """The servers' own busy time: the sum, over the call's completions requests, of the time
+    from the start of the generation (before the prefill) to the last token, by the servers'
+    clocks. Requests never overlap within one call."""
+    before_s: float
+    """From the start of ``invoke`` to the start of the first completions request (LangChain,
+    the prompt renders: /tokenize and /detokenize on each server, the first request)."""
+    between_s: float
+    """The sum of the pauses between one request's last token and the next one's start: the
+    client's critical path (read the last events, decide, build and send the next request)."""
+    after_s: float
+    """From the last token of the last request to the return of ``invoke``."""
     record_latency_s: float
     n_steps: int
     n_large_steps: int
@@ -191,20 +217,36 @@ class Sample:
     correct: bool
 
 
-def logs_of(server: ScriptedServer) -> list[RequestLog]:
+def logs_of(server: Server) -> list[RequestLog]:
     if not server.wait_idle(10.0):
         raise RuntimeError(f"server {server.model!r} did not go idle")
     return list(server.requests)
+
+
+def timeline(logs: dict[Role, list[RequestLog]], t0: float, t1: float) -> tuple[float, ...]:
+    """(busy, before, between, after) of one call that ran from ``t0`` to ``t1`` (seconds)."""
+    spans = sorted(
+        (g.started_s, g.last_token_s or g.started_s)
+        for role in ROLES
+        for g in logs[role]
+        if g.started_s is not None
+    )
+    if not spans:
+        return 0.0, t1 - t0, 0.0, 0.0
+    busy = sum(end - start for start, end in spans)
+    between = sum(nxt[0] - cur[1] for cur, nxt in itertools.pairwise(spans))
+    return busy, spans[0][0] - t0, between, t1 - spans[-1][1]
 
 
 def sample_from(
     emu: Emulation,
     record: dict[str, Any],
     logs: dict[Role, list[RequestLog]],
-    latency: float,
-    cpu: float,
+    times: tuple[float, float, float],
     correct: bool,
 ) -> Sample:
+    t0, t1, cpu = times
+    busy, before, between, after = timeline(logs, t0, t1)
     writers = {f"step{s['index']}": s["model"] for s in record["steps"]}
     ideal = 0.0
     per_writer = {"small": 0, "large": 0}
@@ -223,9 +265,13 @@ def sample_from(
             if role == "small" and (glimpse or log.params.get("max_tokens") == 1):
                 wasted += log.generated_tokens
     return Sample(
-        latency_s=latency,
+        latency_s=t1 - t0,
         ideal_s=ideal,
         cpu_s=cpu,
+        busy_s=busy,
+        before_s=before,
+        between_s=between,
+        after_s=after,
         record_latency_s=record["latency_s"],
         n_steps=record["n_steps"],
         n_large_steps=record["n_large_steps"],
@@ -249,8 +295,8 @@ class Config:
     rate: float
     threshold: float
     probe: Probe
-    small: ScriptedServer
-    large: ScriptedServer
+    small: Server
+    large: Server
     router: GlimpRouterChatModel
     samples: list[Sample] = field(default_factory=list)
 
@@ -259,7 +305,7 @@ class Config:
 
 
 def make_router(
-    small: ScriptedServer, large: ScriptedServer, threshold: float, probe: Probe
+    small: Server, large: Server, threshold: float, probe: Probe
 ) -> GlimpRouterChatModel:
     return GlimpRouterChatModel(
         small=Backend(base_url=small.base_url, model=small.model),
@@ -269,7 +315,7 @@ def make_router(
     )
 
 
-def fresh(*servers: ScriptedServer) -> None:
+def fresh(*servers: Server) -> None:
     for server in servers:
         server.wait_idle(10.0)
         server.reset()
@@ -279,7 +325,7 @@ def run_once(emu: Emulation, cfg: Config, question: str) -> Sample:
     fresh(cfg.small, cfg.large)
     cpu0, t0 = time.thread_time(), time.perf_counter()
     msg = cfg.router.invoke(question)
-    latency, cpu = time.perf_counter() - t0, time.thread_time() - cpu0
+    t1, cpu = time.perf_counter(), time.thread_time() - cpu0
     record = msg.response_metadata["glimprouter"]
     correct = (
         str(msg.content).startswith("The answer is 42")
@@ -287,7 +333,7 @@ def run_once(emu: Emulation, cfg: Config, question: str) -> Sample:
         and record["n_large_steps"] == cfg.expected_large(emu.steps)
     )
     logs: dict[Role, list[RequestLog]] = {"small": logs_of(cfg.small), "large": logs_of(cfg.large)}
-    return sample_from(emu, record, logs, latency, cpu, correct)
+    return sample_from(emu, record, logs, (t0, t1, cpu), correct)
 
 
 # -- the floor: what a bare HTTP client sees on the same servers --------------------------------
@@ -317,7 +363,7 @@ class Calibration:
         )
 
 
-def direct(client: httpx.Client, server: ScriptedServer, role: Role, prompt: str, n: int) -> float:
+def direct(client: httpx.Client, server: Server, role: Role, prompt: str, n: int) -> float:
     """Wall time of one streamed step request, shaped like the router's, read to its end."""
     body: dict[str, Any] = {
         "model": server.model,
@@ -339,9 +385,7 @@ def direct(client: httpx.Client, server: ScriptedServer, role: Role, prompt: str
     return time.perf_counter() - t0
 
 
-def calibrate(
-    emu: Emulation, cal: Calibration, servers: dict[Role, ScriptedServer], rep: int
-) -> None:
+def calibrate(emu: Emulation, cal: Calibration, servers: dict[Role, Server], rep: int) -> None:
     with httpx.Client(timeout=60, trust_env=False) as client:
         for role in ROLES:
             server = servers[role]
@@ -362,49 +406,77 @@ def calibrate(
 class BatchSample:
     """One timed ``abatch``."""
 
+    size: int
     wall_s: float
     ideal_per_question_s: float
     median_question_latency_s: float
     max_question_latency_s: float
-    process_cpu_s: float
-    """CPU time of the whole process (router and both servers share its GIL) during the batch."""
+    client_cpu_s: float
+    """CPU time of this process during the batch: the router alone with ``--servers process``,
+    the router and both servers (sharing one GIL) with ``--servers thread``."""
+    server_cpu_s: dict[str, float] | None
+    """CPU time of each server's process during the batch (``--servers process`` only)."""
+    median_server_lag_ms: float
+    """Median over the batch's requests of the server's own time minus the emulated cost."""
     server_requests: dict[str, int]
     correct: bool
 
 
-async def run_batches(emu: Emulation, cfg: Config, size: int, reps: int) -> list[BatchSample]:
-    samples: list[BatchSample] = []
-    for rep in range(reps):
-        fresh(cfg.small, cfg.large)
-        inputs: list[LanguageModelInput] = [
-            f"Batch question {rep}.{i}: what is 6 times 7?" for i in range(size)
-        ]
-        cpu0, t0 = time.process_time(), time.perf_counter()
-        msgs = await cfg.router.abatch(inputs, config={"max_concurrency": size})
-        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        logs: dict[Role, list[RequestLog]] = {
-            r: logs_of(s) for r, s in zip(ROLES, (cfg.small, cfg.large), strict=True)
-        }
-        records = [m.response_metadata["glimprouter"] for m in msgs]
-        ideal = sum(
-            emu.cost(role, g.generated_tokens, not g.finished) for role in ROLES for g in logs[role]
-        )
-        samples.append(
-            BatchSample(
-                wall_s=wall,
-                ideal_per_question_s=ideal / size,
-                median_question_latency_s=statistics.median(r["latency_s"] for r in records),
-                max_question_latency_s=max(r["latency_s"] for r in records),
-                process_cpu_s=cpu,
-                server_requests={role: len(logs[role]) for role in ROLES},
-                correct=all(
-                    str(m.content).startswith("The answer is 42")
-                    and r["n_large_steps"] == cfg.expected_large(emu.steps)
-                    for m, r in zip(msgs, records, strict=True)
-                ),
-            )
-        )
-    return samples
+def server_cpu(servers: dict[Role, Server]) -> dict[str, float] | None:
+    cpus: dict[str, float] = {
+        r: s.cpu_s for r, s in servers.items() if isinstance(s, ScriptedServerProcess)
+    }
+    return cpus if len(cpus) == len(servers) else None
+
+
+async def run_batch(emu: Emulation, cfg: Config, size: int, rep: int) -> BatchSample:
+    servers: dict[Role, Server] = {"small": cfg.small, "large": cfg.large}
+    fresh(cfg.small, cfg.large)
+    inputs: list[LanguageModelInput] = [
+        f"Batch question {size}.{rep}.{i}: what is 6 times 7?" for i in range(size)
+    ]
+    cpu0, server0, t0 = time.process_time(), server_cpu(servers), time.perf_counter()
+    msgs = await cfg.router.abatch(inputs, config={"max_concurrency": size})
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    server1 = server_cpu(servers)
+    logs: dict[Role, list[RequestLog]] = {r: logs_of(s) for r, s in servers.items()}
+    records = [m.response_metadata["glimprouter"] for m in msgs]
+    costs = [
+        (role, g, emu.cost(role, g.generated_tokens, not g.finished))
+        for role in ROLES
+        for g in logs[role]
+    ]
+    lags = [
+        1000 * ((g.last_token_s or g.started_s) - g.started_s - cost)
+        for _, g, cost in costs
+        if g.started_s is not None
+    ]
+    return BatchSample(
+        size=size,
+        wall_s=wall,
+        ideal_per_question_s=sum(cost for _, _, cost in costs) / size,
+        median_question_latency_s=statistics.median(r["latency_s"] for r in records),
+        max_question_latency_s=max(r["latency_s"] for r in records),
+        client_cpu_s=cpu,
+        server_cpu_s=(
+            {r: server1[r] - server0[r] for r in server1} if server0 and server1 else None
+        ),
+        median_server_lag_ms=med(lags),
+        server_requests={role: len(logs[role]) for role in ROLES},
+        correct=all(
+            str(m.content).startswith("The answer is 42")
+            and r["n_large_steps"] == cfg.expected_large(emu.steps)
+            for m, r in zip(msgs, records, strict=True)
+        ),
+    )
+
+
+async def run_batches(
+    emu: Emulation, cfg: Config, sizes: Sequence[int], reps: int
+) -> list[BatchSample]:
+    """``reps`` batches of each size, the sizes interleaved, after an untimed one of 4."""
+    await run_batch(emu, cfg, 4, -1)
+    return [await run_batch(emu, cfg, size, rep) for rep in range(reps) for size in sizes]
 
 
 def warm_up() -> None:
@@ -464,6 +536,21 @@ def summarize(emu: Emulation, cfg: Config, cal: Calibration) -> dict[str, Any]:
         "median_overhead": med(ratios),
         "min_overhead": min(ratios),
         "max_overhead": max(ratios),
+        "median_busy_s": med([x.busy_s for x in s]),
+        "median_latency_over_busy": med([x.latency_s / x.busy_s for x in s]),
+        "median_busy_over_ideal": med([x.busy_s / x.ideal_s for x in s]),
+        "median_server_lag_ms_per_request": med(
+            [1000 * (x.busy_s - x.ideal_s) / sum(x.server_requests.values()) for x in s]
+        ),
+        "median_client_ms_per_request": med(
+            [1000 * (x.latency_s - x.busy_s) / sum(x.server_requests.values()) for x in s]
+        ),
+        "median_before_ms": med([1000 * x.before_s for x in s]),
+        "median_between_ms": med([1000 * x.between_s for x in s]),
+        "median_between_ms_per_gap": med(
+            [1000 * x.between_s / max(sum(x.server_requests.values()) - 1, 1) for x in s]
+        ),
+        "median_after_ms": med([1000 * x.after_s for x in s]),
         "median_floor_s": med([cal.floor(x) for x in s]),
         "median_latency_over_floor": med([x.latency_s / cal.floor(x) for x in s]),
         "median_cpu_ms_per_step": med([1000 * x.cpu_s / x.n_steps for x in s]),
@@ -509,7 +596,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Benchmark the glimpse router on emulated servers.")
     p.add_argument("--reps", type=int, default=None, help="repetitions (default 5; 2 with --quick)")
     p.add_argument("--quick", action="store_true", help="2 repetitions, 8-question concurrency")
-    p.add_argument("--concurrency", type=int, default=None, help="questions per abatch (16)")
+    p.add_argument(
+        "--concurrency",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=None,
+        help="questions per abatch, comma-separated (16,64; 8 with --quick)",
+    )
+    p.add_argument(
+        "--servers",
+        choices=("process", "thread"),
+        default="process",
+        help="each scripted server in a process of its own (default) or in a thread of this one",
+    )
+    p.add_argument(
+        "--pacing",
+        choices=("steady", "sleep"),
+        default="steady",
+        help="the servers' token clock: steady (default) or a fresh sleep per token",
+    )
     p.add_argument("--small-decode-ms", type=float, default=8.0)
     p.add_argument("--small-prefill-ms", type=float, default=20.0)
     p.add_argument("--large-decode-ms", type=float, default=30.0)
@@ -522,19 +626,56 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.reps is None:
         args.reps = 2 if args.quick else 5
     if args.concurrency is None:
-        args.concurrency = 8 if args.quick else 16
-    if args.reps < 1 or args.concurrency < 1 or args.steps < 2:
+        args.concurrency = [8] if args.quick else [16, 64]
+    if args.reps < 1 or min(args.concurrency) < 1 or args.steps < 2:
         p.error("--reps and --concurrency must be >= 1, --steps >= 2")
     if args.step_tokens < 3 or args.answer_tokens < 5:
         p.error("--step-tokens must be >= 3, --answer-tokens >= 5")
     return args
 
 
-def start(emu: Emulation, script: Script, role: Role) -> ScriptedServer:
-    model = "small-4b" if role == "small" else "large-32b"
-    return ScriptedServer(
-        script, model=model, decode_s=emu.decode(role), prefill_s=emu.prefill(role)
-    ).start()
+def start_all(
+    emu: Emulation, args: argparse.Namespace, scripts: Sequence[tuple[Script, Role]]
+) -> list[Server]:
+    """One server per (script, role), all started before the first is waited for."""
+    servers: list[Server] = []
+    try:
+        for script, role in scripts:
+            model = "small-4b" if role == "small" else "large-32b"
+            options: dict[str, Any] = {
+                "model": model,
+                "decode_s": emu.decode(role),
+                "prefill_s": emu.prefill(role),
+                "steady": args.pacing == "steady",
+            }
+            if args.servers == "process":
+                servers.append(ScriptedServerProcess(script, **options).launch())
+            else:
+                servers.append(ScriptedServer(script, **options))
+        for server in servers:
+            server.start()
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    return servers
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages the measurement depends on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str] = {}
+    for name in ("langchain-glimprouter", "langchain-core", "httpx", "httpcore", "uvicorn"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -549,9 +690,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         answer_tokens=args.answer_tokens,
     )
     started = time.perf_counter()
+    loads = [load_average()]
     warm_up()
-    large = start(emu, scripts(emu, 0.0)[1], "large")
-    smalls = {rate: start(emu, scripts(emu, rate)[0], "small") for rate in RATES}
+    roles: list[tuple[Script, Role]] = [(scripts(emu, 0.0)[1], "large")]
+    roles += [(scripts(emu, r)[0], "small") for r in RATES]
+    large, *small_list = start_all(emu, args, roles)
+    smalls = dict(zip(RATES, small_list, strict=True))
     try:
         configs = [
             Config(f"glimpse {r:.0%}", r, THRESHOLD, "stream", smalls[r], large,
@@ -565,6 +709,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             Config("large-only", 1.0, 0.0, "stream", sep, large,
                    make_router(sep, large, 0.0, "stream")),
         ]  # fmt: skip
+        for warm in configs:  # a router's first call also fetches /v1/models: not timed
+            run_once(emu, warm, f"Warm-up question for {warm.name}: what is 6 times 7?")
         cal = Calibration()
         n = len(configs) + 1  # the calibration takes a turn in the round-robin too
         for rep in range(args.reps):
@@ -576,7 +722,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else:
                     question = f"Question {rep}.{i}: what is 6 times 7?"
                     cfg.samples.append(run_once(emu, cfg, question))
-            print(f"repetition {rep + 1}/{args.reps} done", file=sys.stderr)
+            loads.append(load_average())
+            print(f"repetition {rep + 1}/{args.reps} done, load {loads[-1]}", file=sys.stderr)
         conc_small = smalls[CONCURRENCY_RATE]
         conc = Config(
             f"abatch glimpse {CONCURRENCY_RATE:.0%}", CONCURRENCY_RATE, THRESHOLD, "stream",
@@ -584,11 +731,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )  # fmt: skip
         batch_reps = min(args.reps, 3)
         batches = asyncio.run(run_batches(emu, conc, args.concurrency, batch_reps))
+        loads.append(load_average())
     finally:
         for server in [large, *smalls.values()]:
             server.stop()
     elapsed = time.perf_counter() - started
-    report(emu, args, configs, cal, batches, elapsed)
+    report(emu, args, configs, cal, batches, elapsed, loads)
     return 0
 
 
@@ -599,6 +747,7 @@ def report(
     cal: Calibration,
     batches: list[BatchSample],
     elapsed: float,
+    loads: list[list[float]],
 ) -> None:
     summaries = {cfg.name: summarize(emu, cfg, cal) for cfg in configs}
     routed = [summaries[c.name] for c in configs if c.probe == "stream" and c.threshold > 0]
@@ -610,7 +759,10 @@ def report(
         f"{emu.small_decode_s * 1000:g} ms/token, large prefill {emu.large_prefill_s * 1000:g} "
         f"ms + {emu.large_decode_s * 1000:g} ms/token; {emu.steps} steps x {emu.step_tokens} "
         f"tokens, answer {emu.answer_tokens} tokens; threshold {THRESHOLD}; "
-        f"{args.reps} repetitions; run took {elapsed:.0f} s."
+        f"{args.reps} repetitions; servers: {args.servers}, pacing: {args.pacing}; "
+        f"run took {elapsed:.0f} s; load average (1, 5, 15 min) at start {loads[0]}, "
+        f"at end {loads[-1]}, 1-min range during the run "
+        f"{min(x[0] for x in loads)}–{max(x[0] for x in loads)}."
     ]
 
     out.append("\n### 1. Requests per step and wasted small tokens (probe=stream)\n")
@@ -653,7 +805,10 @@ def report(
                 "median ideal (s)",
                 "latency / ideal (median)",
                 "min – max",
-                "latency / floor (median)",
+                "latency / servers' busy time",
+                "latency / floor",
+                "server lag ms / request",
+                "client ms / request",
                 "client CPU ms / step",
                 "requests / call",
             ],
@@ -664,9 +819,32 @@ def report(
                     s["median_ideal_s"],
                     s["median_overhead"],
                     f"{s['min_overhead']:.3f} – {s['max_overhead']:.3f}",
+                    s["median_latency_over_busy"],
                     s["median_latency_over_floor"],
+                    s["median_server_lag_ms_per_request"],
+                    s["median_client_ms_per_request"],
                     s["median_cpu_ms_per_step"],
                     s["requests_per_call"],
+                ]
+                for s in summaries.values()
+            ],
+        )
+    )
+    out.append(
+        "\nWhere the time outside the servers goes (medians, ms per call): before the first "
+        "completions request, between requests (all gaps, and per gap), after the last token.\n"
+    )
+    out.append(
+        table(
+            ["configuration", "before", "between", "per gap", "after", "servers' lag"],
+            [
+                [
+                    s["name"],
+                    s["median_before_ms"],
+                    s["median_between_ms"],
+                    s["median_between_ms_per_gap"],
+                    s["median_after_ms"],
+                    1000 * (s["median_busy_s"] - s["median_ideal_s"]),
                 ]
                 for s in summaries.values()
             ],
@@ -761,26 +939,43 @@ def report(
         f"\nseparate / stream latency: {sep_ratio:.3f} measured, {sep_ideal:.3f} arithmetic ideal."
     )
 
-    size = args.concurrency
     one_ideal = emu.ideal(len(hard_steps(CONCURRENCY_RATE, emu.steps)), THRESHOLD, "stream")
-    wall = med([b.wall_s for b in batches])
-    batch = {
-        "concurrency": size,
-        "repetitions": len(batches),
-        "median_wall_s": wall,
-        "throughput_qps": size / wall,
-        "ideal_throughput_qps": size / one_ideal,
-        "one_question_ideal_s": one_ideal,
-        "wall_over_one_question_ideal": wall / one_ideal,
-        "one_at_a_time_latency_s": stream["median_latency_s"],
-        "speedup_over_one_at_a_time": size * stream["median_latency_s"] / wall,
-        "median_question_latency_s": med([b.median_question_latency_s for b in batches]),
-        "process_cpu_over_wall": med([b.process_cpu_s / b.wall_s for b in batches]),
-        "all_correct": all(b.correct for b in batches),
-    }
+    concurrency: list[dict[str, Any]] = []
+    for size in args.concurrency:
+        runs = [b for b in batches if b.size == size]
+        wall = med([b.wall_s for b in runs])
+        server_cpus = [b.server_cpu_s for b in runs if b.server_cpu_s is not None]
+        concurrency.append(
+            {
+                "concurrency": size,
+                "repetitions": len(runs),
+                "median_wall_s": wall,
+                "throughput_qps": size / wall,
+                "ideal_throughput_qps": size / one_ideal,
+                "throughput_over_ideal": one_ideal / wall,
+                "one_question_ideal_s": one_ideal,
+                "wall_over_one_question_ideal": wall / one_ideal,
+                "one_at_a_time_latency_s": stream["median_latency_s"],
+                "speedup_over_one_at_a_time": size * stream["median_latency_s"] / wall,
+                "median_question_latency_s": med([b.median_question_latency_s for b in runs]),
+                "max_question_latency_s": med([b.max_question_latency_s for b in runs]),
+                "client_cpu_over_wall": med([b.client_cpu_s / b.wall_s for b in runs]),
+                "client_cpu_ms_per_question": med([1000 * b.client_cpu_s / size for b in runs]),
+                "server_cpu_over_wall": (
+                    {
+                        r: med([c[r] / b.wall_s for b, c in zip(runs, server_cpus, strict=True)])
+                        for r in ROLES
+                    }
+                    if len(server_cpus) == len(runs) and runs
+                    else None
+                ),
+                "median_server_lag_ms_per_request": med([b.median_server_lag_ms for b in runs]),
+                "all_correct": all(b.correct for b in runs),
+            }
+        )
     out.append(
-        f"\n### 5. Concurrency: {size} questions at once (abatch, glimpse "
-        f"{CONCURRENCY_RATE:.0%}, median of {len(batches)})\n"
+        f"\n### 5. Concurrency: {', '.join(map(str, args.concurrency))} questions at once "
+        f"(abatch, glimpse {CONCURRENCY_RATE:.0%}, median of {min(args.reps, 3)} batches each)\n"
     )
     out.append(
         table(
@@ -789,26 +984,38 @@ def report(
                 "median wall (s)",
                 "throughput (q/s)",
                 "ideal throughput (q/s)",
-                "wall / one-question ideal",
+                "throughput / ideal",
                 "median question latency (s)",
-                "process CPU / wall",
+                "client CPU / wall",
+                "server CPU / wall (small, large)",
+                "server lag ms / request",
                 "vs one at a time",
             ],
             [
                 [
-                    size,
-                    wall,
-                    batch["throughput_qps"],
-                    batch["ideal_throughput_qps"],
-                    batch["wall_over_one_question_ideal"],
-                    batch["median_question_latency_s"],
-                    batch["process_cpu_over_wall"],
-                    f"{batch['speedup_over_one_at_a_time']:.1f}x",
+                    c["concurrency"],
+                    c["median_wall_s"],
+                    c["throughput_qps"],
+                    c["ideal_throughput_qps"],
+                    c["throughput_over_ideal"],
+                    c["median_question_latency_s"],
+                    c["client_cpu_over_wall"],
+                    (
+                        f"{c['server_cpu_over_wall']['small']:.2f}, "
+                        f"{c['server_cpu_over_wall']['large']:.2f}"
+                        if c["server_cpu_over_wall"]
+                        else None
+                    ),
+                    c["median_server_lag_ms_per_request"],
+                    f"{c['speedup_over_one_at_a_time']:.1f}x",
                 ]
+                for c in concurrency
             ],
         )
     )
-    checks = all(s["all_correct"] for s in summaries.values()) and batch["all_correct"]
+    checks = all(s["all_correct"] for s in summaries.values()) and all(
+        c["all_correct"] for c in concurrency
+    )
     out.append(f"\nEvery route, request count and answer as scripted: {'yes' if checks else 'NO'}.")
     print("\n".join(out))
 
@@ -818,6 +1025,10 @@ def report(
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
+        "load_average": {"start": loads[0], "end": loads[-1], "during": loads[1:-1]},
+        "versions": versions(),
+        "servers": args.servers,
+        "pacing": args.pacing,
         "elapsed_s": elapsed,
         "repetitions": args.reps,
         "emulation": asdict(emu) | {"threshold": THRESHOLD, "h_easy": H_EASY, "h_hard": H_HARD},
@@ -825,7 +1036,7 @@ def report(
         "summaries": summaries,
         "speedup": speedups,
         "stream_vs_separate": {"measured": sep_ratio, "ideal": sep_ideal},
-        "concurrency": batch,
+        "concurrency": concurrency,
         "all_correct": checks,
         "samples": {cfg.name: [asdict(x) for x in cfg.samples] for cfg in configs},
         "calibration": asdict(cal),

@@ -17,14 +17,23 @@ Simplifications, all deterministic:
   value (:func:`first_json_value`), the schema itself is not checked;
 * a stream pauses at least ``_ABORT_WINDOW_S`` (1 ms) between tokens, even with ``decode_s=0``,
   so that a client closing the stream after a token stops it within a token or two (with no
-  pause the server, in another thread, would race through the whole text first).
+  pause the server, in another thread, would race through the whole text first);
+* with ``steady=True`` the tokens of a request keep a fixed clock (token ``i`` is due
+  ``prefill_s + i * decode_s`` after the request starts generating), as a GPU engine decodes
+  whatever the client and the HTTP layer do; by default each pause is a fresh sleep, so the timer
+  overshoot and the time spent writing each event add up over a stream.
+
+:class:`ScriptedServerProcess` runs a :class:`ScriptedServer` in a child process of its own, so
+that a benchmark's client does not share its interpreter (and GIL) with the emulated servers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
+import multiprocessing
 import random
 import re
 import socket
@@ -33,6 +42,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import Any
 
 import httpx
@@ -90,6 +100,14 @@ class RequestLog:
     generated_tokens: int = 0
     finished: bool = False
     finish_reason: str | None = None
+    received_s: float | None = None
+    """``time.perf_counter()`` when the handler got the request (its body not yet read)."""
+    started_s: float | None = None
+    """``time.perf_counter()`` when the generation started (before the prefill pause)."""
+    first_token_s: float | None = None
+    """When the first token was handed to the HTTP layer."""
+    last_token_s: float | None = None
+    """When the last token (or the final empty chunk) was handed to the HTTP layer."""
 
 
 def split_tokens(text: str, delimiter: str) -> list[str]:
@@ -239,9 +257,11 @@ class ScriptedServer:
         decode_s: float = 0.0,
         prefill_s: float = 0.0,
         chat_template: str = CHATML,
+        steady: bool = False,
     ) -> None:
         self.script, self.model, self.max_logprobs = script, model, max_logprobs
         self.max_model_len, self.decode_s, self.prefill_s = max_model_len, decode_s, prefill_s
+        self.steady = steady
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         self._template = env.from_string(chat_template)
         self.requests: list[RequestLog] = []
@@ -346,9 +366,10 @@ class ScriptedServer:
         return None
 
     async def _completions(self, request: Request) -> Response:
+        received = time.perf_counter()
         body: dict[str, Any] = await request.json()
         prompt, stream = body.get("prompt"), bool(body.get("stream"))
-        log = RequestLog(prompt=str(prompt), params=body, stream=stream)
+        log = RequestLog(prompt=str(prompt), params=body, stream=stream, received_s=received)
         with self._idle:
             self.requests.append(log)
         n_prompt = len(str(prompt)) // 4 + 1
@@ -436,12 +457,17 @@ class ScriptedServer:
         stops: list[str] = [stop] if isinstance(stop, str) else stop
         n_top: int | None = log.params.get("logprobs")
         gap = max(self.decode_s, _ABORT_WINDOW_S) if log.stream else self.decode_s
+        clock = asyncio.get_running_loop().time
         self._add_active(1)
         try:
+            log.started_s = time.perf_counter()
+            first_due = clock() + self.prefill_s + self.faults.stall_s
             await asyncio.sleep(self.prefill_s + self.faults.stall_s)
             written = sent = ""
             for i, token in enumerate(tokens[: max(budget, 0)]):
-                if i:
+                if i and self.steady:
+                    await asyncio.sleep(max(first_due + i * gap - clock(), 0.0))
+                elif i:
                     await asyncio.sleep(gap)
                 if await request.is_disconnected():
                     return
@@ -455,11 +481,15 @@ class ScriptedServer:
                 logprobs = None if n_top is None else self._logprobs(token, offset, n_top, step)
                 if finish is not None:
                     log.finished, log.finish_reason = True, finish
+                log.last_token_s = time.perf_counter()
+                if i == 0:
+                    log.first_token_s = log.last_token_s
                 yield _choice(visible[len(sent) :], logprobs, finish, hit)
                 sent = visible
                 if finish is not None:
                     return
             log.finished, log.finish_reason = True, "length" if tokens else "stop"
+            log.last_token_s = time.perf_counter()
             yield _choice("", None, log.finish_reason, None)
         finally:
             self._add_active(-1)
@@ -499,3 +529,132 @@ class ScriptedServer:
         }
         card["max_model_len"] = self.max_model_len
         return JSONResponse({"object": "list", "data": [card]})
+
+
+def _serve_child(conn: Connection, script: Script, options: dict[str, Any]) -> None:
+    """The child process of :class:`ScriptedServerProcess`: serve, then answer commands."""
+    server = ScriptedServer(script, **options)
+    try:
+        server.start()
+    except BaseException as exc:
+        conn.send(("error", repr(exc)))
+        raise
+    conn.send(("ok", server.root_url))
+    while True:
+        try:
+            command, arg = conn.recv()
+        except EOFError:  # the parent has gone
+            break
+        if command == "requests":
+            conn.send(list(server.requests))
+        elif command == "reset":
+            server.reset()
+            conn.send(None)
+        elif command == "wait_idle":
+            conn.send(server.wait_idle(arg))
+        elif command == "active":
+            conn.send(server.active)
+        elif command == "cpu":
+            conn.send(time.process_time())
+        elif command == "stop":
+            break
+    server.stop()
+    conn.send(None)
+
+
+class ScriptedServerProcess:
+    """A :class:`ScriptedServer` in a child process (``spawn``), with the same client-side API
+    (``start``/``stop``/context manager, ``base_url``, ``root_url``, ``model``, ``requests``,
+    ``active``, ``reset``, ``wait_idle``) over a pipe; ``faults`` cannot be set. The script must
+    pickle (a callable ``answer`` must be a module-level function).
+
+    Use it to measure a client: the server then runs on its own interpreter, as a real one does,
+    instead of taking turns with the client for the GIL.
+    """
+
+    def __init__(self, script: Script, *, model: str = "scripted", **options: Any) -> None:
+        self.script, self.model = script, model
+        self._options = {"model": model, **options}
+        self.root_url = self.base_url = ""
+        self._conn: Connection | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._lock = threading.Lock()
+
+    def launch(self) -> ScriptedServerProcess:
+        """Start the child process and return at once (:meth:`start` waits for it)."""
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        self._process = ctx.Process(
+            target=_serve_child, args=(child, self.script, self._options), daemon=True
+        )
+        self._process.start()
+        child.close()
+        self._conn = parent
+        return self
+
+    def start(self, timeout: float = 60.0) -> ScriptedServerProcess:
+        """Start the child (unless :meth:`launch` did) and wait until it serves."""
+        if self._conn is None:
+            self.launch()
+        assert self._conn is not None
+        if not self._conn.poll(timeout):
+            self.stop()
+            raise RuntimeError(f"scripted server process {self.model!r} did not start")
+        status, value = self._conn.recv()
+        if status != "ok":
+            self.stop()
+            raise RuntimeError(f"scripted server process {self.model!r} failed: {value}")
+        self.root_url = value
+        self.base_url = f"{value}/v1"
+        return self
+
+    def _call(self, command: str, arg: Any = None) -> Any:
+        if self._conn is None:
+            raise RuntimeError(f"scripted server process {self.model!r} is not running")
+        with self._lock:
+            self._conn.send((command, arg))
+            return self._conn.recv()
+
+    @property
+    def requests(self) -> list[RequestLog]:
+        """A copy of the child's request log."""
+        result: list[RequestLog] = self._call("requests")
+        return result
+
+    @property
+    def active(self) -> int:
+        result: int = self._call("active")
+        return result
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU time the child process has used so far (``time.process_time()`` there)."""
+        result: float = self._call("cpu")
+        return result
+
+    def reset(self) -> None:
+        self._call("reset")
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        result: bool = self._call("wait_idle", timeout)
+        return result
+
+    def stop(self) -> None:
+        """Stop the server and end the child process."""
+        if self._conn is not None:
+            with contextlib.suppress(OSError, EOFError):
+                self._call("stop")
+            self._conn.close()
+            self._conn = None
+        if self._process is not None:
+            self._process.join(timeout=10)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
+            self._process = None
+
+    def __enter__(self) -> ScriptedServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
