@@ -307,7 +307,13 @@ class BackendClient:
             self._async = (loop, _Pools(self._new_aclient))
         return self._async[1]
 
-    def _map_transport_error(self, exc: httpx.HTTPError, url: str) -> GlimpRouterError:
+    def _map_transport_error(
+        self, exc: httpx.HTTPError, url: str, answered: bool = True
+    ) -> GlimpRouterError:
+        """The typed error of a transport failure. Before the server ``answered`` (no status
+        line yet), a dropped connection left nothing running (vLLM aborts a request whose client
+        is gone), so it is :class:`BackendUnreachableError`, which is retried: typically a
+        kept-alive connection the server closed just as the request went out."""
         if isinstance(exc, httpx.TimeoutException):
             return BackendTimeoutError(
                 f"no answer within {self._timeout.read} s ({type(exc).__name__}). Raise the "
@@ -318,6 +324,13 @@ class BackendClient:
         if isinstance(exc, httpx.ConnectError):
             return BackendUnreachableError(
                 f"cannot connect ({exc}). Is the server running and is base_url right?",
+                role=self.role,
+                url=url,
+            )
+        if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)) and not answered:
+            return BackendUnreachableError(
+                f"the connection closed before the server answered ({exc}). Is the server "
+                "running, or restarting?",
                 role=self.role,
                 url=url,
             )
@@ -391,14 +404,16 @@ class BackendClient:
     def stream(self, body: dict[str, Any]) -> Iterator[Iterator[Chunk]]:
         """Open a streamed ``/v1/completions`` request; leaving the block aborts it."""
         url = self._url("/v1/completions")
+        answered = False
         try:
             with self._pools().lease() as client, client.stream("POST", url, json=body) as response:
+                answered = True
                 if response.status_code >= 400:
                     response.read()
                     raise error_from_response(self.role, url, response.status_code, response.text)
                 yield self._iter_chunks(response.iter_lines(), url)
         except httpx.HTTPError as exc:
-            raise self._map_transport_error(exc, url) from exc
+            raise self._map_transport_error(exc, url, answered) from exc
 
     def _iter_chunks(self, lines: Iterator[str], url: str) -> Iterator[Chunk]:
         try:
@@ -415,14 +430,16 @@ class BackendClient:
         url = self._url("/v1/completions")
         pools = self._apools()
         index = pools.acquire()
+        answered = False
         try:
             async with pools.clients[index].stream("POST", url, json=body) as response:
+                answered = True
                 if response.status_code >= 400:
                     await response.aread()
                     raise error_from_response(self.role, url, response.status_code, response.text)
                 yield self._aiter_chunks(response.aiter_lines(), url)
         except httpx.HTTPError as exc:
-            raise self._map_transport_error(exc, url) from exc
+            raise self._map_transport_error(exc, url, answered) from exc
         finally:
             pools.release(index)
 
