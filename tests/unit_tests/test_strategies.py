@@ -113,8 +113,10 @@ def test_step_entropy_rewrites_the_steps_above_the_threshold(servers: Any) -> No
     for step in rec["steps"]:
         assert step["wasted_tokens"] == (5 if step["model"] == "large" else 0)
     assert rec["wasted_small_tokens"] == 10
-    # Drafts run to their end; the last one, which found "</think>", was closed there.
-    assert [log.finished for log in small.requests] == [True] * 4 + [False]
+    # Drafts run to their end. (The last one, closed on "</think>", may have reached its
+    # delimiter, one token later, before the server saw the close: not asserted.)
+    assert [log.finished for log in small.requests[:4]] == [True] * 4
+    assert len(small.requests) == 5
     assert all(log.params["logprobs"] == 20 for log in small.requests)
     assert rec["requests"] == {"small": 5, "large": 3}
 
