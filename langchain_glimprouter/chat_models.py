@@ -14,8 +14,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
-from operator import itemgetter
+from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
 from langchain_core.callbacks import (
@@ -54,8 +53,9 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import (
     Runnable,
     RunnableConfig,
+    RunnableGenerator,
+    RunnableLambda,
     RunnableMap,
-    RunnablePassthrough,
     ensure_config,
 )
 from langchain_core.tools import BaseTool
@@ -81,6 +81,7 @@ from langchain_glimprouter.errors import (
     BackendResponseError,
     BudgetError,
     GlimpRouterError,
+    IncompleteAnswerError,
     InvalidArgumentError,
 )
 from langchain_glimprouter.program import Clients, Program, adrive, drive
@@ -92,6 +93,7 @@ from langchain_glimprouter.tool_calls import (
     ParsedAnswer,
     ParsedCall,
     ToolCallParser,
+    new_call_id,
 )
 
 PROVIDER = "glimprouter"
@@ -112,6 +114,8 @@ class _Call:
     model_name: str
     parser: ToolCallParser | None
     """Parses tool calls out of the answer; None when no tools are bound (or "none")."""
+    forced: bool
+    """tool_choice forces a call: an answer without one gets an invalid call saying why."""
 
 
 @dataclass(frozen=True)
@@ -391,7 +395,8 @@ class GlimpRouterChatModel(BaseChatModel):
         backends = {"small": self.small, "large": large}
         clients = {role: self._clients_for(role) for role in backends}
         program = route(_to_openai_messages(messages), backends, settings, self._facts)
-        return _Call(program, clients, large.model, large.tool_parser if parse else None)
+        forced = parse and constraint is not None
+        return _Call(program, clients, large.model, large.tool_parser if parse else None, forced)
 
     # -- tools and structured output ---------------------------------------------------------------
 
@@ -485,13 +490,14 @@ class GlimpRouterChatModel(BaseChatModel):
                 if pydantic
                 else JsonOutputParser()
             )
+        # The parsers would read what they can of cut JSON (partial JSON is parsed leniently):
+        # an answer the router found incomplete raises IncompleteAnswerError first.
+        checked = RunnableGenerator(_complete_answers, _acomplete_answers, name="complete_answer")
         if not include_raw:
-            return llm | parser
-        parsed = RunnablePassthrough.assign(
-            parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
-        )
-        failed = RunnablePassthrough.assign(parsed=lambda _: None)
-        return RunnableMap(raw=llm) | parsed.with_fallbacks([failed], exception_key="parsing_error")
+            return llm | checked | parser
+        # One step that catches the parser's error, so that parsing_error holds it in every
+        # mode (a fallback would catch it only before a stream's first chunk).
+        return RunnableMap(raw=llm) | _with_parsing_error(checked | parser)
 
     # -- generation -------------------------------------------------------------------------------
 
@@ -511,7 +517,7 @@ class GlimpRouterChatModel(BaseChatModel):
                 )
             elif isinstance(event, Result):
                 result = event
-        return _chat_result(_require(result), call.model_name, call.parser)
+        return _chat_result(_require(result), call)
 
     async def _agenerate(
         self,
@@ -529,7 +535,7 @@ class GlimpRouterChatModel(BaseChatModel):
                 )
             elif isinstance(event, Result):
                 result = event
-        return _chat_result(_require(result), call.model_name, call.parser)
+        return _chat_result(_require(result), call)
 
     def stream(
         self,
@@ -567,7 +573,7 @@ class GlimpRouterChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         manager, run_id = self._step_events(CallbackManager, run_manager, kwargs)
         call = self._prepare(messages, stop, kwargs)
-        chunks = _Chunker(call.model_name, call.parser, self.output_version)
+        chunks = _Chunker(call, self.output_version)
         for event in drive(call.program, call.clients):
             if isinstance(event, StepDone):
                 data = _event_data(event.record)
@@ -590,7 +596,7 @@ class GlimpRouterChatModel(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         manager, run_id = self._step_events(AsyncCallbackManager, run_manager, kwargs)
         call = self._prepare(messages, stop, kwargs)
-        chunks = _Chunker(call.model_name, call.parser, self.output_version)
+        chunks = _Chunker(call, self.output_version)
         async for event in adrive(call.program, call.clients):
             if isinstance(event, StepDone):
                 data = _event_data(event.record)
@@ -827,19 +833,97 @@ def _answer_plan(
     return None, bool(tools) and tool_choice != "none"
 
 
+class _AnswerCheck:
+    """Watches a model's output (one message, or chunks) for the routing record's verdict."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.error: str | None = None
+
+    def see(self, message: BaseMessage) -> None:
+        self.text.append(message.text)
+        self.text += [c["args"] or "" for c in getattr(message, "invalid_tool_calls", [])]
+        self.text += [c["args"] or "" for c in getattr(message, "tool_call_chunks", [])]
+        record = message.response_metadata.get(PROVIDER)
+        if isinstance(record, dict) and record.get("answer_error"):
+            self.error = str(record["answer_error"])
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise IncompleteAnswerError(
+                f"the structured answer is incomplete: {self.error}.", answer="".join(self.text)
+            )
+
+
+def _with_parsing_error(parser: Runnable[Any, Any]) -> Runnable[dict[str, Any], dict[str, Any]]:
+    """``{"raw": message}`` to ``{"raw", "parsed", "parsing_error"}`` (include_raw=True)."""
+
+    def parse(inputs: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        try:
+            parsed = parser.invoke(inputs["raw"], config)
+        except Exception as exc:
+            return {"raw": inputs["raw"], "parsed": None, "parsing_error": exc}
+        return {"raw": inputs["raw"], "parsed": parsed, "parsing_error": None}
+
+    async def aparse(inputs: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        try:
+            parsed = await parser.ainvoke(inputs["raw"], config)
+        except Exception as exc:
+            return {"raw": inputs["raw"], "parsed": None, "parsing_error": exc}
+        return {"raw": inputs["raw"], "parsed": parsed, "parsing_error": None}
+
+    return RunnableLambda(parse, afunc=aparse, name="parse_with_raw")
+
+
+def _complete_answers(messages: Iterator[BaseMessage]) -> Iterator[BaseMessage]:
+    """Pass the model's output through; raise IncompleteAnswerError at its end if the router
+    found the constrained answer incomplete."""
+    watch = _AnswerCheck()
+    for message in messages:
+        watch.see(message)
+        yield message
+    watch.check()
+
+
+async def _acomplete_answers(messages: AsyncIterator[BaseMessage]) -> AsyncIterator[BaseMessage]:
+    watch = _AnswerCheck()
+    async for message in messages:
+        watch.see(message)
+        yield message
+    watch.check()
+
+
 def _tool_call(call: ParsedCall | InvalidCall) -> ToolCall | InvalidToolCall:
     if isinstance(call, ParsedCall):
         return tool_call(name=call.name, args=call.args, id=call.id)
     return invalid_tool_call(name=call.name, args=call.text, id=call.id, error=call.error)
 
 
-def _chat_result(result: Result, model_name: str, parser: ToolCallParser | None) -> ChatResult:
+def _require_call(result: Result, invalid: list[InvalidCall], answer: str) -> InvalidCall | None:
+    """A forced call is missing: record why, in ``answer_error`` and in the invalid calls (an
+    invalid call made of the whole ``answer`` when the model opened none). Returns that new
+    invalid call, if any."""
+    record = result.record
+    reason = record.answer_error or (invalid[0].error if invalid else None)
+    record.answer_error = f"tool_choice forced a tool call, but {reason or 'the answer has none'}"
+    invalid[:] = [replace(call, error=record.answer_error) for call in invalid]
+    if invalid:
+        return None
+    added = InvalidCall(text=answer, error=record.answer_error, id=new_call_id())
+    invalid.append(added)
+    return added
+
+
+def _chat_result(result: Result, call: _Call) -> ChatResult:
+    parser = call.parser
     answer = parser.parse(result.answer) if parser is not None else ParsedAnswer(result.answer)
+    if call.forced and not answer.calls:
+        _require_call(result, answer.invalid, result.answer)
     content = answer.content.strip() if answer.calls or answer.invalid else answer.content
     message = AIMessage(
         content=content,
         additional_kwargs={"reasoning_content": result.reasoning},
-        response_metadata=_response_metadata(result, model_name),
+        response_metadata=_response_metadata(result, call.model_name),
         usage_metadata=_usage(result),
         tool_calls=[cast(ToolCall, _tool_call(c)) for c in answer.calls],
         invalid_tool_calls=[cast(InvalidToolCall, _tool_call(c)) for c in answer.invalid],
@@ -851,12 +935,13 @@ class _Chunker:
     """Engine events to message chunks; with a parser, tool calls in the answer become
     ``tool_call_chunks`` (one whole chunk per call, as soon as its end marker arrives)."""
 
-    def __init__(
-        self, model_name: str, parser: ToolCallParser | None, output_version: str | None
-    ) -> None:
-        self.model_name = model_name
-        self.splitter = CallSplitter(parser) if parser is not None else None
+    def __init__(self, call: _Call, output_version: str | None) -> None:
+        self.model_name = call.model_name
+        self.splitter = CallSplitter(call.parser) if call.parser is not None else None
+        self.forced = call.forced
         self.calls = 0
+        self.invalid: list[InvalidCall] = []
+        self.parsed = False
         # With output_version="v1" a tool-call chunk's index is also its content block's index,
         # and BaseChatModel numbers the other blocks 0, 1, ... as they come: negative indices
         # (-1, -2, ...) keep the calls apart from them, and from each other.
@@ -876,6 +961,14 @@ class _Chunker:
                 return [_gen(AIMessageChunk(content=event.text))]
             return [self._piece(piece) for piece in self.splitter.feed(event.text)]
         out = [self._piece(p) for p in self.splitter.finish()] if self.splitter else []
+        # A forced call is missing: the chunks already sent keep their text, the reason
+        # travels in the record (a chunk cannot carry an invalid call's error).
+        if (
+            self.forced
+            and not self.parsed
+            and (added := _require_call(event, list(self.invalid), event.answer)) is not None
+        ):
+            out.append(self._piece(added))
         last = AIMessageChunk(
             content="",
             response_metadata=_response_metadata(event, self.model_name),
@@ -890,11 +983,13 @@ class _Chunker:
         index = -(self.calls + 1) if self.negative_index else self.calls
         self.calls += 1
         if isinstance(piece, ParsedCall):
+            self.parsed = True
             args = json.dumps(piece.args, ensure_ascii=False)
             chunk: ToolCallChunk = tool_call_chunk(
                 name=piece.name, args=args, id=piece.id, index=index
             )
         else:
+            self.invalid.append(piece)
             chunk = tool_call_chunk(name=piece.name, args=piece.text, id=piece.id, index=index)
         return _gen(AIMessageChunk(content="", tool_call_chunks=[chunk]))
 

@@ -717,11 +717,35 @@ class _Run:
                 sent = len(gen.text)
         self._settle(gen)
         self.record.answer_tokens = gen.tokens
+        if constraint is not None:
+            self.record.answer_error = _incomplete_json(gen)
         tail = ""
         if constraint is not None and constraint.suffix and gen.finish_reason == "stop":
             tail = constraint.suffix
             yield Emit(AnswerDelta(tail))
         return lead + gen.text + tail, gen.finish_reason
+
+
+def _incomplete_json(gen: _Generation) -> str | None:
+    """Why the constrained part of an answer is not one whole JSON value (None: it is)."""
+    try:
+        json.loads(gen.text)
+    except ValueError as exc:
+        if gen.finish_reason == "length":
+            return (
+                f"the answer reached its token limit (max_tokens={gen.body['max_tokens']}) "
+                f"before its JSON was complete: raise max_tokens, on the router or per call"
+            )
+        if not gen.text.strip():
+            return (
+                f"the server wrote no JSON (finish_reason={gen.finish_reason!r}): it must "
+                "support structured outputs (vLLM's `structured_outputs`)"
+            )
+        return (
+            f"the answer is not the JSON the server was asked to constrain it to ({exc}): "
+            "the server must support structured outputs (vLLM's `structured_outputs`)"
+        )
+    return None
 
 
 def route(

@@ -65,3 +65,19 @@ class ContextLengthExceededError(BackendResponseError):
 
 class PromptRenderingError(BackendError):
     """The conversation could not be rendered with the backend's chat template."""
+
+
+class IncompleteAnswerError(GlimpRouterError, ValueError):
+    """A constrained answer could not be used: ``with_structured_output`` got no complete JSON
+    (or no call, for ``method="function_calling"``), most often because the answer reached
+    ``max_tokens`` first.
+
+    Raised by the structured-output parser, so ``include_raw=True`` returns it as
+    ``parsing_error`` beside the raw message. ``answer`` is the text the model wrote;
+    the routing record's ``answer_error`` says the same as the message. (A forced tool call
+    of ``bind_tools`` is not raised: it arrives in ``invalid_tool_calls`` with the reason.)
+    """
+
+    def __init__(self, message: str, *, answer: str) -> None:
+        super().__init__(message)
+        self.answer = answer

@@ -96,5 +96,9 @@ class RoutingRecord(BaseModel):
     reasoning_tokens: int = 0
     answer_tokens: int = 0
     chain_end: ChainEnd | None = None
+    answer_error: str | None = None
+    """Why a constrained answer (a forced tool call, structured output) is not complete: cut
+    at its token limit, or not the JSON the server was asked for. None when it is complete, or
+    the answer is free text."""
     latency_s: float = 0.0
     steps: list[StepRecord] = Field(default_factory=list)

@@ -13,7 +13,7 @@ import contextlib
 import json
 import uuid
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -28,7 +28,13 @@ class ParsedCall:
 
 @dataclass(frozen=True)
 class InvalidCall:
-    """Call text that could not be parsed; kept whole, with the reason."""
+    """Call text that could not be parsed; kept whole, with the reason.
+
+    From a :class:`CallSplitter` (so in every answer), ``text`` is the call as the model wrote
+    it, from its start marker (and to its end marker, if it wrote one). Text that starts with a
+    marker never parses as JSON, so LangChain's aggregation of streamed chunks, which parses
+    partial JSON leniently, keeps it an invalid call instead of a call with cut arguments.
+    """
 
     text: str
     error: str
@@ -134,7 +140,7 @@ class CallSplitter:
                 break
             before, self._pending = self._pending[:at], self._pending[at + len(marker) :]
             if self._in_call:
-                out.append(self.parser.parse_call(before))
+                out.append(self._call(before, marker))
             elif before:
                 out.append(before)
             self._in_call = not self._in_call
@@ -150,8 +156,14 @@ class CallSplitter:
         pending, self._pending = self._pending, ""
         if self._in_call:
             self._in_call = False
-            return [self.parser.parse_call(pending)] if pending.strip() else []
+            return [self._call(pending, "")]  # even empty: the model opened a call
         return [pending] if pending else []
+
+    def _call(self, body: str, end: str) -> ParsedCall | InvalidCall:
+        call = self.parser.parse_call(body)
+        if isinstance(call, InvalidCall):
+            return replace(call, text=self.parser.start + body + end)
+        return call
 
 
 def _partial_marker(text: str, marker: str) -> int:

@@ -64,7 +64,7 @@ def test_hermes_parses_prose_calls_and_invalid_calls() -> None:
     assert answer.content.strip() == "Let me check."
     assert [(c.name, c.args) for c in answer.calls] == [("get_weather", {"city": "Paris"})]
     assert len(answer.invalid) == 1
-    assert answer.invalid[0].text == '{"name": "x", oops}'
+    assert answer.invalid[0].text == '<tool_call>\n{"name": "x", oops}\n</tool_call>'  # as written
     assert "not JSON" in answer.invalid[0].error
     assert answer.calls[0].id.startswith("call_")
     assert answer.calls[0].id != answer.invalid[0].id
@@ -145,7 +145,7 @@ def test_invalid_call_text_is_kept_not_raised(servers: Servers) -> None:
     message = router_for(small, large).bind_tools([get_weather]).invoke("Weather?")
     assert isinstance(message, AIMessage)
     assert message.tool_calls == []
-    assert message.invalid_tool_calls[0]["args"] == "get_weather(Paris)"
+    assert message.invalid_tool_calls[0]["args"] == "<tool_call>\nget_weather(Paris)\n</tool_call>"
     assert message.content == "Here:"
 
 
