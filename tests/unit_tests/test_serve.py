@@ -133,6 +133,15 @@ def test_served_names_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> N
         vllm_command("python", "m", "m", 1, extra_args=["--reasoning-parser=deepseek_r1"])
 
 
+def test_compact_json_fixes_the_structured_outputs_backend() -> None:
+    small, large, _ = plan("--cpu", "--compact-json")
+    for server in (small, large):
+        config = json.loads(flag(server.command(), "--structured-outputs-config"))
+        assert config == {"backend": "xgrammar", "disable_any_whitespace": True}
+    small, _, _ = plan("--cpu")
+    assert "--structured-outputs-config" not in small.command()  # vLLM's auto backend
+
+
 def test_the_demo_pair_command_is_unchanged(glimprouter_home: Path) -> None:
     server = LocalServer("smollm2-small", 8123, cpu=0)
     assert server.command() == [
