@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.output_parsers import StrOutputParser
+from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.prompts import ChatPromptTemplate
 
 from langchain_glimprouter import STEP_EVENT, GlimpRouterChatModel
@@ -142,10 +143,16 @@ def test_prefix_cache_hits_rise_across_steps(vllm_pair: Pair) -> None:
 class Collect(BaseCallbackHandler):
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
+        self.messages: list[BaseMessage] = []
 
     def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
         if name == STEP_EVENT:
             self.events.append(data)
+
+    def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
+        self.messages += [
+            g.message for g in response.generations[0] if isinstance(g, ChatGeneration)
+        ]
 
 
 async def test_async_stream_events_and_lcel(vllm_pair: Pair) -> None:
@@ -170,9 +177,12 @@ async def test_async_stream_events_and_lcel(vllm_pair: Pair) -> None:
     assert len(custom) == end["data"]["output"].response_metadata["glimprouter"]["n_steps"]
 
     chain = ChatPromptTemplate.from_messages([("system", SYSTEM), ("human", "{q}")])
-    answer = await (chain | model | StrOutputParser()).ainvoke({"q": QUESTION})
+    seen = Collect()
+    config: Any = {"callbacks": [seen]}
+    answer = await (chain | model | StrOutputParser()).ainvoke({"q": QUESTION}, config=config)
     assert isinstance(answer, str)
-    assert answer
+    assert seen.messages[-1].response_metadata["glimprouter"]["steps"]  # routed, in the pipe
+    assert answer == seen.messages[-1].text  # what the model returned, whatever it wrote
 
 
 def test_batch_and_token_count(vllm_pair: Pair) -> None:
