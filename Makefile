@@ -17,8 +17,18 @@ LLAMA_CPP_PYTHON_VERSION := 0.3.36
 demo: setup vllm-env  ## two local vLLM servers on the tiny model, one routed question
 	$(BIN)/glimprouter demo
 
-test: setup vllm-env llamacpp-env lint  ## the whole suite: lint, types, unit and integration tests, examples
-	$(BIN)/pytest
+# Each phase prints its wall time as it ends, and a table of them all at the end.
+PHASES := .make-test-phases
+TIMED := scripts/timed.sh $(PHASES)
+
+test:  ## the whole suite: set-up, lint, types, unit tests, integration tests and examples
+	@rm -f $(PHASES)
+	@$(TIMED) setup $(MAKE) --no-print-directory setup vllm-env llamacpp-env
+	@$(TIMED) lint bash -c '$(BIN)/ruff check . && $(BIN)/ruff format --check .'
+	@$(TIMED) types $(BIN)/mypy
+	@$(TIMED) unit $(BIN)/pytest tests/unit_tests --durations=10
+	@$(TIMED) integration $(BIN)/pytest tests/integration_tests --durations=15
+	@$(TIMED) --summary
 
 unit: setup  ## unit tests only (no vLLM)
 	$(BIN)/pytest tests/unit_tests
