@@ -842,8 +842,13 @@ class _AnswerCheck:
 
     def see(self, message: BaseMessage) -> None:
         self.text.append(message.text)
-        self.text += [c["args"] or "" for c in getattr(message, "invalid_tool_calls", [])]
-        self.text += [c["args"] or "" for c in getattr(message, "tool_call_chunks", [])]
+        # A chunk's invalid calls are derived from its tool-call chunks: read one or the other.
+        calls = (
+            message.tool_call_chunks
+            if isinstance(message, AIMessageChunk)
+            else getattr(message, "invalid_tool_calls", [])
+        )
+        self.text += [c["args"] or "" for c in calls]
         record = message.response_metadata.get(PROVIDER)
         if isinstance(record, dict) and record.get("answer_error"):
             self.error = str(record["answer_error"])
