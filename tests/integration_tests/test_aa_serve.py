@@ -37,7 +37,12 @@ def _read_until(lines: queue.Queue[str | None], marker: str, timeout: float) -> 
     seen: list[str] = []
     deadline = time.monotonic() + timeout
     while True:
-        line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        try:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(
+                f"serve printed no {marker!r} in {timeout:g} s; it printed:\n" + "".join(seen)
+            ) from None
         assert line is not None, "serve ended early:\n" + "".join(seen)
         seen.append(line)
         if marker in line:
@@ -55,6 +60,10 @@ def test_serve_starts_both_servers_prints_a_working_snippet_and_stops_on_ctrl_c(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # Ctrl-C as at a terminal: a suite started in the background by a shell without job
+        # control inherits SIGINT ignored, and Python then leaves it ignored (serve would never
+        # see the Ctrl-C this test sends).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         lines = _lines(process)
