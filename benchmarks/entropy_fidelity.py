@@ -18,11 +18,14 @@ distribution at every position of two kinds of real text:
   (at most ``--max-prose-tokens`` in all), teacher-forced.
 
 At each position it takes the exact entropy (nats, float64 from the logits) and, for k = 5, 10
-and 20, the two estimators of ``langchain_glimprouter/entropy.py`` (the very code the router
-runs) over the true top-k log-probabilities: ``first_token_entropy(top_k, estimator, k)``. For
-each threshold (0.01, 0.1, 0.6, 0.9, 1.8) it counts how often an estimator's decision
-(``H > threshold``: the large model writes the step) equals the exact entropy's, and the two
-kinds of disagreement; also each estimator's mean absolute error and bias, and the residual mass.
+and 20, the estimators of ``langchain_glimprouter/entropy.py`` (the very code the router runs)
+over the true top-k log-probabilities: ``first_token_entropy(top_k, estimator, k)``. For each
+threshold (0.01, 0.1, 0.6, 0.9, 1.8) it counts how often an estimator's decision (``H >
+threshold``: the large model writes the step) equals the exact entropy's, and the two kinds of
+disagreement; also each estimator's mean absolute error and bias, and the residual mass. And
+``topk_bounds``'s decision as the router takes it (``EntropyBounds.decide`` on the top k, and
+for a close call again on the top 100 or 1000 of the same distribution: the escalation probe),
+with the probes it costs per step and how each decision was taken.
 
 It needs torch and transformers, which the package's environment lacks: run it with the Python
 of the vLLM environment (``make vllm-env`` builds it and the model folder), from the repository
@@ -33,7 +36,8 @@ root::
 
 (``$GLIMPROUTER_HOME`` replaces ``~/.cache/glimprouter``.) ``entropy.py`` uses only the standard
 library and is loaded from its file, without the package's ``__init__`` (which needs LangChain).
-Markdown tables go to stdout, the raw numbers to ``benchmarks/results/entropy_fidelity.json``.
+Markdown tables go to stdout, the raw numbers to ``benchmarks/results/entropy_fidelity.json``;
+``--dump FILE.npz`` also keeps every position's exact entropy and top-1000 log-probabilities.
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ VLLM_PYTHON = HOME / "vllm-venv" / "bin" / "python"
 
 THRESHOLDS = (0.01, 0.1, 0.6, 0.9, 1.8)
 KS = (5, 10, 20)
+ESCALATION_KS = (100, 1000)
+"""The k of the 1-token escalation probe of ``topk_bounds``, simulated on the same logits."""
 DELIMITER = "\n\n"
 THINK_OPEN = "<think>\n"
 SYSTEM = "You are a careful math tutor. Reason step by step and put a blank line between steps."
@@ -88,6 +94,7 @@ def load_package_module(name: str) -> Any:
     if spec is None or spec.loader is None:
         sys.exit(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -155,6 +162,8 @@ class Positions:
         self.est: dict[tuple[str, int], list[float]] = {(e, k): [] for e in ESTIMATORS for k in KS}
         self.residual: dict[int, list[float]] = {k: [] for k in KS}
         self.kind: list[str] = []  # "answers", "prose", "glimpse_first" or "glimpse_delimiter"
+        self.top_rows: list[Any] = []  # the top max(ESCALATION_KS) log-probabilities per position
+        self.bounds: dict[int, list[Any]] = {k: [] for k in (*KS, *ESCALATION_KS)}
         self.step_start: list[bool] = []  # an answer position right after "\n\n" in the stream
 
     def add(self, logits: Any, kind: str, step_starts: Sequence[bool]) -> None:
@@ -162,14 +171,17 @@ class Positions:
         torch = sys.modules["torch"]
         logp = torch.log_softmax(logits.to(torch.float64), dim=-1)
         exact = -(logp.exp() * logp).sum(dim=-1)
-        top = logp.topk(max(KS), dim=-1).values
-        for h, row, start in zip(exact.tolist(), top.tolist(), step_starts, strict=True):
+        wide = logp.topk(max(ESCALATION_KS), dim=-1).values
+        self.top_rows.append(wide.to(torch.float32))
+        for h, row, start in zip(exact.tolist(), wide.tolist(), step_starts, strict=True):
             self.exact.append(h)
             self.kind.append(kind)
             self.step_start.append(start)
+            for k in self.bounds:
+                self.bounds[k].append(ENTROPY.entropy_bounds(row[:k], k))
             for k in KS:
                 for e in ESTIMATORS:
-                    value, residual = ENTROPY.first_token_entropy(row, e, k)
+                    value, residual = ENTROPY.first_token_entropy(row[:k], e, k)
                     self.est[e, k].append(value)
                 self.residual[k].append(residual)
 
@@ -354,6 +366,7 @@ def summarise(pos: Positions, subset: str) -> dict[str, Any]:
                 said = [h > t for h in est]
                 n_large = sum(large)
                 row["thresholds"][str(t)] = {
+                    "large_rate": sum(said) / n,
                     "agreement": sum(a == b for a, b in zip(large, said, strict=True)) / n,
                     "exact_large": n_large,
                     "large_routed_small": share(
@@ -364,11 +377,43 @@ def summarise(pos: Positions, subset: str) -> dict[str, Any]:
                     ),
                 }
             out["estimators"][f"{e}@{k}"] = row
+    out["decisions"] = {}
+    for k in KS:
+        for esc in (0, *ESCALATION_KS):
+            cells: dict[str, Any] = {}
+            for t in THRESHOLDS:
+                said, how = [], []
+                for i in idx:  # what the router decides: GlimpRouter's engine._bounded
+                    large, sure = pos.bounds[k][i].decide(t)
+                    if sure == "uncertain" and esc:
+                        large, again = pos.bounds[esc][i].decide(t)
+                        sure = "escalated" if again == "certain" else "probed, estimated"
+                    said.append(large)
+                    how.append("estimated" if sure == "uncertain" else sure)
+                large_exact = [h > t for h in exact]
+                n_large = sum(large_exact)
+                pairs = list(zip(large_exact, said, strict=True))
+                cells[str(t)] = {
+                    "agreement": sum(a == b for a, b in pairs) / n,
+                    "large_routed_small": share(sum(a and not b for a, b in pairs), n_large),
+                    "small_routed_large": share(sum(b and not a for a, b in pairs), n - n_large),
+                    "certain": how.count("certain") / n,
+                    "escalated": how.count("escalated") / n,
+                    "estimated": (how.count("estimated") + how.count("probed, estimated")) / n,
+                    "probes_per_step": (how.count("escalated") + how.count("probed, estimated"))
+                    / n,
+                    "large_rate": sum(said) / n,
+                }
+            out["decisions"][f"{k}+{esc}"] = cells
     return out
 
 
 def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
+
+
+SHORT = {"topk_renormalized": "renorm", "topk_tail": "tail", "topk_bounds": "bounds est"}
+DECISION = f"{max(KS)}+{max(ESCALATION_KS)}"
 
 
 def print_tables(summaries: dict[str, Any]) -> None:
@@ -379,39 +424,85 @@ def print_tables(summaries: dict[str, Any]) -> None:
     ):
         s = summaries[subset]
         print(f"\n### Agreement with the exact entropy: {title} ({s['positions']} positions)\n")
+        names = [SHORT[e] for e in ESTIMATORS]
         print(
-            "| threshold | exact large | k | agree renorm | agree tail "
-            "| large→small renorm | large→small tail | small→large renorm | small→large tail |"
+            "| threshold | exact large | k | "
+            + " | ".join(f"agree {n}" for n in names)
+            + " | agree bounds decision | probes per step | "
+            + " | ".join(f"large→small {n}" for n in names)
+            + " | large→small decision | small→large renorm | small→large decision |"
         )
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("| --- " * (6 + 2 * len(ESTIMATORS) + 2) + "|")
         for t in THRESHOLDS:
             for k in KS:
                 cells = {e: s["estimators"][f"{e}@{k}"]["thresholds"][str(t)] for e in ESTIMATORS}
+                decision = s["decisions"][f"{k}+{max(ESCALATION_KS)}"][str(t)]
                 lead = (
-                    f"{t} | {pct(s['exact_entropy']['share_above'][str(t)])}%" if k == 5 else " | "
+                    f"{t} | {pct(s['exact_entropy']['share_above'][str(t)])}%"
+                    if k == KS[0]
+                    else " | "
                 )
                 print(
                     f"| {lead} | {k} | "
                     + " | ".join(pct(cells[e]["agreement"]) for e in ESTIMATORS)
-                    + " | "
+                    + f" | {pct(decision['agreement'])} | {decision['probes_per_step']:.3f} | "
                     + " | ".join(pct(cells[e]["large_routed_small"]) for e in ESTIMATORS)
-                    + " | "
-                    + " | ".join(pct(cells[e]["small_routed_large"]) for e in ESTIMATORS)
-                    + " |"
+                    + f" | {pct(decision['large_routed_small'])}"
+                    + f" | {pct(cells['topk_renormalized']['small_routed_large'])}"
+                    + f" | {pct(decision['small_routed_large'])} |"
                 )
+    print(
+        f"\n### The bounds decision by escalation k (top {max(KS)} glimpse): agreement, probes "
+        "per step, and how the decisions were taken\n"
+    )
+    print(
+        "| positions | threshold | escalation k | agree | probes per step | certain "
+        "| escalated | estimated |"
+    )
+    print("| --- " * 8 + "|")
+    for subset in ("all", "step_starts"):
+        for t in THRESHOLDS:
+            for esc in (0, *ESCALATION_KS):
+                c = summaries[subset]["decisions"][f"{max(KS)}+{esc}"][str(t)]
+                lead = f"{subset} | {t}" if esc == 0 else " | "
+                print(
+                    f"| {lead} | {esc or 'none'} | {pct(c['agreement'])} | "
+                    f"{c['probes_per_step']:.3f} | {pct(c['certain'])} | {pct(c['escalated'])} | "
+                    f"{pct(c['estimated'])} |"
+                )
+    print(
+        "\n### Threshold → share of step starts routed large (the paper's Table 5, on "
+        "SmolLM2's own step starts)\n"
+    )
+    print(
+        "| threshold | exact | renorm@20 | tail@20 | bounds decision (20, probes at 1000) | "
+        "probes per step |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    starts = summaries["step_starts"]
+    for t in THRESHOLDS:
+        renorm = starts["estimators"][f"topk_renormalized@{max(KS)}"]["thresholds"][str(t)]
+        tail = starts["estimators"][f"topk_tail@{max(KS)}"]["thresholds"][str(t)]
+        decision = starts["decisions"][DECISION][str(t)]
+        print(
+            f"| {t} | {pct(starts['exact_entropy']['share_above'][str(t)])}% "
+            f"| {pct(renorm['large_rate'])}% | {pct(tail['large_rate'])}% "
+            f"| {pct(decision['large_rate'])}% | {decision['probes_per_step']:.3f} |"
+        )
     print("\n### Error, bias (nats) and residual mass\n")
     print(
-        "| positions | k | MAE renorm | bias renorm | MAE tail | bias tail "
-        "| residual median | residual p90 |"
+        "| positions | k | "
+        + " | ".join(f"MAE {SHORT[e]} | bias {SHORT[e]}" for e in ESTIMATORS)
+        + " | residual median | residual p90 |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- " * (4 + 2 * len(ESTIMATORS)) + "|")
     for subset in SUBSETS:
         s = summaries[subset]
         for k in KS:
             est = {e: s["estimators"][f"{e}@{k}"] for e in ESTIMATORS}
             r = s["residual_mass"][str(k)]
             print(
-                f"| {subset if k == 5 else ''} | {k} | "
+                f"| {subset if k == KS[0] else ''} | {k} | "
                 + " | ".join(f"{est[e]['mae']:.3f} | {est[e]['bias']:+.3f}" for e in ESTIMATORS)
                 + f" | {r['median']:.3f} | {r['p90']:.3f} |"
             )
@@ -465,6 +556,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--quick", action="store_true", help="4 answers of 64 tokens, 1000 of prose")
     p.add_argument("--output", type=Path, default=RESULTS, help="where the JSON goes")
+    p.add_argument(
+        "--dump",
+        type=Path,
+        default=None,
+        help="also save every position's exact entropy and top-1000 log-probabilities (.npz)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.questions, args.samples, args.max_new_tokens, args.max_prose_tokens = 4, 1, 64, 1000
@@ -492,6 +589,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     answers, t_answers = timed("answers", lambda: generate_answers(torch, model, tok, args, pos))
     sources, t_prose = timed("prose", lambda: measure_prose(torch, model, tok, args, pos))
+    if args.dump is not None:
+        import numpy
+
+        numpy.savez_compressed(
+            args.dump,
+            exact=numpy.array(pos.exact),
+            top=torch.cat(pos.top_rows).numpy(),
+            kind=numpy.array(pos.kind),
+            step_start=numpy.array(pos.step_start),
+            vocabulary=int(model.config.vocab_size),
+        )
     summaries = {subset: summarise(pos, subset) for subset in SUBSETS}
     elapsed = time.perf_counter() - started
     print_tables(summaries)

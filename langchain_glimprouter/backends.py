@@ -27,7 +27,7 @@ from langchain_glimprouter.errors import (
     BackendUnreachableError,
     ContextLengthExceededError,
     GlimpRouterError,
-    InvalidArgumentError,
+    LogprobsCapError,
     StreamInterruptedError,
 )
 from langchain_glimprouter.tool_calls import HermesToolCallParser, ToolCallParser
@@ -131,6 +131,8 @@ class Chunk:
     """Logprob of each token of the chunk (when logprobs were asked for)."""
     token_top_logprobs: tuple[dict[str, float], ...] = ()
     """Top-k logprobs after each token position of the chunk (when logprobs were asked for)."""
+    token_texts: tuple[str, ...] = ()
+    """Each token of the chunk as the server spelled it (when logprobs were asked for)."""
 
 
 def parse_chunk(event: dict[str, Any]) -> Chunk:
@@ -154,6 +156,7 @@ def parse_chunk(event: dict[str, Any]) -> Chunk:
         completion_tokens=usage.get("completion_tokens"),
         token_logprobs=tuple(logprobs.get("token_logprobs") or ()),
         token_top_logprobs=tuple(top or {} for top in tops),
+        token_texts=tuple(str(t) for t in tokens),
     )
 
 
@@ -176,9 +179,10 @@ def error_from_response(role: str, url: str, status: int, body: str) -> GlimpRou
             status_code=status,
         )
     if "logprobs" in lowered and (cap := _CAP_RE.search(message)):
-        return InvalidArgumentError(
+        return LogprobsCapError(
             f"[{role} backend at {url}] {message} Set top_logprobs <= {cap.group(1)}, or restart "
-            "vLLM with a larger --max-logprobs."
+            "vLLM with a larger --max-logprobs.",
+            cap=int(cap.group(1)),
         )
     hint = {
         401: "Check the backend's api_key.",

@@ -178,9 +178,9 @@ def result_line(
     (wall time of the call), ``strategy`` (the run's), ``threshold`` (the record's: the value
     used, ``"inf"`` for infinity), ``n_steps``, ``n_large_steps``, ``intervention_rate``,
     ``tokens`` and ``requests`` (``{"small": int, "large": int}``), ``wasted_small_tokens``,
-    ``reasoning_tokens``, ``answer_tokens``, ``chain_end`` and ``steps`` (each ``{"model",
-    "h_init", "score", "tokens", "latency_s"}``). A chat model without a routing record leaves
-    the routing fields None.
+    ``reasoning_tokens``, ``answer_tokens``, ``chain_end``, ``escalations`` and ``steps`` (each
+    ``{"model", "h_init", "score", "tokens", "latency_s", "skipped", "decision",
+    "escalation_s"}``). A chat model without a routing record leaves the routing fields None.
     """
     response = _text(message)
     verdict = grade(response, item)
@@ -192,6 +192,9 @@ def result_line(
             "score": step.get("score"),
             "tokens": step.get("tokens"),
             "latency_s": step.get("latency_s"),
+            "skipped": step.get("skipped"),
+            "decision": step.get("decision"),
+            "escalation_s": step.get("escalation_s"),
         }
         for step in record.get("steps", [])
     ]
@@ -215,6 +218,7 @@ def result_line(
             "reasoning_tokens": record.get("reasoning_tokens"),
             "answer_tokens": record.get("answer_tokens"),
             "chain_end": record.get("chain_end"),
+            "escalations": record.get("escalations"),
             "steps": steps,
         }
     )

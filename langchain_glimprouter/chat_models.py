@@ -184,7 +184,17 @@ class GlimpRouterChatModel(BaseChatModel):
     )
     entropy_estimator: Estimator = Field(
         default="topk_renormalized",
-        description="How H_init is computed from the top-k logprobs (see entropy.py).",
+        description="How H_init is computed from the top-k logprobs: 'topk_renormalized' (the "
+        "paper's, whose thresholds it keeps), 'topk_tail' (a lower bound), or 'topk_bounds' "
+        "(bounds of the exact entropy: the exact decision where the threshold lies outside "
+        "them, an escalation probe where it is too close to call; see entropy.py).",
+    )
+    escalation_logprobs: int = Field(
+        default=1000,
+        description="entropy_estimator='topk_bounds': k of the 1-token probe that settles a "
+        "step too close to call (the small server's --max-logprobs must allow it; below that "
+        "the router uses the server's cap, and at top_logprobs or less it decides on the "
+        "estimate). 0: never escalate.",
     )
     probe: Probe = Field(
         default="stream",
@@ -260,6 +270,11 @@ class GlimpRouterChatModel(BaseChatModel):
             )
         if self.top_logprobs < 1:
             raise InvalidArgumentError(f"top_logprobs must be >= 1 (got {self.top_logprobs}).")
+        if self.escalation_logprobs < 0:
+            raise InvalidArgumentError(
+                f"escalation_logprobs must be >= 0 (got {self.escalation_logprobs}); 0 never "
+                "escalates."
+            )
         if self.max_retries < 0:
             raise InvalidArgumentError(f"max_retries must be >= 0 (got {self.max_retries}).")
         delimiters = _delimiters(self.step_delimiter)
@@ -296,6 +311,7 @@ class GlimpRouterChatModel(BaseChatModel):
             "top_logprobs": self.top_logprobs,
             "step_delimiter": self.step_delimiter,
             "max_step_tokens": self.max_step_tokens,
+            "escalation_logprobs": self.escalation_logprobs,
             "strategy": self.strategy,
             "target_rate": self.target_rate,
         }
@@ -381,6 +397,7 @@ class GlimpRouterChatModel(BaseChatModel):
             top_logprobs=self.top_logprobs,
             delimiters=_delimiters(self.step_delimiter),
             max_step_tokens=self.max_step_tokens,
+            escalation_logprobs=self.escalation_logprobs,
             strategy=self.strategy,
             target_rate=self.target_rate,
             controller=controller,

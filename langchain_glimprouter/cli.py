@@ -44,6 +44,7 @@ from langchain_glimprouter.calibration import (
     load_questions,
 )
 from langchain_glimprouter.chat_models import GlimpRouterChatModel
+from langchain_glimprouter.entropy import ESTIMATORS
 from langchain_glimprouter.errors import GlimpRouterError, InvalidArgumentError
 from langchain_glimprouter.grading import BenchItem, default_items_path, load_items
 from langchain_glimprouter.servers import (
@@ -266,7 +267,7 @@ def serve_pair(args: argparse.Namespace) -> tuple[LocalServer, LocalServer, list
             model=model,
             host=args.host,
             max_model_len=args.max_model_len,
-            max_logprobs=args.top_logprobs,
+            max_logprobs=max(args.top_logprobs, args.max_logprobs or 0),
             cpu_build=cpu,
             gpu_memory_utilization=fraction,
             draft_model=small if args.speculative and role == "large" else None,
@@ -677,9 +678,7 @@ def _bench_parser(commands: Any) -> None:
         help="results files to analyze: H_init against mean step entropy (no servers)",
     )
     sub.add_argument("--probe", choices=["stream", "separate"], default="stream")
-    sub.add_argument(
-        "--estimator", choices=["topk_renormalized", "topk_tail"], default="topk_renormalized"
-    )
+    sub.add_argument("--estimator", choices=list(ESTIMATORS), default="topk_renormalized")
     sub.add_argument(
         "--max-reasoning-tokens", type=int, default=None, help="default 8192 (256 with --local)"
     )
@@ -747,6 +746,13 @@ def _parser() -> argparse.ArgumentParser:
         "--top-logprobs", type=int, default=20, help="the router's top_logprobs (--max-logprobs)"
     )
     serve.add_argument(
+        "--max-logprobs",
+        type=int,
+        default=None,
+        help="the servers' --max-logprobs, when more than --top-logprobs: e.g. 1000 for "
+        "entropy_estimator='topk_bounds' escalations (its escalation_logprobs default)",
+    )
+    serve.add_argument(
         "--gpu-memory-split",
         type=_gpu_split,
         metavar="SMALL,LARGE",
@@ -793,9 +799,7 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--threshold", type=float, default=threshold, help="tau in nats")
             sub.add_argument("--max-tokens", type=int, default=96 if sub is demo else 2048)
         sub.add_argument("--probe", choices=["stream", "separate"], default="stream")
-        sub.add_argument(
-            "--estimator", choices=["topk_renormalized", "topk_tail"], default="topk_renormalized"
-        )
+        sub.add_argument("--estimator", choices=list(ESTIMATORS), default="topk_renormalized")
         sub.add_argument("--max-reasoning-tokens", type=int, default=256 if sub is demo else 8192)
         sub.add_argument("--temperature", type=float, default=0.6)
         sub.add_argument("--seed", type=int, default=None)

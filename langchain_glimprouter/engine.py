@@ -26,13 +26,19 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from langchain_glimprouter.backends import Backend, Chunk
-from langchain_glimprouter.entropy import Estimator, first_token_entropy
+from langchain_glimprouter.entropy import (
+    EntropyBounds,
+    Estimator,
+    entropy_bounds,
+    first_token_entropy,
+)
 from langchain_glimprouter.errors import (
     BackendResponseError,
     BackendTimeoutError,
     BackendUnreachableError,
     GlimpRouterError,
     InvalidArgumentError,
+    LogprobsCapError,
     MissingLogprobsError,
     StreamInterruptedError,
 )
@@ -83,6 +89,8 @@ class RouteSettings:
     """What ends a reasoning step (stop strings); the one that ended it is kept in the chain."""
     max_step_tokens: int | None = None
     """A longer step is cut there and the next step continues its text (None: no limit)."""
+    escalation_logprobs: int = 1000
+    """``topk_bounds``: k of the 1-token probe of a step too close to call (0: never)."""
     strategy: Strategy = "glimpse"
     target_rate: float | None = None
     """Share of large steps: the probability of ``random``, the controller's target."""
@@ -161,6 +169,8 @@ class ServerFacts:
     """Replica URLs found unreachable, with when (time.monotonic); skipped for a while."""
     max_model_len: dict[tuple[str, str], int | None] = field(default_factory=dict)
     """Context window per (base_url, model), from the server's /v1/models; None if unknown."""
+    max_logprobs: dict[str, int] = field(default_factory=dict)
+    """The logprobs cap a server refused more than (vLLM's --max-logprobs), per base_url."""
 
 
 @dataclass
@@ -187,11 +197,13 @@ class _Generation:
     resumes: int = 0
     token_logprobs: list[float | None] = field(default_factory=list)
     token_tops: list[dict[str, float]] = field(default_factory=list)
+    token_texts: list[str] = field(default_factory=list)
 
     def feed(self, chunk: Chunk) -> None:
         self.text += chunk.text
         self.token_logprobs.extend(chunk.token_logprobs)
         self.token_tops.extend(chunk.token_top_logprobs)
+        self.token_texts.extend(chunk.token_texts)
         self.counted_tokens += chunk.n_tokens
         if chunk.completion_tokens is not None:
             self.usage_tokens = chunk.completion_tokens
@@ -203,6 +215,10 @@ class _Generation:
             self.finish_reason = chunk.finish_reason
             self.stop_reason = chunk.stop_reason
             self.reports_stop_reason = chunk.reports_stop_reason
+
+    def content_start(self) -> int | None:
+        """Index of the first token with content (not whitespace only); None until one came."""
+        return next((i for i, token in enumerate(self.token_texts) if token.strip()), None)
 
     @property
     def stream_tokens(self) -> int:
@@ -229,6 +245,35 @@ class _Generation:
         if self.finish_reason != "stop":
             return False
         return self.stop_reason is None if self.reports_stop_reason else not self.text.strip()
+
+
+@dataclass(frozen=True)
+class _Glimpse:
+    """What the glimpse of a step start measured."""
+
+    h: float | None
+    """H_init; None when the small model ended at once (nothing to measure)."""
+    residual: float | None
+    token: str | None
+    """The token measured: the step's first token with content."""
+    skipped: str
+    """The whitespace-only tokens read past before it."""
+    bounds: EntropyBounds | None = None
+    """``topk_bounds``: what the top k say of the exact entropy."""
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """A ``topk_bounds`` decision and what it cost."""
+
+    large: bool
+    decision: str
+    """"certain", "estimated" or "escalated" (see StepRecord.decision)."""
+    bounds: EntropyBounds
+    """The bounds it was taken on: the escalation's, when there was one."""
+    tokens: int = 0
+    """Small-model tokens the escalation generated (thrown away)."""
+    latency_s: float = 0.0
 
 
 class _Holdback:
@@ -383,16 +428,33 @@ class _Run:
             if (yield from self._next(gen)) is None:
                 return
 
-    def _glimpse(self, gen: _Generation) -> Program[tuple[float | None, float | None]]:
-        """Read the small stream up to its first token; return (H_init, residual mass)."""
-        while gen.first_token is None and (yield from self._next(gen)) is not None:
+    def _glimpse(self, gen: _Generation) -> Program[_Glimpse]:
+        """Read the small stream up to the step's first token with content: whitespace-only
+        tokens before it end the delimiter (a step that starts with a lone "\\n"), so the
+        glimpse reads past them, in the same stream, and measures that token's distribution."""
+        while gen.content_start() is None and (yield from self._next(gen)) is not None:
             pass
-        if gen.top_logprobs:
-            return first_token_entropy(
-                gen.top_logprobs.values(), self.s.estimator, k=self.s.top_logprobs
+        return self._measure_start(gen)
+
+    def _measure_start(self, gen: _Generation) -> _Glimpse:
+        """H_init of the first token with content among those ``gen`` received (the first
+        token when there is none: a step of whitespace only)."""
+        at = gen.content_start()
+        if at is None:
+            at = 0
+        tops = gen.token_tops[at] if at < len(gen.token_tops) else gen.top_logprobs
+        if tops:
+            token = gen.token_texts[at] if at < len(gen.token_texts) else gen.first_token
+            skipped = "".join(gen.token_texts[:at])
+            if self.s.estimator == "topk_bounds":
+                bounds = entropy_bounds(tops.values(), k=self.s.top_logprobs)
+                return _Glimpse(bounds.estimate, bounds.residual, token, skipped, bounds)
+            h, residual = first_token_entropy(
+                tops.values(), self.s.estimator, k=self.s.top_logprobs
             )
+            return _Glimpse(h, residual, token, skipped)
         if gen.tokens == 0 and gen.ended:
-            return None, None  # the model ended at once (EOS): an empty step
+            return _Glimpse(None, None, None, "")  # the model ended at once (EOS): empty step
         raise MissingLogprobsError(
             "the server returned no top_logprobs for the step's first token, so H_init cannot "
             f"be measured. Start vLLM with --max-logprobs >= {self.s.top_logprobs} (or lower "
@@ -511,10 +573,45 @@ class _Run:
             return large, -tau if s.strategy == "specreason" else tau
         return difficulty(s.strategy, value) > difficulty(s.strategy, s.threshold), s.threshold
 
-    def _probe(
-        self, max_tokens: int, stop: list[str]
-    ) -> Program[tuple[_Generation, float | None, float | None]]:
-        """The small backend's glimpse of the next step: its stream and (H_init, residual)."""
+    def _bounded(self, glimpse: _Glimpse, bounds: EntropyBounds) -> Program[_Verdict]:
+        """Decide on the bounds of H_init; a threshold too close to call from the top k is
+        settled by one 1-token request for more of the same distribution (the escalation)."""
+        s = self.s
+        large, how = bounds.decide(s.threshold)
+        if how != "uncertain":
+            return _Verdict(large, how, bounds)
+        url = self.backends["small"].base_url
+        k = min(s.escalation_logprobs, self.facts.max_logprobs.get(url, s.escalation_logprobs))
+        if k <= bounds.k:  # escalation off, or the server allows no more than the glimpse had
+            return _Verdict(large, "estimated", bounds)
+        started = time.perf_counter()
+        body = self._body("small", self._prompt("small") + glimpse.skipped, 1, [], k)
+        body["stream"] = False
+        body.pop("stream_options", None)
+        try:
+            answer = yield Request("small", "POST", "/v1/completions", body)
+        except LogprobsCapError as exc:  # learnt once per server; then retried at its cap
+            self.facts.max_logprobs[url] = exc.cap
+            return (yield from self._bounded(glimpse, bounds))
+        self.record.requests["small"] += 1
+        self.record.escalations += 1
+        usage = answer.get("usage") or {}
+        tokens = int(usage.get("completion_tokens") or 1)
+        self.record.tokens["small"] += tokens
+        self.record.prompt_tokens["small"] += int(usage.get("prompt_tokens") or 0)
+        choice = (answer.get("choices") or [{}])[0]
+        tops = ((choice.get("logprobs") or {}).get("top_logprobs") or [None])[0]
+        took = time.perf_counter() - started
+        if not tops:
+            return _Verdict(large, "estimated", bounds, tokens, took)
+        wider = entropy_bounds(tops.values(), k=k)
+        large, how = wider.decide(s.threshold)
+        return _Verdict(
+            large, "escalated" if how == "certain" else "estimated", wider, tokens, took
+        )
+
+    def _probe(self, max_tokens: int, stop: list[str]) -> Program[tuple[_Generation, _Glimpse]]:
+        """The small backend's glimpse of the next step: its stream and what it measured."""
         s = self.s
         if s.probe == "stream":
             probe = _Generation("small", self._body("small", self._prompt("small"), max_tokens,
@@ -523,10 +620,10 @@ class _Run:
             probe = _Generation("small", self._body("small", self._prompt("small"), 1, [],
                                                     s.top_logprobs))  # fmt: skip
         yield from self._open(probe)
-        h, residual = yield from self._glimpse(probe)
+        glimpse = yield from self._glimpse(probe)
         if s.probe == "separate" and not probe.ended:
             yield from self._consume(probe, None)
-        return probe, h, residual
+        return probe, glimpse
 
     def _drafted(
         self, max_tokens: int, stop: list[str]
@@ -586,12 +683,11 @@ class _Run:
         started = time.perf_counter()
         cap = min(remaining, s.max_step_tokens or remaining)
         stop = list(s.delimiters)
-        h: float | None = None
-        residual: float | None = None
-        first: str | None = None
+        glimpse = _Glimpse(None, None, None, "")
         score: float | None = None
         tau: float | None = None
         wasted = 0
+        verdict: _Verdict | None = None
         fallback = False
         writer: Role = "large"
         gen: _Generation | None = None
@@ -609,20 +705,21 @@ class _Run:
                 if s.strategy in MEASURED:
                     probe, score = yield from self._drafted(cap, stop)
                     if s.strategy == "step_entropy" and probe.token_tops:
-                        h, residual = first_token_entropy(
-                            probe.token_tops[0].values(), s.estimator, k=s.top_logprobs
-                        )
+                        glimpse = self._measure_start(probe)
                     large, tau = self._decide(score)
                 else:
-                    probe, h, residual = yield from self._probe(cap, stop)
-                    large, tau = self._decide(h)
+                    probe, glimpse = yield from self._probe(cap, stop)
+                    if glimpse.bounds is not None and s.controller is None:
+                        verdict = yield from self._bounded(glimpse, glimpse.bounds)
+                        large, tau = verdict.large, s.threshold
+                    else:
+                        large, tau = self._decide(glimpse.h)
             except GlimpRouterError as exc:
                 if getattr(exc, "role", None) != "small" or not self._small_failed(exc):
                     raise  # a judge's (large) failure is never absorbed
                 yield Close()
                 fallback = True
             else:
-                first = probe.first_token
                 if (s.probe == "stream" or s.strategy in MEASURED) and not large:
                     writer, gen = "small", probe
                 else:
@@ -650,6 +747,8 @@ class _Run:
                 yield from self._open(gen)
                 yield from self._consume(gen, holdback)
         self._settle(gen)
+        if verdict is not None:
+            wasted += verdict.tokens
         self.record.wasted_small_tokens += wasted
         text = gen.text
         sep = ""
@@ -666,15 +765,20 @@ class _Run:
         record = StepRecord(
             index=index,
             model=writer,
-            h_init=h,
-            first_token=first,
-            residual_mass=residual,
+            h_init=verdict.bounds.estimate if verdict is not None else glimpse.h,
+            first_token=glimpse.token,
+            skipped=glimpse.skipped,
+            residual_mass=glimpse.residual,
             score=score,
             threshold=tau,
             tokens=gen.tokens,
             text=text,
             latency_s=time.perf_counter() - started,
             wasted_tokens=wasted,
+            decision=verdict.decision if verdict is not None else None,
+            h_bounds=(verdict.bounds.lower, verdict.bounds.upper) if verdict is not None else None,
+            escalation_tokens=verdict.tokens if verdict is not None else 0,
+            escalation_s=verdict.latency_s if verdict is not None else 0.0,
             finish=finish,
             fallback=fallback,
         )

@@ -20,6 +20,14 @@ class InvalidArgumentError(GlimpRouterError):
     """
 
 
+class LogprobsCapError(InvalidArgumentError):
+    """The server refused more logprobs than its cap (vLLM's ``--max-logprobs``): ``cap``."""
+
+    def __init__(self, message: str, *, cap: int) -> None:
+        super().__init__(message)
+        self.cap = cap
+
+
 class BudgetError(InvalidArgumentError):
     """A token budget is misconfigured (for instance ``max_reasoning_tokens <= 0``)."""
 

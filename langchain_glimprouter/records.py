@@ -26,7 +26,14 @@ class StepRecord(BaseModel):
         description="Entropy (nats) of the small model's first-token glimpse; None when no "
         "glimpse was taken (threshold=0) or the small model ended at once."
     )
-    first_token: str | None = Field(description="The token the small model glimpsed first.")
+    first_token: str | None = Field(
+        description="The token the glimpse measured: the step's first token with content."
+    )
+    skipped: str = Field(
+        default="",
+        description="Whitespace-only tokens at the step start that the glimpse read past (the "
+        "end of the delimiter, such as a lone '\\n'), in the same stream; '' when none.",
+    )
     residual_mass: float | None = Field(
         description="Probability mass outside the top-k logprobs the server returned: 1 - sum(p_i)."
     )
@@ -55,6 +62,22 @@ class StepRecord(BaseModel):
         "reasoning budget), 'split' (max_step_tokens: the next step continues its text) or "
         "'loop'.",
     )
+    decision: str | None = Field(
+        default=None,
+        description="entropy_estimator='topk_bounds': 'certain' (the threshold lies outside "
+        "the bounds of H_init: the exact entropy's decision), 'escalated' (settled by a 1-token "
+        "probe with more logprobs), 'estimated' (decided on the estimate: close, and no "
+        "escalation was possible or it did not settle it); None for the other estimators.",
+    )
+    h_bounds: tuple[float, float] | None = Field(
+        default=None,
+        description="topk_bounds: the lower and upper bound of the exact entropy (nats) the "
+        "decision was taken on (the escalation's, when there was one).",
+    )
+    escalation_tokens: int = Field(
+        default=0, description="Small-model tokens of this step's escalation probe (wasted)."
+    )
+    escalation_s: float = Field(default=0.0, description="Wall time of the escalation probe.")
     fallback: bool = Field(
         default=False,
         description="The small backend had failed, so the large one wrote the step "
@@ -91,6 +114,8 @@ class RoutingRecord(BaseModel):
     """Streams cut mid-response and resumed where they broke."""
     failovers: int = 0
     """Moves of the conversation to another replica after one stayed unreachable."""
+    escalations: int = 0
+    """topk_bounds: 1-token probes with more logprobs, for steps too close to call."""
     small_failures: int = 0
     """Failures of the small backend absorbed by on_small_failure='large'."""
     reasoning_tokens: int = 0

@@ -398,9 +398,12 @@ def wait_all_ready(servers: Sequence[ChildServer], timeout: float, poll: float =
 
 
 def start_pair(small_port: int | None = None, large_port: int | None = None) -> list[LocalServer]:
-    """Start the demo pair (both on the tiny model, one core each) and wait until both serve."""
+    """Start the demo pair (both on the tiny model, one core each) and wait until both serve.
+
+    The small server allows 1000 logprobs, so that ``entropy_estimator="topk_bounds"`` can
+    escalate (its ``escalation_logprobs`` default); the large one vLLM's 20."""
     servers = [
-        LocalServer("smollm2-small", small_port or free_port(), cpu=0),
+        LocalServer("smollm2-small", small_port or free_port(), cpu=0, max_logprobs=1000),
         LocalServer(
             "smollm2-large", large_port or free_port(), cpu=1 if (os.cpu_count() or 1) > 1 else 0
         ),

@@ -60,7 +60,8 @@ CHATML = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-_WORDS = re.compile(r"\s*\S+|\s+")
+_WORDS = re.compile(r"^\s+|\s*\S+|\s+")
+_GLUED = re.compile(r"\s*\S+|\s+")
 _MIN_LOGPROB = -9999.0  # vLLM's floor for log(0)
 _CHAOS: tuple[int | str, ...] = (500, 503, 429, "cut", "cut", "garbage")
 _ABORT_WINDOW_S = 0.001  # least pause between streamed tokens, for a client's abort to be seen
@@ -110,15 +111,17 @@ class RequestLog:
     """When the last token (or the final empty chunk) was handed to the HTTP layer."""
 
 
-def split_tokens(text: str, delimiter: str) -> list[str]:
+def split_tokens(text: str, delimiter: str, at_start: bool = True) -> list[str]:
     """Cut ``text`` into tokens: each ``delimiter`` is a token of its own, and the text between two
-    delimiters is cut by ``\\s*\\S+|\\s+`` (a word with the whitespace before it; whitespace left at
-    the end). ``"".join(split_tokens(text, d)) == text`` always holds."""
+    delimiters is cut by ``^\\s+|\\s*\\S+|\\s+`` (whitespace at its start, then a word with the
+    whitespace before it; whitespace left at the end). With ``at_start`` False the text goes on
+    a step already begun (a resumed stream), so its first word keeps the whitespace before it.
+    ``"".join(split_tokens(text, d)) == text`` always holds."""
     tokens: list[str] = []
     for i, part in enumerate(text.split(delimiter)):
         if i:
             tokens.append(delimiter)
-        tokens.extend(_WORDS.findall(part))
+        tokens.extend((_WORDS if i or at_start else _GLUED).findall(part))
     return tokens
 
 
@@ -452,7 +455,9 @@ class ScriptedServer:
         text, k = continuation(self.script, prompt)
         if log.params.get("structured_outputs"):
             text = first_json_value(text)
-        tokens = split_tokens(text, self.script.delimiter)
+        at_start = prompt.endswith(("<think>\n", self.script.delimiter))
+        tokens = split_tokens(text, self.script.delimiter, at_start)
+        first_content = next((i for i, token in enumerate(tokens) if token.strip()), 0)
         stop = log.params.get("stop") or []
         stops: list[str] = [stop] if isinstance(stop, str) else stop
         n_top: int | None = log.params.get("logprobs")
@@ -477,7 +482,9 @@ class ScriptedServer:
                 visible = written if hit is None else written[: written.index(hit)]
                 eos, full = hit is not None or i + 1 == len(tokens), i + 1 == budget
                 finish = "stop" if eos else "length" if full else None
-                step = k if i == 0 else None
+                # The step's entropy goes to its first token with content: whitespace before it
+                # (a lone "\n" after the delimiter) is near-certain, as in a real model.
+                step = k if i == first_content else None
                 logprobs = None if n_top is None else self._logprobs(token, offset, n_top, step)
                 if finish is not None:
                     log.finished, log.finish_reason = True, finish

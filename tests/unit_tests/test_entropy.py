@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
-from langchain_glimprouter.entropy import first_token_entropy, residual_mass
+from langchain_glimprouter.entropy import entropy_bounds, first_token_entropy, residual_mass
 
 
 def exact(probs: list[float]) -> float:
@@ -57,3 +58,48 @@ def test_degenerate_inputs() -> None:
         first_token_entropy([-math.inf])
     with pytest.raises(ValueError, match="unknown entropy estimator"):
         first_token_entropy([-0.1], "bogus")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("k", [1, 5, 20])
+def test_bounds_hold_the_exact_entropy(seed: int, k: int) -> None:
+    rng = random.Random(seed)
+    size = rng.choice([30, 1000, 5000])
+    weights = [rng.paretovariate(rng.uniform(0.3, 3.0)) for _ in range(size)]
+    total = sum(weights)
+    probs = sorted((w / total for w in weights), reverse=True)
+    top = [math.log(p) for p in probs[:k]]
+    bounds = entropy_bounds(top, k)
+    h = exact(probs)
+    assert bounds.lower - 1e-9 <= h <= bounds.upper + 1e-9
+    assert bounds.lower <= bounds.estimate <= bounds.upper
+    assert bounds.lower >= first_token_entropy(top, "topk_tail")[0] - 1e-9  # a tighter bound
+    assert first_token_entropy(top, "topk_bounds") == (bounds.estimate, bounds.residual)
+    low, high = bounds.likely
+    assert bounds.lower <= low <= high <= bounds.upper
+
+
+def test_bounds_of_a_whole_distribution_are_its_entropy() -> None:
+    probs = [0.5, 0.25, 0.125, 0.125]
+    bounds = entropy_bounds([math.log(p) for p in probs])
+    assert bounds.lower == pytest.approx(exact(probs))
+    assert bounds.upper == pytest.approx(exact(probs))
+    assert bounds.decide(exact(probs) - 1e-6) == (True, "certain")
+    assert bounds.decide(exact(probs) + 1e-6) == (False, "certain")
+
+
+def test_a_decision_says_how_sure_it_is() -> None:
+    bounds = entropy_bounds([math.log(0.6), math.log(0.2), math.log(0.1)], k=3)  # r = 0.1
+    low, high = bounds.likely
+    assert bounds.decide(bounds.lower - 0.01) == (True, "certain")
+    assert bounds.decide(bounds.upper) == (False, "certain")
+    assert bounds.decide((low + high) / 2)[1] == "uncertain"
+    assert bounds.decide((bounds.lower + low) / 2) == (True, "estimated")  # below the band
+    assert bounds.decide((high + bounds.upper) / 2) == (False, "estimated")
+
+
+def test_log_zero_entries_are_no_tokens() -> None:
+    """vLLM writes log(0) as -9999: such an entry is no token, not a tiny p_min."""
+    bounds = entropy_bounds([math.log(0.95), -9999.0, -9999.0], k=3)
+    assert bounds.residual == pytest.approx(0.05)
+    assert bounds.lower < bounds.upper

@@ -59,7 +59,9 @@ def test_routing_per_threshold(servers: Any, threshold: float, expected: list[st
 
 
 def test_requests_per_step_and_wasted_tokens(servers: Any) -> None:
-    small, large = servers()
+    # 20 ms a token: a closed glimpse is seen aborted even on a busy machine (at the default
+    # 1 ms, a client slowed down by load may read the whole short step before it can close).
+    small, large = servers(decode_s=0.02)
     rec = router_for(small, large, threshold=1.0).invoke(QUESTION).response_metadata["glimprouter"]
     assert small.wait_idle()
     assert large.wait_idle()
@@ -201,3 +203,74 @@ def test_token_count_uses_the_server_tokenizer(servers: Any) -> None:
     )
     assert count == len("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
     assert model.get_num_tokens("hello") == 5
+
+
+@pytest.mark.parametrize("probe", ["stream", "separate"])
+def test_the_glimpse_reads_past_whitespace_at_a_step_start(servers: Any, probe: str) -> None:
+    """A step that starts with a lone "\\n" (the end of the delimiter, near-certain): the glimpse
+    reads on to the first token with content and routes on its entropy, in the same stream."""
+    steps = ["plain start", "\nhard step after a newline", "\n \neasy one", "last"]
+    small, large = servers(small=Script(steps=steps, h_init=[0.2, 1.8, 0.3, 0.1, 0.0]),
+                           large=Script(steps=steps))  # fmt: skip
+    rec = router_for(small, large, threshold=1.0, probe=probe).invoke(QUESTION)
+    rec = rec.response_metadata["glimprouter"]
+    got = [(s["model"], s["first_token"], s["skipped"]) for s in rec["steps"]]
+    if probe == "separate":  # a 1-token probe cannot read past: it measures the "\n"
+        assert [s["skipped"] for s in rec["steps"]] == ["", "", "", ""]
+        assert [s["model"] for s in rec["steps"]] == ["small"] * 4
+        return
+    assert got == [
+        ("small", "plain", ""),
+        ("large", "hard", "\n"),  # 1.8 nats on "hard": the "\n" alone (~0) would have kept it
+        ("small", "easy", "\n \n"),
+        ("small", "last", ""),
+    ]
+    assert [s["h_init"] for s in rec["steps"]] == pytest.approx([0.2, 1.8, 0.3, 0.1], abs=1e-6)
+    assert [s["wasted_tokens"] for s in rec["steps"]] == [0, 2, 0, 0]  # "\n" and "hard"
+    assert rec["requests"]["small"] == 5  # still one small request per step (and the "</think>")
+    assert [s["text"] for s in rec["steps"]][2] == "\n \neasy one"  # the step keeps its text
+
+
+def test_topk_bounds_decides_exactly_or_escalates_one_step(servers: Any) -> None:
+    """Scripted distributions (20 logprobs, 5 % outside them): at tau = 1.4 the bounds of a
+    1.0-nat step ([1.24, 1.77]) hold the threshold in their likely band, so that step alone
+    gets a 1-token probe with 1000 logprobs, whose bounds ([1.46, 1.77]) settle it."""
+    h_init = [0.2, 1.0, 1.0, 2.0, 0.0]
+    small, large = servers(small=Script(steps=SMALL_STEPS, h_init=h_init), max_logprobs=1000)
+    model = router_for(small, large, threshold=1.4, entropy_estimator="topk_bounds")
+    rec = model.invoke(QUESTION).response_metadata["glimprouter"]
+    steps = rec["steps"]
+    assert [(s["model"], s["decision"]) for s in steps] == [
+        ("small", "certain"), ("large", "escalated"), ("large", "escalated"), ("large", "certain"),
+    ]  # fmt: skip
+    probes = [r for r in completions(small) if not r.stream]
+    assert [(p.params["logprobs"], p.params["max_tokens"]) for p in probes] == [(1000, 1)] * 2
+    assert rec["escalations"] == 2
+    assert rec["requests"]["small"] == 5 + 2  # the glimpses (and "</think>"), the two probes
+    assert [s["escalation_tokens"] for s in steps] == [0, 1, 1, 0]
+    assert [s["wasted_tokens"] for s in steps] == [0, 2, 2, 1]  # the glimpse and the probe
+    for step in steps:
+        low, high = step["h_bounds"]
+        assert low <= step["h_init"] <= high
+        assert (low > 1.4) == (step["model"] == "large")  # certain: outside the bounds
+    assert steps[1]["h_bounds"][0] > 1.45  # the probe's bounds, tighter than the glimpse's
+
+
+def test_topk_bounds_without_escalation_estimates(servers: Any) -> None:
+    """A server that allows only 20 logprobs: the one refused probe teaches the router the
+    cap, and every later close call is decided on the estimate, without a request."""
+    h_init = [0.2, 1.0, 1.0, 2.0, 0.0]
+    small, large = servers(small=Script(steps=SMALL_STEPS, h_init=h_init), max_logprobs=20)
+    model = router_for(small, large, threshold=1.4, entropy_estimator="topk_bounds")
+    for _ in range(2):
+        rec = model.invoke(QUESTION).response_metadata["glimprouter"]
+        assert [s["decision"] for s in rec["steps"]] == [
+            "certain", "estimated", "estimated", "certain"
+        ]  # fmt: skip
+        assert rec["escalations"] == 0
+    refused = [r for r in completions(small) if not r.stream]
+    assert len(refused) == 1  # learnt once per server
+    assert refused[0].finish_reason is None
+    off = router_for(small, large, threshold=1.4, entropy_estimator="topk_bounds",
+                     escalation_logprobs=0)  # fmt: skip
+    assert off.invoke(QUESTION).response_metadata["glimprouter"]["escalations"] == 0

@@ -142,6 +142,13 @@ def test_compact_json_fixes_the_structured_outputs_backend() -> None:
     assert "--structured-outputs-config" not in small.command()  # vLLM's auto backend
 
 
+def test_max_logprobs_above_top_logprobs_for_escalations() -> None:
+    small, large, _ = plan("--cpu", "--max-logprobs", "1000")
+    assert {flag(s.command(), "--max-logprobs") for s in (small, large)} == {"1000"}
+    small, _, _ = plan("--cpu", "--top-logprobs", "32", "--max-logprobs", "8")
+    assert flag(small.command(), "--max-logprobs") == "32"  # never below the glimpse's k
+
+
 def test_the_demo_pair_command_is_unchanged(glimprouter_home: Path) -> None:
     server = LocalServer("smollm2-small", 8123, cpu=0)
     assert server.command() == [
