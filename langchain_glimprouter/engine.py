@@ -591,7 +591,7 @@ class _Run:
         try:
             answer = yield Request("small", "POST", "/v1/completions", body)
         except LogprobsCapError as exc:  # learnt once per server; then retried at its cap
-            self.facts.max_logprobs[url] = exc.cap
+            self.facts.max_logprobs[url] = min(exc.cap, k - 1)  # lower each time: this ends
             return (yield from self._bounded(glimpse, bounds))
         self.record.requests["small"] += 1
         self.record.escalations += 1

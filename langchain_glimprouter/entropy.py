@@ -1,7 +1,7 @@
 """First-token entropy estimators over the top-k logprobs an OpenAI-compatible server returns.
 
 A server returns only the ``k`` most probable next tokens (vLLM caps ``k`` with
-``--max-logprobs``, 20 by default). Two estimators turn them into an entropy in nats:
+``--max-logprobs``, 20 by default). Three estimators turn them into an entropy in nats:
 
 ``topk_renormalized`` (default)
     Renormalise the top-k probabilities to sum to one and take their entropy. This is what the
