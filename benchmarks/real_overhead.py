@@ -58,7 +58,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from langchain_glimprouter import Backend, GlimpRouterChatModel  # noqa: E402
-from langchain_glimprouter.backends import BackendClient, Chunk  # noqa: E402
+from langchain_glimprouter.backends import Chunk  # noqa: E402
 from langchain_glimprouter.questions import CALIBRATION_QUESTIONS  # noqa: E402
 from langchain_glimprouter.servers import (  # noqa: E402
     LocalServer,
@@ -67,6 +67,7 @@ from langchain_glimprouter.servers import (  # noqa: E402
     tiny_model_dir,
     vllm_python,
 )
+from langchain_glimprouter.transport import BackendClient  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "real_overhead.json"
 SYSTEM = "You are a careful math tutor. Reason step by step and put a blank line between steps."

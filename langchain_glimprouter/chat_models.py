@@ -64,7 +64,7 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from typing_extensions import Self
 
-from langchain_glimprouter.backends import DEFAULT_TIMEOUT, Backend, BackendClient
+from langchain_glimprouter.backends import DEFAULT_TIMEOUT, Backend
 from langchain_glimprouter.engine import (
     AnswerConstraint,
     AnswerDelta,
@@ -95,6 +95,7 @@ from langchain_glimprouter.tool_calls import (
     ToolCallParser,
     new_call_id,
 )
+from langchain_glimprouter.transport import BackendClient
 
 PROVIDER = "glimprouter"
 _EVENTS_KWARG = "_glimprouter_events"

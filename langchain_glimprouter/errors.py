@@ -63,6 +63,12 @@ class StreamInterruptedError(BackendError):
     """A streamed response ended before the server said it was finished."""
 
 
+class MalformedStreamError(StreamInterruptedError, BackendResponseError):
+    """A streamed response held an event that is not a JSON object. It is resumed like a cut
+    stream, from the text received before that event, so nothing is lost or duplicated; raised
+    when the resumes (``max_retries``) are spent."""
+
+
 class MissingLogprobsError(BackendResponseError):
     """The small server returned no ``top_logprobs`` for the first token of a step."""
 

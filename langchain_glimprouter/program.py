@@ -4,7 +4,7 @@ Routing decisions are written once, as generators ("programs") that *yield* the 
 :class:`Request` a JSON answer, :class:`Open` a completions stream, :class:`Read` its next chunk,
 :class:`Close` it — and :class:`Emit` what the caller should see. Two small drivers,
 :func:`drive` (sync) and :func:`adrive` (async), perform those operations with a
-:class:`~langchain_glimprouter.backends.BackendClient` per role. A failure is thrown back into the
+:class:`Client` (``transport.BackendClient``) per role. A failure is thrown back into the
 program at the ``yield`` that asked for the operation, so the program decides what to do about it.
 
 At most one stream is open at a time; the drivers close it whatever happens (an error, the
@@ -25,11 +25,16 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import AsyncExitStack, ExitStack
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    AsyncExitStack,
+    ExitStack,
+)
 from dataclasses import dataclass, replace
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from langchain_glimprouter.backends import BackendClient, Chunk
+from langchain_glimprouter.backends import Chunk
 from langchain_glimprouter.errors import (
     BackendResponseError,
     BackendUnreachableError,
@@ -168,7 +173,25 @@ def replica_order(urls: Sequence[str], key: str, avoid: Collection[str] = ()) ->
     return sorted(range(len(urls)), key=weight, reverse=True)
 
 
-Clients = Mapping[str, Sequence[BackendClient]]
+class Client(Protocol):
+    """What the drivers need of one server's client (``transport.BackendClient``)."""
+
+    def request_json(
+        self, method: str, path: str, body: dict[str, Any] | None
+    ) -> dict[str, Any]: ...
+
+    async def arequest_json(
+        self, method: str, path: str, body: dict[str, Any] | None
+    ) -> dict[str, Any]: ...
+
+    def stream(self, body: dict[str, Any]) -> AbstractContextManager[Iterator[Chunk]]: ...
+
+    def astream(
+        self, body: dict[str, Any]
+    ) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]: ...
+
+
+Clients = Mapping[str, Sequence[Client]]
 """A client per replica URL of each role."""
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import httpx
+import httpx2
 
 from langchain_glimprouter.backends import Backend
 from langchain_glimprouter.gguf import gguf_chat_template
@@ -250,8 +250,8 @@ class ChildServer:
         """Whether the health path answers 200 right now."""
         try:
             url = f"http://{connect_host(self.host)}:{self.port}{self.health_path}"
-            return httpx.get(url, timeout=2).status_code == 200
-        except httpx.HTTPError:
+            return httpx2.get(url, timeout=2).status_code == 200
+        except httpx2.HTTPError:
             return False
 
     def exited(self) -> bool:

@@ -103,6 +103,8 @@ class RequestLog:
     finish_reason: str | None = None
     received_s: float | None = None
     """``time.perf_counter()`` when the handler got the request (its body not yet read)."""
+    authorization: str | None = None
+    """The request's Authorization header."""
     started_s: float | None = None
     """``time.perf_counter()`` when the generation started (before the prefill pause)."""
     first_token_s: float | None = None
@@ -236,7 +238,11 @@ class Faults:
     stall_s: float = 0.0
     """Pause this long before the first token of every request."""
     garbage: bool = False
-    """Send a server-sent event that is not JSON before the first token."""
+    """Send a server-sent event that is not JSON ..."""
+    garbage_after: int = 0
+    """... after this many streamed tokens ..."""
+    garbage_count: int | None = None
+    """... in this many requests (None: every one)."""
     drop_logprobs: bool = False
     """Ignore the ``logprobs`` parameter (a server without logprobs support)."""
     chaos: float = 0.0
@@ -245,6 +251,7 @@ class Faults:
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     seen: int = 0
     cuts: int = 0
+    garbled: int = 0
 
 
 class ScriptedServer:
@@ -373,6 +380,7 @@ class ScriptedServer:
         body: dict[str, Any] = await request.json()
         prompt, stream = body.get("prompt"), bool(body.get("stream"))
         log = RequestLog(prompt=str(prompt), params=body, stream=stream, received_s=received)
+        log.authorization = request.headers.get("authorization")
         with self._idle:
             self.requests.append(log)
         n_prompt = len(str(prompt)) // 4 + 1
@@ -421,11 +429,18 @@ class ScriptedServer:
             faults.cuts += 1
             cut_after = faults.cut_after
 
+        garble_at = faults.rng.randint(0, 5) if kind == "garbage" else None
+        if faults.garbage and (
+            faults.garbage_count is None or faults.garbled < faults.garbage_count
+        ):
+            faults.garbled += 1
+            garble_at = faults.garbage_after
+
         async def events() -> AsyncGenerator[str, None]:
-            if faults.garbage or kind == "garbage":
-                yield "data: {this is not json\n\n"
             sent = 0
             async for choice in generation:
+                if sent == garble_at:
+                    yield "data: {this is not json\n\n"
                 if sent == cut_after:
                     raise ConnectionAbortedError("injected cut")  # uvicorn drops the connection
                 each = usage() if options.get("continuous_usage_stats") else None

@@ -122,6 +122,20 @@ def test_garbage_events_are_a_response_error(pair: Any) -> None:
         router_for(small, large).invoke(QUESTION)
 
 
+@pytest.mark.parametrize("role", ["small", "large"])
+def test_a_malformed_event_mid_stream_is_resumed(pair: Any, role: str) -> None:
+    """An event that is not JSON (a proxy that garbled the stream) loses nothing: the stream is
+    resumed from the text before it, like a cut stream."""
+    small, large = pair
+    server = small if role == "small" else large
+    server.faults = Faults(garbage=True, garbage_after=2, garbage_count=1)
+    msg = router_for(small, large).invoke(QUESTION)
+    assert steps_of(msg) == EXPECTED
+    assert msg.additional_kwargs["reasoning_content"] == "\n\n".join(EXPECTED)
+    assert msg.content == "The answer is 42."
+    assert msg.response_metadata["glimprouter"]["resumed_streams"] == 1
+
+
 def test_missing_logprobs(pair: Any) -> None:
     small, large = pair
     small.faults = Faults(drop_logprobs=True)

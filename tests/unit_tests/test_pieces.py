@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from langchain_glimprouter.backends import Backend, BackendClient, error_from_response, parse_chunk
+from langchain_glimprouter.backends import Backend, parse_chunk
 from langchain_glimprouter.engine import _Holdback
 from langchain_glimprouter.errors import (
     BackendResponseError,
@@ -18,6 +18,7 @@ from langchain_glimprouter.errors import (
 )
 from langchain_glimprouter.program import is_retryable
 from langchain_glimprouter.prompts import open_thinking, render_jinja
+from langchain_glimprouter.transport import BackendClient, error_from_response
 
 # A chunk exactly as vLLM 0.32 streams it (first token, logprobs=3, continuous usage).
 VLLM_CHUNK = {

@@ -1,0 +1,432 @@
+"""The HTTP client of one backend, over the official openai SDK.
+
+Completions requests, streamed and not, go through ``openai.OpenAI`` / ``openai.AsyncOpenAI``
+(``completions.create`` with vLLM's extras in ``extra_body``); the endpoints outside the OpenAI
+API (``/tokenize``, ``/detokenize``, ``/apply-template``) go through the same client's
+``post``, so they share its connection pool, headers and timeout. Streams are read as raw
+server-sent events (``with_streaming_response``): the router needs a few fields of each event,
+and building the SDK's typed object per token cost more CPU than the rest of the client.
+
+The SDK never retries here (``max_retries=0``): retries, replica failover and stream resumption
+are the routing program's (``program.retrying``, ``engine``), so there is one retry layer.
+Closing a stream closes its HTTP connection, which makes vLLM abort the request. Every SDK or
+transport failure becomes a typed :class:`~langchain_glimprouter.errors.GlimpRouterError`
+naming the backend's role and URL, never its key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import ssl
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, Generic, TypeVar
+
+import httpx2
+import openai
+from pydantic import SecretStr
+
+from langchain_glimprouter.backends import Backend, Chunk, parse_chunk, server_root
+from langchain_glimprouter.errors import (
+    BackendResponseError,
+    BackendTimeoutError,
+    BackendUnreachableError,
+    ContextLengthExceededError,
+    GlimpRouterError,
+    LogprobsCapError,
+    MalformedStreamError,
+    StreamInterruptedError,
+)
+
+_LIMITS = httpx2.Limits(max_connections=512, max_keepalive_connections=64, keepalive_expiry=4.0)
+"""``keepalive_expiry`` stays under uvicorn's (so vLLM's) 5 s keep-alive timeout: with equal
+timeouts the server could close an idle connection just as a request went out on it, which
+then failed with ``ReadError`` (seen at 64 concurrent calls)."""
+_POOL_REQUESTS = 8
+"""Requests in flight on one connection pool before a request opens another pool (see
+:class:`_Pools`)."""
+_MAX_POOLS = 32
+"""Pools per server at most; past that the least busy one takes more requests."""
+
+_COMPLETIONS_PARAMS = frozenset(
+    {
+        "model", "prompt", "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs",
+        "max_tokens", "n", "presence_penalty", "seed", "stop", "stream", "stream_options",
+        "suffix", "temperature", "top_p", "user",
+    }
+)  # fmt: skip
+"""The parameters of the SDK's ``completions.create``; the rest of a body (vLLM's extras such
+as ``add_special_tokens``, ``include_stop_str_in_output``, structured outputs, and the
+backend's ``extra_body``) goes in ``extra_body``."""
+
+_NO_AUTH = {"Authorization": openai.Omit()}
+"""Per-request headers when no key is set: the SDK insists on a key, the server gets none."""
+
+_CAP_RE = re.compile(r"greater than max allowed: (\d+)")
+
+
+def completions_kwargs(body: dict[str, Any]) -> dict[str, Any]:
+    """A completions request body as keyword arguments of the SDK's ``completions.create``."""
+    known = {k: v for k, v in body.items() if k in _COMPLETIONS_PARAMS}
+    extra = {k: v for k, v in body.items() if k not in _COMPLETIONS_PARAMS}
+    return {**known, "extra_body": extra} if extra else known
+
+
+def error_from_response(role: str, url: str, status: int, body: str) -> GlimpRouterError:
+    """Map an HTTP error answer to the most specific typed error, with what to do about it."""
+    try:
+        message = str(json.loads(body)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        message = body.strip()[:500] or "(empty body)"
+    lowered = message.lower()
+    if "maximum context length" in lowered or "context length" in lowered:
+        return ContextLengthExceededError(
+            f"{message} Shorten the conversation, lower max_reasoning_tokens / max_tokens, or "
+            "serve the model with a larger --max-model-len.",
+            role=role,
+            url=url,
+            status_code=status,
+        )
+    if "logprobs" in lowered and (cap := _CAP_RE.search(message)):
+        return LogprobsCapError(
+            f"[{role} backend at {url}] {message} Set top_logprobs <= {cap.group(1)}, or restart "
+            "vLLM with a larger --max-logprobs.",
+            cap=int(cap.group(1)),
+        )
+    hint = {
+        401: "Check the backend's api_key.",
+        403: "Check the backend's api_key.",
+        404: "Check base_url (it should end in /v1) and the served model name.",
+        429: "The server is overloaded; retry later or raise max_retries.",
+    }.get(status, "Check the server's log.")
+    return BackendResponseError(
+        f"HTTP {status}: {message} {hint}", role=role, url=url, status_code=status
+    )
+
+
+C = TypeVar("C", openai.OpenAI, openai.AsyncOpenAI)
+
+
+class _Pools(Generic[C]):
+    """SDK clients, each with a connection pool of its own, to one server; each request takes
+    the least busy one, and when every pool has ``_POOL_REQUESTS`` requests in flight a new one
+    is added (up to ``limit``).
+
+    httpcore walks every connection of a pool on each request and each release (a socket poll
+    per idle connection; encode/httpcore#1035). With one pool for 64 concurrent calls that
+    bookkeeping took about 45 % of the client's CPU time (docs/benchmarks.md); small pools keep
+    it cheap. One call at a time only ever uses the first pool. A caller's own client is one
+    pool (``limit=1``): the router does not copy a connection pool it did not make.
+    """
+
+    def __init__(self, make: Callable[[], C], limit: int = _MAX_POOLS) -> None:
+        self._make: Callable[[], C] = make
+        self._limit = limit
+        self.clients: list[C] = []
+        self._busy: list[int] = []
+        self._lock = threading.Lock()
+
+    def acquire(self) -> int:
+        """Reserve a pool for one request; give its index back to :meth:`release`."""
+        with self._lock:
+            busy = self._busy
+            index = min(range(len(busy)), key=busy.__getitem__) if busy else -1
+            if index < 0 or (busy[index] >= _POOL_REQUESTS and len(busy) < self._limit):
+                self.clients.append(self._make())
+                busy.append(0)
+                index = len(busy) - 1
+            busy[index] += 1
+            return index
+
+    def release(self, index: int) -> None:
+        with self._lock:
+            self._busy[index] -= 1
+
+    @contextmanager
+    def lease(self) -> Iterator[C]:
+        """A pool for the duration of one request."""
+        index = self.acquire()
+        try:
+            yield self.clients[index]
+        finally:
+            self.release(index)
+
+
+class BackendClient:
+    """HTTP access to one backend, sync and async, with typed errors.
+
+    Args:
+        role: ``"small"`` or ``"large"``; named in every error.
+        backend: The server's settings (and the caller's own SDK or httpx2 clients, if any).
+        base_url: Which of the backend's URLs (replicas) this client talks to.
+        api_key: The resolved key (the backend's own, or the router's, or from the environment).
+            A caller's own SDK client keeps its own authentication.
+        timeout: Connect and read timeout in seconds.
+
+    Retries are the routing program's business (see ``program.retrying``), not the client's.
+    """
+
+    def __init__(
+        self,
+        role: str,
+        backend: Backend,
+        *,
+        api_key: SecretStr | None,
+        timeout: float,
+        base_url: str | None = None,
+    ) -> None:
+        self.role = role
+        self.backend = backend
+        self.base_url = (base_url or backend.base_url).rstrip("/")
+        self._api_key = api_key
+        self._timeout = timeout
+        self._headers: dict[str, Any] = {} if api_key or backend.client else dict(_NO_AUTH)
+        self._ssl: ssl.SSLContext | None = None
+        self._sync: _Pools[openai.OpenAI] | None = None
+        self._async: tuple[asyncio.AbstractEventLoop, _Pools[openai.AsyncOpenAI]] | None = None
+
+    def __repr__(self) -> str:
+        return f"BackendClient(role={self.role!r}, base_url={self.base_url!r})"
+
+    def _url(self, path: str) -> str:
+        """``/v1/...`` paths live under base_url; others (/tokenize) under the server root."""
+        if path.startswith("/v1/"):
+            return self.base_url + path[len("/v1") :]
+        return server_root(self.base_url) + path
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        """One SSL context for all of this client's pools: building one loads the CA bundle,
+        which takes milliseconds."""
+        if self._ssl is None:
+            self._ssl = httpx2.create_ssl_context()
+        return self._ssl
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "timeout": self._timeout,
+            "max_retries": 0,
+            "default_headers": self.backend.headers or None,
+        }
+
+    def _key(self) -> str:
+        return self._api_key.get_secret_value() if self._api_key else "unused"
+
+    def _new_client(self) -> openai.OpenAI:
+        own = self.backend.client
+        if own is not None:
+            return own.with_options(**self._settings())
+        http = self.backend.http_client or httpx2.Client(
+            transport=httpx2.HTTPTransport(limits=_LIMITS, verify=self._ssl_context()),
+            timeout=self._timeout,
+        )
+        return openai.OpenAI(api_key=self._key(), http_client=http, **self._settings())
+
+    def _new_aclient(self) -> openai.AsyncOpenAI:
+        own = self.backend.async_client
+        if own is not None:
+            return own.with_options(**self._settings())
+        http = self.backend.http_async_client or httpx2.AsyncClient(
+            transport=httpx2.AsyncHTTPTransport(limits=_LIMITS, verify=self._ssl_context()),
+            timeout=self._timeout,
+        )
+        return openai.AsyncOpenAI(api_key=self._key(), http_client=http, **self._settings())
+
+    def _pools(self) -> _Pools[openai.OpenAI]:
+        if self._sync is None:
+            own = self.backend.client or self.backend.http_client
+            self._sync = _Pools(self._new_client, 1 if own else _MAX_POOLS)
+        return self._sync
+
+    def _apools(self) -> _Pools[openai.AsyncOpenAI]:
+        # An async client is bound to the loop it first ran on: keep its pools per running loop.
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            own = self.backend.async_client or self.backend.http_async_client
+            self._async = (loop, _Pools(self._new_aclient, 1 if own else _MAX_POOLS))
+        return self._async[1]
+
+    def _error(self, exc: Exception, url: str) -> GlimpRouterError:
+        """The typed error of an SDK or transport failure.
+
+        The SDK raises ``APIConnectionError`` before the server answered (no status line yet):
+        a dropped connection then left nothing running (vLLM aborts a request whose client is
+        gone), so it is :class:`BackendUnreachableError`, which is retried (typically a
+        kept-alive connection the server closed just as the request went out). A transport
+        error while reading an answer is a cut stream (:class:`StreamInterruptedError`).
+        """
+        if isinstance(exc, openai.APIStatusError):
+            return error_from_response(self.role, url, exc.status_code, exc.response.text)
+        if isinstance(exc, (openai.APITimeoutError, httpx2.TimeoutException)):
+            return BackendTimeoutError(
+                f"no answer within {self._timeout} s. Raise the backend's timeout, or check "
+                "that the server is not overloaded.",
+                role=self.role,
+                url=url,
+            )
+        cause = exc.__cause__ if isinstance(exc, openai.APIConnectionError) else exc
+        if isinstance(exc, openai.APIConnectionError) and isinstance(cause, httpx2.ConnectError):
+            return BackendUnreachableError(
+                f"cannot connect ({cause}). Is the server running and is base_url right?",
+                role=self.role,
+                url=url,
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            return BackendUnreachableError(
+                f"the connection closed before the server answered ({cause or exc}). Is the "
+                "server running, or restarting?",
+                role=self.role,
+                url=url,
+            )
+        return StreamInterruptedError(
+            f"the connection broke mid-response ({type(exc).__name__}: {exc}). The server may "
+            "have crashed or restarted; check its log and retry.",
+            role=self.role,
+            url=url,
+        )
+
+    def _send(self, client: Any, method: str, path: str, body: dict[str, Any] | None) -> Any:
+        """The SDK call of one JSON request (for an async client, the coroutine). A
+        completions request goes through ``completions.create``, others through ``get`` /
+        ``post`` on the same client."""
+        headers = self._headers
+        if path == "/v1/completions" and body is not None:
+            raw = client.completions.with_raw_response
+            return raw.create(**completions_kwargs(body), extra_headers=headers)
+        options = {"headers": headers}
+        url = self._url(path)
+        if method == "GET":
+            return client.get(url, cast_to=httpx2.Response, options=options)
+        return client.post(url, cast_to=httpx2.Response, body=body, options=options)
+
+    def _decode(self, answer: Any, url: str) -> dict[str, Any]:
+        response: httpx2.Response = getattr(answer, "http_response", answer)
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise BackendResponseError(
+                f"the answer is not JSON: {response.text[:200]!r}",
+                role=self.role,
+                url=url,
+                status_code=response.status_code,
+            ) from exc
+        if not isinstance(data, dict):
+            raise BackendResponseError("the answer is not a JSON object", role=self.role, url=url)
+        return data
+
+    def request_json(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        """Send one JSON request and return the decoded answer."""
+        url = self._url(path)
+        try:
+            with self._pools().lease() as client:
+                answer = self._send(client, method, path, body)
+        except (openai.APIError, httpx2.HTTPError) as exc:
+            raise self._error(exc, url) from exc
+        return self._decode(answer, url)
+
+    async def arequest_json(
+        self, method: str, path: str, body: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Async twin of :meth:`request_json`."""
+        url = self._url(path)
+        try:
+            with self._apools().lease() as client:
+                answer = await self._send(client, method, path, body)
+        except (openai.APIError, httpx2.HTTPError) as exc:
+            raise self._error(exc, url) from exc
+        return self._decode(answer, url)
+
+    def _event(self, line: str, url: str) -> Chunk | None:
+        """One server-sent event line as a :class:`Chunk` (None for anything but data)."""
+        if not line.startswith("data:"):
+            return None
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return None
+        try:
+            event = json.loads(data)
+        except ValueError as exc:
+            raise MalformedStreamError(
+                f"malformed server-sent event: {data[:200]!r}. The stream is resumed from the "
+                "text received before it; if this repeats, check the server and any proxy "
+                "between.",
+                role=self.role,
+                url=url,
+            ) from exc
+        if not isinstance(event, dict):
+            raise MalformedStreamError(
+                f"a server-sent event that is not a JSON object: {data[:200]!r}",
+                role=self.role,
+                url=url,
+            )
+        if "error" in event:
+            raise error_from_response(self.role, url, 500, data)
+        return parse_chunk(event)
+
+    @contextmanager
+    def stream(self, body: dict[str, Any]) -> Iterator[Iterator[Chunk]]:
+        """Open a streamed ``/v1/completions`` request; leaving the block aborts it."""
+        url = self._url("/v1/completions")
+        create = completions_kwargs({**body, "stream": True})
+        try:
+            with (
+                self._pools().lease() as client,
+                client.completions.with_streaming_response.create(
+                    **create, extra_headers=self._headers
+                ) as response,
+            ):
+                yield self._chunks(response.iter_lines(), url)
+        except (openai.APIError, httpx2.HTTPError) as exc:
+            raise self._error(exc, url) from exc
+
+    def _chunks(self, lines: Iterator[str], url: str) -> Iterator[Chunk]:
+        try:
+            for line in lines:
+                chunk = self._event(line, url)
+                if chunk is not None:
+                    yield chunk
+        except httpx2.HTTPError as exc:
+            raise self._error(exc, url) from exc
+
+    @asynccontextmanager
+    async def astream(self, body: dict[str, Any]) -> AsyncIterator[AsyncIterator[Chunk]]:
+        """Async twin of :meth:`stream`."""
+        url = self._url("/v1/completions")
+        create = completions_kwargs({**body, "stream": True})
+        try:
+            with self._apools().lease() as client:
+                async with client.completions.with_streaming_response.create(
+                    **create, extra_headers=self._headers
+                ) as response:
+                    yield self._achunks(response.iter_lines(), url)
+        except (openai.APIError, httpx2.HTTPError) as exc:
+            raise self._error(exc, url) from exc
+
+    async def _achunks(self, lines: AsyncIterator[str], url: str) -> AsyncIterator[Chunk]:
+        try:
+            async for line in lines:
+                chunk = self._event(line, url)
+                if chunk is not None:
+                    yield chunk
+        except httpx2.HTTPError as exc:
+            raise self._error(exc, url) from exc
+
+    def close(self) -> None:
+        """Close the sync connection pools this client made (not a caller's own)."""
+        if self._sync is not None:
+            if not (self.backend.client or self.backend.http_client):
+                for client in self._sync.clients:
+                    client.close()
+            self._sync = None
+
+    async def aclose(self) -> None:
+        """Close the sync and async connection pools this client made (not a caller's own)."""
+        self.close()
+        if self._async is not None:
+            if not (self.backend.async_client or self.backend.http_async_client):
+                for aclient in self._async[1].clients:
+                    await aclient.close()
+            self._async = None
