@@ -72,8 +72,11 @@ def write_sweep_plots(summaries: Sequence[Summary], out_dir: str | os.PathLike[s
         key=lambda p: as_float(p[2].threshold) or 0.0,
     )
     if points:
-        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color="tab:blue",
-                label=", ".join(sorted({p[2].strategy for p in points})))  # fmt: skip
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        ax.errorbar(xs, ys, fmt="o-", color="tab:blue", capsize=3,
+                    xerr=_spans([p[2].latency_mean_ci for p in points], xs),
+                    yerr=_spans([p[2].accuracy_ci for p in points], ys),
+                    label=", ".join(sorted({p[2].strategy for p in points})))  # fmt: skip
         for x, y, s in points:
             ax.annotate(
                 f"τ={s.threshold}", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8
@@ -84,14 +87,16 @@ def write_sweep_plots(summaries: Sequence[Summary], out_dir: str | os.PathLike[s
         if s.latency_mean_s is None:
             continue
         marker, color, name = styles[s.strategy]
-        ax.plot([s.latency_mean_s], [s.accuracy], marker, color=color, markersize=10, label=name)
+        ax.errorbar([s.latency_mean_s], [s.accuracy], fmt=marker, color=color, markersize=10,
+                    xerr=_spans([s.latency_mean_ci], [s.latency_mean_s]),
+                    yerr=_spans([s.accuracy_ci], [s.accuracy]), capsize=3, label=name)  # fmt: skip
     shown = [p[1] for p in points] + [s.accuracy for s in baselines if s.latency_mean_s is not None]
     if shown:  # the accuracies, with a margin, never outside [0, 1]
         ax.set_ylim(max(0.0, min(shown) - 0.05), min(1.0, max(shown) + 0.05))
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_xlabel("mean latency per question (s)")
     ax.set_ylabel("accuracy")
-    ax.set_title("Accuracy against latency")
+    ax.set_title("Accuracy against latency (bars: bootstrap 95% intervals)")
     ax.grid(alpha=0.3)
     if points or baselines:
         ax.legend(fontsize=8)
@@ -108,8 +113,9 @@ def write_sweep_plots(summaries: Sequence[Summary], out_dir: str | os.PathLike[s
         and s.intervention_rate is not None
     )
     if finite:
-        ax.plot([t for t, _ in finite], [s.intervention_rate for _, s in finite], "o-",
-                label="share of steps")  # fmt: skip
+        rates = [s.intervention_rate or 0.0 for _, s in finite]
+        ax.errorbar([t for t, _ in finite], rates, fmt="o-", capsize=3, label="share of steps",
+                    yerr=_spans([s.intervention_rate_ci for _, s in finite], rates))  # fmt: skip
         means = [(t, s.intervention_rate_mean) for t, s in finite]
         ax.plot([t for t, m in means if m is not None], [m for _, m in means if m is not None],
                 "x--", label="per-question mean")  # fmt: skip
@@ -123,6 +129,15 @@ def write_sweep_plots(summaries: Sequence[Summary], out_dir: str | os.PathLike[s
     fig.savefig(intervention, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return [pareto, intervention]
+
+
+def _spans(
+    intervals: Sequence[tuple[float, float] | None], centres: Sequence[float]
+) -> list[list[float]]:
+    """matplotlib's asymmetric error bars (below, above) of each point; 0 without an interval."""
+    below = [c - i[0] if i else 0.0 for i, c in zip(intervals, centres, strict=True)]
+    above = [i[1] - c if i else 0.0 for i, c in zip(intervals, centres, strict=True)]
+    return [[max(0.0, b) for b in below], [max(0.0, a) for a in above]]
 
 
 # -- analyze --------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import BaseMessage
 
+from langchain_glimprouter import stats
 from langchain_glimprouter.chat_models import GlimpRouterChatModel
 from langchain_glimprouter.errors import InvalidArgumentError
 from langchain_glimprouter.questions import CALIBRATION_QUESTIONS as CALIBRATION_QUESTIONS
@@ -69,6 +70,9 @@ class Calibration:
     """The upper quantiles 0.1, 0.25, 0.5, 0.75 and 0.9 of the H_init values."""
     values: tuple[float, ...] = ()
     """Every observed H_init, sorted."""
+    threshold_ci: tuple[float, float] | None = None
+    """A bootstrap 95 % interval of ``threshold`` over the sample's questions: how far another
+    sample of as many questions could move it (wide: calibrate on more questions)."""
 
     def rate_at(self, threshold: float) -> float:
         """The share of the sample's step starts that ``threshold`` would send large."""
@@ -90,16 +94,19 @@ class Calibration:
             "n_questions": self.n_questions,
             "n_steps": self.n_steps,
             "quantiles": {f"{q:.0%}": v for q, v in self.quantiles.items()},
+            "threshold_ci": list(self.threshold_ci) if self.threshold_ci else None,
         }
 
 
 def _summarise(
     target_rate: float, n_questions: int, messages: Sequence[BaseMessage]
 ) -> Calibration:
-    values: list[float] = []
-    for message in messages:
-        steps = message.response_metadata["glimprouter"]["steps"]
-        values.extend(s["h_init"] for s in steps if s["h_init"] is not None)
+    groups = [
+        [s["h_init"] for s in message.response_metadata["glimprouter"]["steps"]
+         if s["h_init"] is not None]
+        for message in messages
+    ]  # fmt: skip
+    values = [v for group in groups for v in group]
     if not values:
         raise InvalidArgumentError(
             f"no H_init was observed over {n_questions} question(s): no step was glimpsed. "
@@ -116,6 +123,7 @@ def _summarise(
         n_steps=len(values),
         quantiles={q: upper_quantile(values, q) for q in QUANTILES},
         values=tuple(values),
+        threshold_ci=stats.upper_quantile_ci(groups, 1.0 - target_rate),
     )
 
 

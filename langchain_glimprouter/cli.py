@@ -184,8 +184,14 @@ def calibration_report(found: Calibration, small: Backend, large: Backend) -> st
         f"H_init quantiles (nats): {quantiles}\n\n"
         f"Threshold for a large-step rate of {found.target_rate * 100:g}%: {tau} nats\n"
         f"  realised on the sample: {found.realised_rate:.1%} ({above} of {found.n_steps} step "
-        "starts above it)\n\n"
-        "Use it with:\n\n"
+        "starts above it)\n"
+        + (
+            f"  bootstrap 95% interval over the questions: {found.threshold_ci[0]:.3f}–"
+            f"{found.threshold_ci[1]:.3f} nats (wide: calibrate on more questions)\n\n"
+            if found.threshold_ci
+            else "\n"
+        )
+        + "Use it with:\n\n"
         "from langchain_glimprouter import Backend, GlimpRouterChatModel\n\n"
         "router = GlimpRouterChatModel(\n"
         f"    small=Backend(base_url={json.dumps(small.base_url)}, "
