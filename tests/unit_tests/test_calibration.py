@@ -78,6 +78,8 @@ def test_threshold_for_known_entropies(
     assert found.n_steps == 24  # the "</think>" glimpse writes no step and is not counted
     assert found.values == pytest.approx(sorted(H8[:8] * 3))
     assert found.rate_at(found.threshold) == found.realised_rate
+    # every question has the same chain: another sample of questions cannot move the threshold
+    assert found.threshold_ci == pytest.approx((found.threshold, found.threshold))
 
 
 def test_every_question_routed_small_only(servers: Any) -> None:
@@ -174,6 +176,7 @@ def test_cli_prints_threshold_and_router(servers: Any) -> None:
     assert "Threshold for a large-step rate of 25%: 0.6" in text
     assert f"realised on the sample: 25.0% ({2 * n} of {8 * n} step starts above it)" in text
     assert "H_init quantiles (nats): 10% 0.100  25% 0.200  50% 0.400  75% 0.600  90% 0.800" in text
+    assert "bootstrap 95% interval over the questions: 0.600–0.600 nats" in text
     assert f'small=Backend(base_url="{small.base_url}", model="small-m")' in text
     threshold = float(text.split("    threshold=")[1].split(",")[0])
     assert threshold == pytest.approx(0.6, abs=1e-4)
@@ -195,6 +198,7 @@ def test_cli_json(servers: Any, tmp_path: Path) -> None:
     assert found["realised_rate"] == 0.5
     assert (found["n_questions"], found["n_steps"], found["target_rate"]) == (2, 16, 0.5)
     assert list(found["quantiles"]) == ["10%", "25%", "50%", "75%", "90%"]
+    assert found["threshold_ci"] == pytest.approx([0.4, 0.4])
     assert len(large.requests) == 2
     assert all("Think." in r.prompt for r in small.requests)
 
