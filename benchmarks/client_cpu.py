@@ -22,6 +22,7 @@ import asyncio
 import cProfile
 import importlib.util
 import json
+import math
 import os
 import pstats
 import statistics
@@ -83,6 +84,10 @@ def measure(
                         "client_cpu_s": sample.client_cpu_s,
                         "streamed_tokens": tokens,
                         "cpu_us_per_token": 1e6 * sample.client_cpu_s / tokens,
+                        "client_cpu_over_wall": sample.client_cpu_s / sample.wall_s,
+                        "server_cpu_over_wall": {
+                            r: c / sample.wall_s for r, c in (sample.server_cpu_s or {}).items()
+                        },
                         "correct": sample.correct,
                     }
                 )
@@ -111,7 +116,8 @@ def summarize(runs: list[dict[str, Any]], sizes: list[int]) -> str:
         by_package.setdefault(run["package"], []).append(run)
     header = ["version", "runs", "1 call: latency / busy (median)", "1 call: client CPU ms"]
     for size in sizes:
-        header += [f"{size} at once: throughput / ideal", f"{size}: CPU µs / streamed token"]
+        header += [f"{size} at once: throughput / ideal", f"{size}: CPU µs / streamed token",
+                   f"{size}: CPU / wall (client; small, large servers)"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for package, group in by_package.items():
         row = [
@@ -127,6 +133,11 @@ def summarize(runs: list[dict[str, Any]], sizes: list[int]) -> str:
                 f"({min(b['throughput_over_ideal'] for b in bs):.3f}–"
                 f"{max(b['throughput_over_ideal'] for b in bs):.3f})",
                 f"{median([b['cpu_us_per_token'] for b in bs]):.0f}",
+                f"{median([b['client_cpu_over_wall'] for b in bs]):.2f}; "
+                + ", ".join(
+                    f"{median([b['server_cpu_over_wall'].get(r, math.nan) for b in bs]):.2f}"
+                    for r in ("small", "large")
+                ),
             ]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
