@@ -181,6 +181,9 @@ class BackendClient:
         self._api_key = api_key
         self._timeout = timeout
         self._headers: dict[str, Any] = {} if api_key or backend.client else dict(_NO_AUTH)
+        # per-request headers: no Authorization header unless there is a key, or the caller's
+        # own client (sync or async) brings its authentication
+        self._aheaders: dict[str, Any] = {} if api_key or backend.async_client else dict(_NO_AUTH)
         self._ssl: ssl.SSLContext | None = None
         self._sync: _Pools[openai.OpenAI] | None = None
         self._async: tuple[asyncio.AbstractEventLoop, _Pools[openai.AsyncOpenAI]] | None = None
@@ -285,11 +288,12 @@ class BackendClient:
             url=url,
         )
 
-    def _send(self, client: Any, method: str, path: str, body: dict[str, Any] | None) -> Any:
+    def _send(
+        self, client: Any, method: str, path: str, body: dict[str, Any] | None, headers: Any
+    ) -> Any:
         """The SDK call of one JSON request (for an async client, the coroutine). A
         completions request goes through ``completions.create``, others through ``get`` /
         ``post`` on the same client."""
-        headers = self._headers
         if path == "/v1/completions" and body is not None:
             raw = client.completions.with_raw_response
             return raw.create(**completions_kwargs(body), extra_headers=headers)
@@ -319,7 +323,7 @@ class BackendClient:
         url = self._url(path)
         try:
             with self._pools().lease() as client:
-                answer = self._send(client, method, path, body)
+                answer = self._send(client, method, path, body, self._headers)
         except (openai.APIError, httpx2.HTTPError) as exc:
             raise self._error(exc, url) from exc
         return self._decode(answer, url)
@@ -331,7 +335,7 @@ class BackendClient:
         url = self._url(path)
         try:
             with self._apools().lease() as client:
-                answer = await self._send(client, method, path, body)
+                answer = await self._send(client, method, path, body, self._aheaders)
         except (openai.APIError, httpx2.HTTPError) as exc:
             raise self._error(exc, url) from exc
         return self._decode(answer, url)
@@ -403,7 +407,7 @@ class BackendClient:
         try:
             with self._apools().lease() as client:
                 async with client.completions.with_streaming_response.create(
-                    **create, extra_headers=self._headers
+                    **create, extra_headers=self._aheaders
                 ) as response:
                     yield self._achunks(response.http_response.aiter_bytes(), url)
         except (openai.APIError, httpx2.HTTPError) as exc:

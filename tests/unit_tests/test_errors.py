@@ -222,3 +222,23 @@ async def test_a_callers_own_clients(servers: Any) -> None:
     assert len(small.requests) - before == 2  # one retry, the router's; none of the SDK's 5
     http.close()
     await ahttp.aclose()
+
+
+async def test_an_own_async_client_keeps_its_key(
+    servers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only an async client given: ainvoke authenticates with it, invoke sends no key at all."""
+    for name in ("OPENAI_API_KEY", "GLIMPROUTER_SMALL_API_KEY", "GLIMPROUTER_LARGE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    small, large = servers()
+    aown = openai.AsyncOpenAI(api_key="sk-async", base_url=small.base_url)
+    model = GlimpRouterChatModel(
+        small=Backend(base_url=small.base_url, model="small-m", async_client=aown),
+        large=Backend(base_url=large.base_url, model="large-m"),
+        threshold=1.0,
+    )
+    await model.ainvoke(QUESTION)
+    assert {r.authorization for r in small.requests} == {"Bearer sk-async"}
+    small.reset()
+    model.invoke(QUESTION)
+    assert {r.authorization for r in small.requests} == {None}
