@@ -15,7 +15,7 @@ What it measures, all in one run and one process (medians over repetitions, and 
    (``probe="separate"``) at 25 %;
 5. throughput of ``abatch`` with 16 and 64 questions at once against the one-question ideal.
 
-The servers are ``tests/scripted_server.py`` (real HTTP on loopback), each in a process of its
+The servers are ``scripted_server/server.py`` (real HTTP on loopback), each in a process of its
 own (``--servers process``, the default; ``--servers thread`` puts them in threads of this
 process, sharing its GIL with the client, as before). They wait ``prefill`` before the first
 token and ``decode`` between tokens, on a steady clock (``--pacing steady``, the default: token i
@@ -60,7 +60,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from langchain_glimprouter import Backend, GlimpRouterChatModel  # noqa: E402
-from tests.scripted_server import (  # noqa: E402
+from scripted_server import (  # noqa: E402
     RequestLog,
     Script,
     ScriptedServer,

@@ -58,16 +58,16 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from langchain_glimprouter import Backend, GlimpRouterChatModel  # noqa: E402
-from langchain_glimprouter.backends import Chunk  # noqa: E402
-from langchain_glimprouter.questions import CALIBRATION_QUESTIONS  # noqa: E402
-from langchain_glimprouter.servers import (  # noqa: E402
+from langchain_glimprouter.cli.servers import (  # noqa: E402
     LocalServer,
     start_pair,
     stop_all,
     tiny_model_dir,
     vllm_python,
 )
-from langchain_glimprouter.transport import BackendClient  # noqa: E402
+from langchain_glimprouter.http.client import BackendClient  # noqa: E402
+from langchain_glimprouter.questions import CALIBRATION_QUESTIONS  # noqa: E402
+from langchain_glimprouter.routing.wire import Chunk  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "real_overhead.json"
 SYSTEM = "You are a careful math tutor. Reason step by step and put a blank line between steps."

@@ -23,7 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from langchain_glimprouter import Backend, GlimpRouterChatModel, GlimpRouterError
-from tests.scripted_server import Faults, Script, ScriptedServer
+from scripted_server import Faults, Script, ScriptedServer
 
 STEPS = 8
 SMALL = [f"small step {i} " + "word " * 6 for i in range(STEPS)]

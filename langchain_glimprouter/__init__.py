@@ -1,6 +1,6 @@
 """langchain-glimprouter: probe-then-dispatch routing of reasoning steps between two models."""
 
-from langchain_glimprouter.backends import Backend
+from langchain_glimprouter.backend import Backend
 from langchain_glimprouter.chat_models import GlimpRouterChatModel
 from langchain_glimprouter.errors import (
     BackendError,
@@ -20,7 +20,7 @@ from langchain_glimprouter.errors import (
 )
 from langchain_glimprouter.gguf import gguf_chat_template
 from langchain_glimprouter.records import STEP_EVENT, RoutingRecord, StepRecord
-from langchain_glimprouter.strategies import STRATEGIES, AdaptiveThreshold, Strategy
+from langchain_glimprouter.routing.strategies import STRATEGIES, AdaptiveThreshold, Strategy
 
 __all__ = [
     "STEP_EVENT",

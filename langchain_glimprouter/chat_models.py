@@ -3,7 +3,7 @@
 Messages in; an ``AIMessage`` (or chunks) out, with the chain in
 ``additional_kwargs["reasoning_content"]``, the routing record in
 ``response_metadata["glimprouter"]`` and one ``glimprouter_step`` custom callback event per step.
-Everything about routing lives in :mod:`~langchain_glimprouter.engine`.
+Everything about routing lives in :mod:`~langchain_glimprouter.routing.engine`.
 """
 
 from __future__ import annotations
@@ -64,8 +64,18 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from typing_extensions import Self
 
-from langchain_glimprouter.backends import DEFAULT_TIMEOUT, Backend
-from langchain_glimprouter.engine import (
+from langchain_glimprouter.backend import DEFAULT_TIMEOUT, Backend
+from langchain_glimprouter.errors import (
+    BackendResponseError,
+    BudgetError,
+    GlimpRouterError,
+    IncompleteAnswerError,
+    InvalidArgumentError,
+)
+from langchain_glimprouter.http.client import BackendClient
+from langchain_glimprouter.http.drivers import Clients, adrive, drive
+from langchain_glimprouter.records import STEP_EVENT, StepRecord
+from langchain_glimprouter.routing.engine import (
     AnswerConstraint,
     AnswerDelta,
     Probe,
@@ -76,18 +86,15 @@ from langchain_glimprouter.engine import (
     StepDone,
     route,
 )
-from langchain_glimprouter.entropy import ESTIMATORS, Estimator
-from langchain_glimprouter.errors import (
-    BackendResponseError,
-    BudgetError,
-    GlimpRouterError,
-    IncompleteAnswerError,
-    InvalidArgumentError,
+from langchain_glimprouter.routing.entropy import ESTIMATORS, Estimator
+from langchain_glimprouter.routing.ops import Program
+from langchain_glimprouter.routing.strategies import (
+    MEASURED,
+    STRATEGIES,
+    AdaptiveThreshold,
+    Strategy,
 )
-from langchain_glimprouter.program import Clients, Program, adrive, drive
-from langchain_glimprouter.records import STEP_EVENT, StepRecord
-from langchain_glimprouter.strategies import MEASURED, STRATEGIES, AdaptiveThreshold, Strategy
-from langchain_glimprouter.tool_calls import (
+from langchain_glimprouter.routing.tool_calls import (
     CallSplitter,
     InvalidCall,
     ParsedAnswer,
@@ -95,7 +102,6 @@ from langchain_glimprouter.tool_calls import (
     ToolCallParser,
     new_call_id,
 )
-from langchain_glimprouter.transport import BackendClient
 
 PROVIDER = "glimprouter"
 _EVENTS_KWARG = "_glimprouter_events"

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from langchain_glimprouter import Backend
-from langchain_glimprouter.servers import LocalServer, start_pair
+from langchain_glimprouter.cli.servers import LocalServer, start_pair
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+([-+0-9.eEinfNa]+)$")
 

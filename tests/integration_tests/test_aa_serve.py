@@ -16,7 +16,7 @@ import time
 import httpx
 
 from langchain_glimprouter import GlimpRouterChatModel
-from langchain_glimprouter.servers import free_port, port_in_use
+from langchain_glimprouter.cli.servers import free_port, port_in_use
 
 
 def _lines(process: subprocess.Popen[str]) -> queue.Queue[str | None]:

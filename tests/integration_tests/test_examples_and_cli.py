@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from langchain_glimprouter import cli
-from langchain_glimprouter.servers import LocalServer
+from langchain_glimprouter.cli import main as cli
+from langchain_glimprouter.cli.servers import LocalServer
 
 from .conftest import Pair
 
@@ -81,7 +81,7 @@ def test_demo_view_with_calibrated_threshold(
             servers.append(server)  # no process: stop() leaves the session's servers alone
         return servers
 
-    monkeypatch.setattr("langchain_glimprouter.servers.start_pair", running_pair)
+    monkeypatch.setattr("langchain_glimprouter.cli.servers.start_pair", running_pair)
     out = io.StringIO()
     assert cli.main(["demo", "--max-reasoning-tokens", "96", "--max-tokens", "24"], out=out) == 0
     text = out.getvalue()

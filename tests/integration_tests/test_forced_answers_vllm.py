@@ -16,7 +16,7 @@ import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk
 
 from langchain_glimprouter import GlimpRouterChatModel, IncompleteAnswerError
-from tests.forced_answers import Report, get_weather
+from tests.support.forced_answers import Report, get_weather
 
 from .conftest import Pair
 

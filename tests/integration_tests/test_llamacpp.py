@@ -28,9 +28,10 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from langchain_glimprouter import Backend, GlimpRouterChatModel
-from langchain_glimprouter.entropy import first_token_entropy
-from langchain_glimprouter.prompts import open_thinking, render_jinja
-from langchain_glimprouter.servers import LlamaCppServer, free_port
+from langchain_glimprouter.cli.servers import free_port
+from langchain_glimprouter.routing.entropy import first_token_entropy
+from langchain_glimprouter.routing.prompts import open_thinking, render_jinja
+from tests.support.llamacpp import LlamaCppServer
 
 from .conftest import Pair, metric, started_requests
 

@@ -33,8 +33,8 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
 from langchain_glimprouter import Backend, GlimpRouterChatModel, IncompleteAnswerError
-from tests.scripted_server import Script, ScriptedServer
-from tests.standard_capabilities import StandardCapabilities
+from scripted_server import Script, ScriptedServer
+from tests.support.standard_capabilities import StandardCapabilities
 
 from .conftest import Pair
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from langchain_glimprouter import Backend, GlimpRouterChatModel
-from tests.scripted_server import Script, ScriptedServer
+from scripted_server import Script, ScriptedServer
 
 SMALL_STEPS = ["small writes step zero", "small writes step one", "small writes step two",
                "small writes step three"]  # fmt: skip

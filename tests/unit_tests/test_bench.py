@@ -17,12 +17,13 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field, PrivateAttr
 
-from langchain_glimprouter import BackendUnreachableError, InvalidArgumentError, cli
-from langchain_glimprouter import bench as B
-from langchain_glimprouter import bench_plots as P
-from langchain_glimprouter.grading import BenchItem
+from langchain_glimprouter import BackendUnreachableError, InvalidArgumentError
+from langchain_glimprouter.cli import main as cli
+from langchain_glimprouter.cli.bench import plots as P
+from langchain_glimprouter.cli.bench import runner as B
+from langchain_glimprouter.cli.bench.grading import BenchItem
 from langchain_glimprouter.records import RoutingRecord, StepRecord
-from tests.scripted_server import ScriptedServer
+from scripted_server import ScriptedServer
 from tests.unit_tests.conftest import router_for
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -37,7 +38,7 @@ ITEMS = [
 
 
 def boxed_pair(servers: Any) -> tuple[ScriptedServer, ScriptedServer]:
-    from tests.scripted_server import Script
+    from scripted_server import Script
     from tests.unit_tests.conftest import H_INIT, LARGE_STEPS, SMALL_STEPS
 
     pair: tuple[ScriptedServer, ScriptedServer] = servers(
@@ -637,7 +638,9 @@ def test_cli_bench_errors(
     extra: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: Any
 ) -> None:
     started: list[bool] = []
-    monkeypatch.setattr("langchain_glimprouter.servers.start_pair", lambda: started.append(True))
+    monkeypatch.setattr(
+        "langchain_glimprouter.cli.servers.start_pair", lambda: started.append(True)
+    )
     assert cli.main(["bench", *extra], out=io.StringIO()) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ")
@@ -672,7 +675,7 @@ def test_cli_bench_local_starts_and_stops_the_pair(
             pass
 
     pair = [Local(small, "small-m"), Local(large, "large-m")]
-    monkeypatch.setattr("langchain_glimprouter.servers.start_pair", lambda: pair)
+    monkeypatch.setattr("langchain_glimprouter.cli.servers.start_pair", lambda: pair)
     monkeypatch.setattr(cli, "stop_all", lambda servers: [s.stop() for s in servers])
     data = write_items(tmp_path / "items.jsonl", ITEMS[:1])
     out = io.StringIO()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from langchain_glimprouter import InvalidArgumentError, cli
+from langchain_glimprouter import InvalidArgumentError
 from langchain_glimprouter.calibration import (
     CALIBRATION_QUESTIONS,
     acalibrate,
@@ -20,7 +20,8 @@ from langchain_glimprouter.calibration import (
     load_questions,
     upper_quantile,
 )
-from tests.scripted_server import Script, ScriptedServer
+from langchain_glimprouter.cli import main as cli
+from scripted_server import Script, ScriptedServer
 from tests.unit_tests.conftest import SMALL_STEPS, router_for
 
 # Eight steps, first-token entropies 0.1 ... 0.8; the ninth glimpse finds "</think>".
@@ -283,7 +284,7 @@ def test_demo_calibrates_on_the_warm_up_question(
         return [SimpleNamespace(base_url=s.base_url, served_name=n, stop=lambda: None)
                 for s, n in ((small, "small-m"), (large, "large-m"))]  # fmt: skip
 
-    monkeypatch.setattr("langchain_glimprouter.servers.start_pair", scripted_pair)
+    monkeypatch.setattr("langchain_glimprouter.cli.servers.start_pair", scripted_pair)
     out = io.StringIO()
     assert cli.main(["demo"], out=out) == 0
     text = out.getvalue()

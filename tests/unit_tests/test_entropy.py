@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from langchain_glimprouter.entropy import entropy_bounds, first_token_entropy, residual_mass
+from langchain_glimprouter.routing.entropy import entropy_bounds, first_token_entropy, residual_mass
 
 
 def exact(probs: list[float]) -> float:

@@ -24,8 +24,8 @@ from langchain_glimprouter import (
     InvalidArgumentError,
     MissingLogprobsError,
 )
-from langchain_glimprouter.servers import free_port
-from tests.scripted_server import Faults, Script
+from langchain_glimprouter.cli.servers import free_port
+from scripted_server import Faults, Script
 
 from .conftest import router_for
 

@@ -17,7 +17,7 @@ from langchain_glimprouter import (
     MissingLogprobsError,
     StreamInterruptedError,
 )
-from tests.scripted_server import Faults, ScriptedServer
+from scripted_server import Faults, ScriptedServer
 
 from .conftest import LARGE_STEPS, SMALL_STEPS, router_for
 

@@ -17,8 +17,8 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.runnables import Runnable
 
 from langchain_glimprouter import IncompleteAnswerError
-from tests.forced_answers import Report, get_weather
-from tests.scripted_server import Script, ScriptedServer
+from scripted_server import Script, ScriptedServer
+from tests.support.forced_answers import Report, get_weather
 
 from .conftest import LARGE_STEPS, SMALL_STEPS, router_for
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from langchain_glimprouter.grading import (
+from langchain_glimprouter.cli.bench.grading import (
     BenchItem,
     Grade,
     default_items_path,

@@ -10,15 +10,11 @@ from typing import Any
 import pytest
 
 from langchain_glimprouter import Backend, gguf_chat_template
-from langchain_glimprouter.backends import parse_chunk
+from langchain_glimprouter.cli.servers import ServerExited
 from langchain_glimprouter.gguf import GGUFError, read_gguf_metadata
-from langchain_glimprouter.prompts import open_thinking, render_jinja
-from langchain_glimprouter.servers import (
-    LlamaCppServer,
-    ServerExited,
-    llamacpp_command,
-    tiny_gguf,
-)
+from langchain_glimprouter.routing.prompts import open_thinking, render_jinja
+from langchain_glimprouter.routing.wire import parse_chunk
+from tests.support.llamacpp import LlamaCppServer, llamacpp_command, tiny_gguf
 
 TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}"

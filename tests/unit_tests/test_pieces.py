@@ -8,17 +8,18 @@ import threading
 
 import pytest
 
-from langchain_glimprouter.backends import Backend, parse_chunk
-from langchain_glimprouter.engine import _Holdback
+from langchain_glimprouter.backend import Backend
 from langchain_glimprouter.errors import (
     BackendResponseError,
     BackendUnreachableError,
     ContextLengthExceededError,
     InvalidArgumentError,
 )
-from langchain_glimprouter.program import is_retryable
-from langchain_glimprouter.prompts import open_thinking, render_jinja
-from langchain_glimprouter.transport import BackendClient, error_from_response
+from langchain_glimprouter.http.client import BackendClient, error_from_response
+from langchain_glimprouter.routing.engine import _Holdback
+from langchain_glimprouter.routing.ops import is_retryable
+from langchain_glimprouter.routing.prompts import open_thinking, render_jinja
+from langchain_glimprouter.routing.wire import parse_chunk
 
 # A chunk exactly as vLLM 0.32 streams it (first token, logprobs=3, continuous usage).
 VLLM_CHUNK = {

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from langchain_glimprouter import Backend, GlimpRouterChatModel
-from langchain_glimprouter.program import replica_order
-from tests.scripted_server import Script, ScriptedServer
+from langchain_glimprouter.routing.ops import replica_order
+from scripted_server import Script, ScriptedServer
 
 from .conftest import H_INIT, LARGE_STEPS, SMALL_STEPS
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.scripted_server import Script
+from scripted_server import Script
 
 from .conftest import H_INIT, LARGE_STEPS, SMALL_STEPS, router_for
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from langchain_glimprouter import cli
-from langchain_glimprouter.servers import (
+from langchain_glimprouter.cli import main as cli
+from langchain_glimprouter.cli.servers import (
     LocalServer,
     ServeError,
     check_same_vocabulary,

@@ -7,7 +7,7 @@ from typing import Any
 from langchain_tests.unit_tests import ChatModelUnitTests
 
 from langchain_glimprouter import Backend
-from tests.standard_capabilities import StandardCapabilities
+from tests.support.standard_capabilities import StandardCapabilities
 
 
 class TestGlimpRouterChatModelUnit(StandardCapabilities, ChatModelUnitTests):

@@ -8,9 +8,9 @@ import random
 import numpy as np
 import pytest
 
-from langchain_glimprouter import bench as B
 from langchain_glimprouter import stats
 from langchain_glimprouter.calibration import upper_quantile
+from langchain_glimprouter.cli.bench import runner as B
 
 
 def test_an_accuracy_interval_is_as_wide_as_the_binomial_says() -> None:

@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 
 from langchain_glimprouter import InvalidArgumentError
-from langchain_glimprouter.engine import RouteSettings, ServerFacts, _Generation, _Run
-from langchain_glimprouter.entropy import first_token_entropy
-from langchain_glimprouter.strategies import (
+from langchain_glimprouter.routing.engine import RouteSettings, ServerFacts, _Generation, _Run
+from langchain_glimprouter.routing.entropy import first_token_entropy
+from langchain_glimprouter.routing.strategies import (
     AdaptiveThreshold,
     judge_score,
     mean_step_entropy,
     perplexity,
 )
-from tests.scripted_server import Script, later_top_logprobs
+from scripted_server import Script, later_top_logprobs
 
 from .conftest import LARGE_STEPS, SMALL_STEPS, router_for
 

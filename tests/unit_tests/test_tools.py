@@ -13,13 +13,13 @@ from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
 from langchain_glimprouter import Backend, GlimpRouterChatModel, InvalidArgumentError
-from langchain_glimprouter.tool_calls import (
+from langchain_glimprouter.routing.tool_calls import (
     CallSplitter,
     HermesToolCallParser,
     InvalidCall,
     ParsedCall,
 )
-from tests.scripted_server import Script, ScriptedServer
+from scripted_server import Script, ScriptedServer
 
 from .conftest import LARGE_STEPS, SMALL_STEPS, router_for
 

@@ -1,13 +1,13 @@
 """``glimprouter bench``: run a question set through the router and see what it saves and costs.
 
 The experiment of the paper as a tool. :func:`arun` routes every question of a bench file (see
-:mod:`~langchain_glimprouter.grading`) through a chat model, ``concurrency`` at a time, grades
-each answer and appends one JSON line per question to a results file as soon as it finishes.
+:mod:`~langchain_glimprouter.cli.bench.grading`) through a chat model, ``concurrency`` at a time,
+grades each answer and appends one JSON line per question to a results file as soon as it finishes.
 :func:`summarize` turns such lines into a :class:`Summary` (accuracy, latency, intervention
 rate, tokens and requests per model). :func:`asweep` does one run per threshold (and, on
 request, the large-only and small-only baselines) and writes ``sweep.csv``. What is drawn or
 analysed from recorded runs (the sweep's plots, the entropy comparison of ``--analyze``) is in
-:mod:`~langchain_glimprouter.bench_plots`.
+:mod:`~langchain_glimprouter.cli.bench.plots`.
 
 A results file is JSON lines. The first line is ``{"config": {...}}``: the settings of the run
 (strategy, threshold, models, budgets, sampling, prompt), which ``resume=True`` checks before it
@@ -35,8 +35,8 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from langchain_glimprouter import stats
 from langchain_glimprouter.chat_models import GlimpRouterChatModel
+from langchain_glimprouter.cli.bench.grading import BenchItem, grade
 from langchain_glimprouter.errors import GlimpRouterError, InvalidArgumentError
-from langchain_glimprouter.grading import BenchItem, grade
 
 ModelSource = BaseChatModel | Callable[[], BaseChatModel]
 """A chat model, or a function that builds one (called once per run)."""
@@ -477,8 +477,9 @@ async def arun(
     """Route ``items`` through ``model``, ``concurrency`` at a time, into the results file ``out``.
 
     ``model`` is a chat model or a function that builds one. Each question is sent with
-    :func:`item_messages` (``ainvoke``), graded with :func:`~langchain_glimprouter.grading.grade`
-    and written as one line (:func:`result_line`) as soon as it finishes. A call that raises a
+    :func:`item_messages` (``ainvoke``), graded with
+    :func:`~langchain_glimprouter.cli.bench.grading.grade` and written as one line
+    (:func:`result_line`) as soon as it finishes. A call that raises a
     :class:`GlimpRouterError` is written as an :func:`error_line` and the run goes on. ``label``
     is the run's strategy name in the lines (default: the model's ``strategy``, else
     ``"glimpse"``); ``config`` adds to the settings the header records (:func:`model_config`).
@@ -811,7 +812,7 @@ async def asweep(
     baseline (``{"large_only": model, "small_only": model}``), each into
     ``<out_dir>/<run_name>``; ``sweep.csv`` is rewritten after every run. A one-line summary of
     each run goes to ``report``. Returns the summaries in run order; draw them with
-    :func:`~langchain_glimprouter.bench_plots.write_sweep_plots`."""
+    :func:`~langchain_glimprouter.cli.bench.plots.write_sweep_plots`."""
     if not thresholds and not baselines:
         raise InvalidArgumentError("a sweep needs at least one threshold or baseline")
     folder = Path(out_dir)

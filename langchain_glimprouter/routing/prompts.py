@@ -27,10 +27,10 @@ from typing import Any
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from langchain_glimprouter.backends import Backend
+from langchain_glimprouter.backend import Backend
 from langchain_glimprouter.errors import BackendResponseError, PromptRenderingError
-from langchain_glimprouter.program import Program, Request
-from langchain_glimprouter.tool_calls import ToolCallParser
+from langchain_glimprouter.routing.ops import Program, Request
+from langchain_glimprouter.routing.tool_calls import ToolCallParser
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"

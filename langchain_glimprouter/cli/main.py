@@ -35,8 +35,7 @@ from typing import Any, TextIO
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import ValidationError
 
-from langchain_glimprouter import bench, bench_plots
-from langchain_glimprouter.backends import Backend
+from langchain_glimprouter.backend import Backend
 from langchain_glimprouter.calibration import (
     CALIBRATION_QUESTIONS,
     Calibration,
@@ -44,10 +43,10 @@ from langchain_glimprouter.calibration import (
     load_questions,
 )
 from langchain_glimprouter.chat_models import GlimpRouterChatModel
-from langchain_glimprouter.entropy import ESTIMATORS
-from langchain_glimprouter.errors import GlimpRouterError, InvalidArgumentError
-from langchain_glimprouter.grading import BenchItem, default_items_path, load_items
-from langchain_glimprouter.servers import (
+from langchain_glimprouter.cli.bench import plots as bench_plots
+from langchain_glimprouter.cli.bench import runner as bench
+from langchain_glimprouter.cli.bench.grading import BenchItem, default_items_path, load_items
+from langchain_glimprouter.cli.servers import (
     LocalServer,
     ServeError,
     ServerExited,
@@ -59,7 +58,9 @@ from langchain_glimprouter.servers import (
     vllm_python,
     wait_all_ready,
 )
-from langchain_glimprouter.strategies import STRATEGIES
+from langchain_glimprouter.errors import GlimpRouterError, InvalidArgumentError
+from langchain_glimprouter.routing.entropy import ESTIMATORS
+from langchain_glimprouter.routing.strategies import STRATEGIES
 
 DEMO_SYSTEM = (
     "You are a careful math tutor. Reason step by step and put a blank line between steps."
@@ -134,7 +135,7 @@ def _router(args: argparse.Namespace, small: Backend, large: Backend) -> GlimpRo
 
 
 def _demo(args: argparse.Namespace, out: TextIO) -> int:
-    from langchain_glimprouter.servers import start_pair
+    from langchain_glimprouter.cli.servers import start_pair
 
     print(DEMO_NOTICE, file=out)
     print("Starting two vLLM CPU servers on SmolLM2-135M (about 2 minutes)...", file=out)
@@ -600,7 +601,7 @@ def _bench(args: argparse.Namespace, out: TextIO) -> int:
     servers: list[LocalServer] = []
     try:
         if args.local:
-            from langchain_glimprouter.servers import start_pair
+            from langchain_glimprouter.cli.servers import start_pair
 
             print(DEMO_NOTICE, file=out)
             print("Starting two vLLM CPU servers on SmolLM2-135M (about 2 minutes)...", file=out)
@@ -829,7 +830,3 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

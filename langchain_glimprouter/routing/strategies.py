@@ -1,6 +1,6 @@
 """How a step's writer is chosen: the routing strategies and the adaptive threshold.
 
-One engine runs every strategy (see :mod:`~langchain_glimprouter.engine`); this module holds
+One engine runs every strategy (see :mod:`~langchain_glimprouter.routing.engine`); this module holds
 what differs between them and needs no I/O: the per-step measures and their direction, and
 :class:`AdaptiveThreshold`, the online controller behind ``threshold="auto"``.
 
@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
-from langchain_glimprouter.entropy import Estimator, first_token_entropy
+from langchain_glimprouter.routing.entropy import Estimator, first_token_entropy
 
 Strategy = Literal[
     "glimpse", "large_only", "small_only", "random", "step_entropy", "step_ppl", "specreason"

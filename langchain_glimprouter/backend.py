@@ -1,18 +1,17 @@
-"""The settings of one OpenAI-compatible completions server, and what routing reads of its
-streamed answers (:class:`Chunk`). The HTTP client itself is in
-:mod:`langchain_glimprouter.transport`.
+"""The settings of one OpenAI-compatible completions server (:class:`Backend`). The HTTP client
+that talks to it is :mod:`langchain_glimprouter.http.client`; what routing reads of its streamed
+answers is :mod:`langchain_glimprouter.routing.wire`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import httpx2
 import openai
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from langchain_glimprouter.tool_calls import HermesToolCallParser, ToolCallParser
+from langchain_glimprouter.routing.tool_calls import HermesToolCallParser, ToolCallParser
 
 DEFAULT_TIMEOUT = 60.0
 """Seconds to wait for a connection or for the next streamed chunk, when nothing else is set."""
@@ -107,53 +106,3 @@ def server_root(base_url: str) -> str:
     """``http://host:8000/v1`` -> ``http://host:8000``."""
     url = base_url.rstrip("/")
     return url[: -len("/v1")] if url.endswith("/v1") else url
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """One server-sent event of a streamed completion, reduced to what routing needs."""
-
-    text: str
-    n_tokens: int
-    """Tokens in this chunk (from its logprobs; 1 per non-empty chunk without them)."""
-    first_token: str | None
-    """The chunk's first token as the server spelled it in its logprobs."""
-    top_logprobs: dict[str, float] | None
-    """Top-k logprobs of the chunk's first token, if logprobs were asked for."""
-    finish_reason: str | None
-    stop_reason: str | int | None
-    reports_stop_reason: bool
-    """Whether the server sends ``stop_reason`` (vLLM does; it tells EOS from a stop string)."""
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    token_logprobs: tuple[float | None, ...] = ()
-    """Logprob of each token of the chunk (when logprobs were asked for)."""
-    token_top_logprobs: tuple[dict[str, float], ...] = ()
-    """Top-k logprobs after each token position of the chunk (when logprobs were asked for)."""
-    token_texts: tuple[str, ...] = ()
-    """Each token of the chunk as the server spelled it (when logprobs were asked for)."""
-
-
-def parse_chunk(event: dict[str, Any]) -> Chunk:
-    """Turn one decoded SSE ``data:`` object of ``/v1/completions`` into a :class:`Chunk`."""
-    usage = event.get("usage") or {}
-    choices = event.get("choices") or []
-    choice = choices[0] if choices else {}
-    logprobs = choice.get("logprobs") or {}
-    tokens = logprobs.get("tokens") or []
-    tops = logprobs.get("top_logprobs") or []
-    text = choice.get("text") or ""
-    return Chunk(
-        text=text,
-        n_tokens=len(tokens) if logprobs else int(bool(text)),
-        first_token=tokens[0] if tokens else None,
-        top_logprobs=tops[0] if tops and tops[0] else None,
-        finish_reason=choice.get("finish_reason"),
-        stop_reason=choice.get("stop_reason"),
-        reports_stop_reason="stop_reason" in choice,
-        prompt_tokens=usage.get("prompt_tokens"),
-        completion_tokens=usage.get("completion_tokens"),
-        token_logprobs=tuple(logprobs.get("token_logprobs") or ()),
-        token_top_logprobs=tuple(top or {} for top in tops),
-        token_texts=tuple(str(t) for t in tokens),
-    )

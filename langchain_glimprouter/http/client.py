@@ -30,7 +30,7 @@ import jiter
 import openai
 from pydantic import SecretStr
 
-from langchain_glimprouter.backends import Backend, Chunk, parse_chunk, server_root
+from langchain_glimprouter.backend import Backend, server_root
 from langchain_glimprouter.errors import (
     BackendResponseError,
     BackendTimeoutError,
@@ -41,6 +41,7 @@ from langchain_glimprouter.errors import (
     MalformedStreamError,
     StreamInterruptedError,
 )
+from langchain_glimprouter.routing.wire import Chunk, parse_chunk
 
 _LIMITS = httpx2.Limits(max_connections=512, max_keepalive_connections=64, keepalive_expiry=4.0)
 """``keepalive_expiry`` stays under uvicorn's (so vLLM's) 5 s keep-alive timeout: with equal

@@ -9,10 +9,11 @@ chat template. The final answer after ``</think>`` is written by the large backe
 
 The baselines (``large_only``, ``small_only``, which also answers, ``random``) and the
 generate-then-measure strategies (``step_entropy``, ``step_ppl``, ``specreason``; see
-:mod:`~langchain_glimprouter.strategies`) run in the same step loop, so they record the same.
+:mod:`~langchain_glimprouter.routing.strategies`) run in the same step loop, so they record the
+same.
 
 Prompts are append-only (each backend's prefix, then ``step + delimiter`` per step), so both
-servers' prefix caches hit across steps. The loop is a :mod:`~langchain_glimprouter.program`:
+servers' prefix caches hit across steps. The loop is a :mod:`~langchain_glimprouter.routing.ops`:
 it yields I/O operations and :class:`Emit`\\ s events, and the same code runs sync and async.
 """
 
@@ -25,13 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from langchain_glimprouter.backends import Backend, Chunk
-from langchain_glimprouter.entropy import (
-    EntropyBounds,
-    Estimator,
-    entropy_bounds,
-    first_token_entropy,
-)
+from langchain_glimprouter.backend import Backend
 from langchain_glimprouter.errors import (
     BackendResponseError,
     BackendTimeoutError,
@@ -42,7 +37,14 @@ from langchain_glimprouter.errors import (
     MissingLogprobsError,
     StreamInterruptedError,
 )
-from langchain_glimprouter.program import (
+from langchain_glimprouter.records import ChainEnd, Role, RoutingRecord, StepRecord
+from langchain_glimprouter.routing.entropy import (
+    EntropyBounds,
+    Estimator,
+    entropy_bounds,
+    first_token_entropy,
+)
+from langchain_glimprouter.routing.ops import (
     RETRYABLE_STATUS,
     Close,
     Emit,
@@ -53,9 +55,8 @@ from langchain_glimprouter.program import (
     replica_order,
     retrying,
 )
-from langchain_glimprouter.prompts import THINK_CLOSE, RenderCache, render
-from langchain_glimprouter.records import ChainEnd, Role, RoutingRecord, StepRecord
-from langchain_glimprouter.strategies import (
+from langchain_glimprouter.routing.prompts import THINK_CLOSE, RenderCache, render
+from langchain_glimprouter.routing.strategies import (
     JUDGE_PROMPT,
     MEASURED,
     AdaptiveThreshold,
@@ -65,6 +66,7 @@ from langchain_glimprouter.strategies import (
     mean_step_entropy,
     perplexity,
 )
+from langchain_glimprouter.routing.wire import Chunk
 
 Probe = Literal["stream", "separate"]
 REPLICA_COOLDOWN_S = 30.0

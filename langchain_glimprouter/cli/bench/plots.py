@@ -1,12 +1,13 @@
 """What is drawn or analysed from recorded ``glimprouter bench`` runs.
 
 :func:`write_sweep_plots` draws the summaries of a sweep (see
-:func:`~langchain_glimprouter.bench.asweep`) as ``pareto.png`` (accuracy against mean latency)
-and ``intervention.png`` (intervention rate against threshold). :func:`analyze` reads results
-files back (:func:`~langchain_glimprouter.bench.read_results`) and compares the first-token
-entropy ``H_init`` of the steps with their mean step entropy (``h_init_hist.png``, the paper's
-Figure 1). matplotlib is imported only where a plot is drawn; without it :func:`have_matplotlib`
-is false, nothing is drawn, and :data:`MATPLOTLIB_HINT` says what to install.
+:func:`~langchain_glimprouter.cli.bench.runner.asweep`) as ``pareto.png`` (accuracy against mean
+latency) and ``intervention.png`` (intervention rate against threshold). :func:`analyze` reads
+results files back (:func:`~langchain_glimprouter.cli.bench.runner.read_results`) and compares
+the first-token entropy ``H_init`` of the steps with their mean step entropy
+(``h_init_hist.png``, the paper's Figure 1). matplotlib is imported only where a plot is drawn;
+without it :func:`have_matplotlib` is false, nothing is drawn, and :data:`MATPLOTLIB_HINT` says
+what to install.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from langchain_glimprouter.bench import BASELINES, Summary, as_float, read_results
+from langchain_glimprouter.cli.bench.runner import BASELINES, Summary, as_float, read_results
 from langchain_glimprouter.errors import InvalidArgumentError
 
 MATPLOTLIB_HINT = (
