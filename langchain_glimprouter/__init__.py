@@ -1,26 +1,39 @@
-"""langchain-glimprouter: probe-then-dispatch routing of reasoning steps between two models."""
+"""langchain-glimprouter: probe-then-dispatch routing of reasoning steps between two models.
 
-from langchain_glimprouter.backend import Backend
-from langchain_glimprouter.chat_models import GlimpRouterChatModel
-from langchain_glimprouter.errors import (
-    BackendError,
-    BackendResponseError,
-    BackendTimeoutError,
-    BackendUnreachableError,
-    BudgetError,
-    ContextLengthExceededError,
-    GlimpRouterError,
-    IncompleteAnswerError,
-    InvalidArgumentError,
-    LogprobsCapError,
-    MalformedStreamError,
-    MissingLogprobsError,
-    PromptRenderingError,
-    StreamInterruptedError,
-)
-from langchain_glimprouter.gguf import gguf_chat_template
-from langchain_glimprouter.records import STEP_EVENT, RoutingRecord, StepRecord
-from langchain_glimprouter.routing.strategies import STRATEGIES, AdaptiveThreshold, Strategy
+The package has four rooms: :mod:`~langchain_glimprouter.routing` (the step loop, sans-I/O: no
+LangChain, no HTTP), :mod:`~langchain_glimprouter.http` (the client and the drivers that run the
+loop), the LangChain surface (:mod:`~langchain_glimprouter.chat_models` and its helpers) and the
+tooling (:mod:`~langchain_glimprouter.cli`). The names below are imported on first use, so that
+``import langchain_glimprouter.routing`` loads neither LangChain nor an HTTP client.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from langchain_glimprouter.backend import Backend
+    from langchain_glimprouter.chat_models import GlimpRouterChatModel
+    from langchain_glimprouter.errors import (
+        BackendError,
+        BackendResponseError,
+        BackendTimeoutError,
+        BackendUnreachableError,
+        BudgetError,
+        ContextLengthExceededError,
+        GlimpRouterError,
+        IncompleteAnswerError,
+        InvalidArgumentError,
+        LogprobsCapError,
+        MalformedStreamError,
+        MissingLogprobsError,
+        PromptRenderingError,
+        StreamInterruptedError,
+    )
+    from langchain_glimprouter.gguf import gguf_chat_template
+    from langchain_glimprouter.records import STEP_EVENT, RoutingRecord, StepRecord
+    from langchain_glimprouter.routing.strategies import STRATEGIES, AdaptiveThreshold, Strategy
 
 __all__ = [
     "STEP_EVENT",
@@ -47,3 +60,23 @@ __all__ = [
     "StreamInterruptedError",
     "gguf_chat_template",
 ]
+_WHERE: dict[str, str] = {
+    **{name: "errors" for name in __all__ if name.endswith("Error")},
+    "Backend": "backend",
+    "GlimpRouterChatModel": "chat_models",
+    "gguf_chat_template": "gguf",
+    **dict.fromkeys(("STEP_EVENT", "RoutingRecord", "StepRecord"), "records"),
+    **dict.fromkeys(("STRATEGIES", "AdaptiveThreshold", "Strategy"), "routing.strategies"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value  # once: later lookups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

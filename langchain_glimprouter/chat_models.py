@@ -75,21 +75,18 @@ from langchain_glimprouter.errors import (
 from langchain_glimprouter.http.client import BackendClient
 from langchain_glimprouter.http.drivers import Clients, adrive, drive
 from langchain_glimprouter.records import STEP_EVENT, StepRecord
-from langchain_glimprouter.routing.engine import (
+from langchain_glimprouter.routing.engine import route
+from langchain_glimprouter.routing.entropy import ESTIMATORS, Estimator
+from langchain_glimprouter.routing.events import AnswerDelta, ReasoningDelta, Result, StepDone
+from langchain_glimprouter.routing.ops import Program
+from langchain_glimprouter.routing.settings import (
     AnswerConstraint,
-    AnswerDelta,
     Probe,
-    ReasoningDelta,
-    Result,
     RouteSettings,
     ServerFacts,
-    StepDone,
-    route,
 )
-from langchain_glimprouter.routing.entropy import ESTIMATORS, Estimator
-from langchain_glimprouter.routing.ops import Program
 from langchain_glimprouter.routing.strategies import (
-    MEASURED,
+    SPECS,
     STRATEGIES,
     AdaptiveThreshold,
     Strategy,
@@ -726,7 +723,7 @@ def _check_strategy(
     if target_rate is not None and not 0.0 <= target_rate <= 1.0:
         raise InvalidArgumentError(f"target_rate must be in [0, 1] (got {target_rate}).")
     if threshold == "auto":
-        if strategy not in ("glimpse", *MEASURED):
+        if not SPECS[strategy].measured:
             raise InvalidArgumentError(
                 f"threshold='auto' needs a strategy with a measure (glimpse, step_entropy, "
                 f"step_ppl, specreason), not {strategy!r}."

@@ -22,15 +22,17 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from langchain_glimprouter.backend import Backend
 from langchain_glimprouter.errors import BackendResponseError, PromptRenderingError
 from langchain_glimprouter.routing.ops import Program, Request
 from langchain_glimprouter.routing.tool_calls import ToolCallParser
+
+if TYPE_CHECKING:  # only for annotations: the core imports no HTTP client
+    from langchain_glimprouter.backend import Backend
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -177,6 +179,7 @@ def _render(
     cache: RenderCache,
     tools: list[dict[str, Any]] | None,
 ) -> Program[str]:
+
     url = backend.base_url
     template = [backend.chat_template, backend.chat_template_kwargs]
     key = json.dumps([url, backend.model, template, messages, tools], sort_keys=True, default=str)

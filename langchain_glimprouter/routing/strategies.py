@@ -1,8 +1,9 @@
 """How a step's writer is chosen: the routing strategies and the adaptive threshold.
 
 One engine runs every strategy (see :mod:`~langchain_glimprouter.routing.engine`); this module holds
-what differs between them and needs no I/O: the per-step measures and their direction, and
-:class:`AdaptiveThreshold`, the online controller behind ``threshold="auto"``.
+what differs between them and needs no I/O: :data:`SPECS`, one :class:`StrategySpec` per
+strategy (how a step's writer is chosen, what is measured and in which direction), the per-step
+measures, and :class:`AdaptiveThreshold`, the online controller behind ``threshold="auto"``.
 
 ``glimpse`` (the product)
     The small model generates the step's first token; its entropy ``H_init`` (nats) decides.
@@ -30,6 +31,7 @@ import random
 import threading
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from langchain_glimprouter.routing.entropy import Estimator, first_token_entropy
@@ -37,17 +39,52 @@ from langchain_glimprouter.routing.entropy import Estimator, first_token_entropy
 Strategy = Literal[
     "glimpse", "large_only", "small_only", "random", "step_entropy", "step_ppl", "specreason"
 ]
-STRATEGIES: tuple[Strategy, ...] = (
-    "glimpse",
-    "large_only",
-    "small_only",
-    "random",
-    "step_entropy",
-    "step_ppl",
-    "specreason",
-)
-MEASURED: frozenset[Strategy] = frozenset({"step_entropy", "step_ppl", "specreason"})
-"""Strategies where the small model writes the step first and a measure of it decides."""
+Decider = Literal["glimpse", "draft", "coin", "none"]
+Measure = Literal["h_init", "mean_entropy", "perplexity", "judge"]
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """Everything that sets one strategy apart; the step loop reads this, never the name."""
+
+    name: Strategy
+    decider: Decider
+    """How a step's writer is chosen: a glimpse of its first token, a whole draft by the small
+    model then a measure of it, a coin (``target_rate``), or nothing (one model writes all)."""
+    measure: Measure | None = None
+    """What is compared with the threshold (None: nothing is measured)."""
+    writer: Literal["small", "large"] | None = None
+    """``decider="none"``: the model that writes every step and the answer."""
+    draft_logprobs: Literal["top", "one"] | None = None
+    """``decider="draft"``: logprobs asked with the draft: the top k (its own measure and the
+    step start's H_init), the sampled token's only, or none (the judge needs none)."""
+    inverted: bool = False
+    """A higher measure means an easier step (the judge's score): turned around to compare."""
+
+    @property
+    def measured(self) -> bool:
+        """Whether a threshold applies (and so ``threshold="auto"``'s controller can)."""
+        return self.measure is not None
+
+    def difficulty(self, value: float) -> float:
+        """The measure oriented so that larger means harder (more reason to go large); its own
+        inverse, so it also turns a threshold of difficulty back into one of the measure."""
+        return -value if self.inverted else value
+
+
+SPECS: dict[Strategy, StrategySpec] = {
+    spec.name: spec
+    for spec in (
+        StrategySpec("glimpse", "glimpse", "h_init"),
+        StrategySpec("large_only", "none", writer="large"),
+        StrategySpec("small_only", "none", writer="small"),
+        StrategySpec("random", "coin"),
+        StrategySpec("step_entropy", "draft", "mean_entropy", draft_logprobs="top"),
+        StrategySpec("step_ppl", "draft", "perplexity", draft_logprobs="one"),
+        StrategySpec("specreason", "draft", "judge", inverted=True),
+    )
+}
+STRATEGIES: tuple[Strategy, ...] = tuple(SPECS)
 
 JUDGE_PROMPT = (
     "\n\nQuality check of the step above, from 0 (wrong or useless) to 9 (correct and "
@@ -88,12 +125,6 @@ def judge_score(top: Mapping[str, float]) -> float:
     if total <= 0:
         return 0.0
     return math.fsum(d * p for d, p in mass.items()) / total
-
-
-def difficulty(strategy: Strategy, score: float) -> float:
-    """The measure oriented so that larger means harder (more reason to use the large model):
-    the judge's score is turned around, the entropies and the perplexity are used as they are."""
-    return -score if strategy == "specreason" else score
 
 
 class AdaptiveThreshold:

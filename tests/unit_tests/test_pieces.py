@@ -16,7 +16,7 @@ from langchain_glimprouter.errors import (
     InvalidArgumentError,
 )
 from langchain_glimprouter.http.client import BackendClient, error_from_response
-from langchain_glimprouter.routing.engine import _Holdback
+from langchain_glimprouter.routing.generation import Holdback
 from langchain_glimprouter.routing.ops import is_retryable
 from langchain_glimprouter.routing.prompts import open_thinking, render_jinja
 from langchain_glimprouter.routing.wire import parse_chunk
@@ -109,12 +109,12 @@ def test_render_jinja_like_transformers() -> None:
 
 
 def test_holdback_never_releases_think_close() -> None:
-    hold = _Holdback(lead="\n\n")
+    hold = Holdback(lead="\n\n")
     assert hold.delta("So 5") == "\n\nSo 5"
     assert hold.delta("So 5.</th") == "."
     assert hold.delta("So 5.</think>") == ""
     assert hold.delta("So 5.</think>", final=True) == ""
-    fresh = _Holdback(lead="")
+    fresh = Holdback(lead="")
     assert fresh.delta("   ") == ""  # whitespace alone is not a step yet
     assert fresh.delta("   x<", final=True) == "   x<"
 

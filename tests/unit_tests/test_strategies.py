@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from langchain_glimprouter import InvalidArgumentError
-from langchain_glimprouter.routing.engine import RouteSettings, ServerFacts, _Generation, _Run
+from langchain_glimprouter.routing.engine import _Run
 from langchain_glimprouter.routing.entropy import first_token_entropy
+from langchain_glimprouter.routing.generation import Generation
+from langchain_glimprouter.routing.settings import RouteSettings, ServerFacts
 from langchain_glimprouter.routing.strategies import (
     AdaptiveThreshold,
     judge_score,
@@ -289,9 +291,9 @@ def test_several_delimiters_need_a_stop_reason() -> None:
     one = _Run([], {}, RouteSettings(threshold=1.0), ServerFacts())
     several = RouteSettings(threshold=1.0, delimiters=("\n\n", "\nWait,"))
     run = _Run([], {}, several, ServerFacts())
-    told = _Generation("small", {}, finish_reason="stop", stop_reason="\nWait,",
+    told = Generation("small", {}, finish_reason="stop", stop_reason="\nWait,",
                        reports_stop_reason=True)  # fmt: skip
-    untold = _Generation("small", {}, finish_reason="stop")
+    untold = Generation("small", {}, finish_reason="stop")
     assert one._ended_by(untold) == "\n\n"
     assert run._ended_by(told) == "\nWait,"
     with pytest.raises(InvalidArgumentError, match="stop_reason"):

@@ -1,0 +1,303 @@
+"""Who writes a step: the glimpse of its first token (and the escalation of a decision too close
+to call), the small model's whole draft and its measure, the coin, and the threshold or the
+controller that turns a measure into a decision. The specifics of each strategy come from its
+:class:`~langchain_glimprouter.routing.strategies.StrategySpec`."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+from langchain_glimprouter.errors import (
+    BackendResponseError,
+    BackendTimeoutError,
+    BackendUnreachableError,
+    GlimpRouterError,
+    LogprobsCapError,
+    MissingLogprobsError,
+    StreamInterruptedError,
+)
+from langchain_glimprouter.records import Role
+from langchain_glimprouter.routing.entropy import EntropyBounds, entropy_bounds, first_token_entropy
+from langchain_glimprouter.routing.generation import Generation, Streams
+from langchain_glimprouter.routing.ops import RETRYABLE_STATUS, Close, Program, Request
+from langchain_glimprouter.routing.prompts import THINK_CLOSE
+from langchain_glimprouter.routing.strategies import (
+    JUDGE_PROMPT,
+    StrategySpec,
+    judge_score,
+    mean_step_entropy,
+    perplexity,
+)
+
+ROLES: tuple[Role, Role] = ("small", "large")
+
+
+@dataclass(frozen=True)
+class Glimpse:
+    """What the glimpse of a step start measured."""
+
+    h: float | None
+    """H_init; None when the small model ended at once (nothing to measure)."""
+    residual: float | None
+    token: str | None
+    """The token measured: the step's first token with content."""
+    skipped: str
+    """The whitespace-only tokens read past before it."""
+    bounds: EntropyBounds | None = None
+    """``topk_bounds``: what the top k say of the exact entropy."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A ``topk_bounds`` decision and what it cost."""
+
+    large: bool
+    decision: str
+    """"certain", "estimated" or "escalated" (see StepRecord.decision)."""
+    bounds: EntropyBounds
+    """The bounds it was taken on: the escalation's, when there was one."""
+    tokens: int = 0
+    """Small-model tokens the escalation generated (thrown away)."""
+    latency_s: float = 0.0
+
+
+NO_GLIMPSE = Glimpse(None, None, None, "")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Who writes a step, and what the decision measured and cost."""
+
+    writer: Role
+    gen: Generation | None = None
+    """The small stream that goes on to write the step (None: the writer starts afresh)."""
+    glimpse: Glimpse = NO_GLIMPSE
+    score: float | None = None
+    """The draft's measure (generate-then-measure strategies)."""
+    tau: float | None = None
+    """The threshold applied."""
+    verdict: Verdict | None = None
+    wasted: int = 0
+    """Small-model tokens thrown away (a glimpse or a draft the large model rewrites)."""
+    fallback: bool = False
+    """The small backend failed: the large one writes the step in its place."""
+
+
+class Decisions(Streams):
+    """The decisions of one routed call (the middle of its step loop)."""
+
+    spec: StrategySpec
+    small_down: bool
+    """The small backend failed and ``on_small_failure="large"``: steps go large."""
+    rng: random.Random
+    """The coin of ``strategy="random"`` (reproducible with a seed)."""
+
+    def _choose(self, cap: int) -> Program[Choice]:
+        """Who writes the next step (at most ``cap`` tokens), as the strategy decides."""
+        s, spec = self.s, self.spec
+        roles = self._roles()
+        if len(roles) == 1:
+            return Choice(roles[0])
+        if self.small_down:
+            return Choice("large", fallback=True)
+        if spec.decider == "coin":
+            return Choice("large" if self.rng.random() < (s.target_rate or 0.0) else "small")
+        stop = list(s.delimiters)
+        verdict: Verdict | None = None
+        score: float | None = None
+        try:
+            if spec.decider == "draft":
+                probe, score = yield from self._drafted(cap, stop)
+                has_tops = spec.draft_logprobs == "top" and probe.token_tops
+                glimpse = self._measure_start(probe) if has_tops else NO_GLIMPSE
+                large, tau = self._decide(score)
+            else:
+                probe, glimpse = yield from self._probe(cap, stop)
+                if glimpse.bounds is not None and s.controller is None:
+                    verdict = yield from self._bounded(glimpse, glimpse.bounds)
+                    large, tau = verdict.large, s.threshold
+                else:
+                    large, tau = self._decide(glimpse.h)
+        except GlimpRouterError as exc:
+            if getattr(exc, "role", None) != "small" or not self._small_failed(exc):
+                raise  # a judge's (large) failure is never absorbed
+            yield Close()
+            return Choice("large", fallback=True)
+        if not large and (s.probe == "stream" or spec.decider == "draft"):
+            return Choice("small", probe, glimpse, score, tau, verdict)  # the stream goes on
+        if not probe.ended:
+            yield Close()
+        self._settle(probe)
+        writer: Role = "large" if large else "small"
+        return Choice(writer, None, glimpse, score, tau, verdict, wasted=probe.settled_tokens)
+
+    def _glimpse(self, gen: Generation) -> Program[Glimpse]:
+        """Read the small stream up to the step's first token with content: whitespace-only
+        tokens before it end the delimiter (a step that starts with a lone "\\n"), so the
+        glimpse reads past them, in the same stream, and measures that token's distribution."""
+        while gen.content_start() is None and (yield from self._next(gen)) is not None:
+            pass
+        return self._measure_start(gen)
+
+    def _measure_start(self, gen: Generation) -> Glimpse:
+        """H_init of the first token with content among those ``gen`` received (the first
+        token when there is none: a step of whitespace only)."""
+        at = gen.content_start()
+        if at is None:
+            at = 0
+        tops = gen.token_tops[at] if at < len(gen.token_tops) else gen.top_logprobs
+        if tops:
+            token = gen.token_texts[at] if at < len(gen.token_texts) else gen.first_token
+            skipped = "".join(gen.token_texts[:at])
+            if self.s.estimator == "topk_bounds":
+                bounds = entropy_bounds(tops.values(), k=self.s.top_logprobs)
+                return Glimpse(bounds.estimate, bounds.residual, token, skipped, bounds)
+            h, residual = first_token_entropy(
+                tops.values(), self.s.estimator, k=self.s.top_logprobs
+            )
+            return Glimpse(h, residual, token, skipped)
+        if gen.tokens == 0 and gen.ended:
+            return Glimpse(None, None, None, "")  # the model ended at once (EOS): empty step
+        raise MissingLogprobsError(
+            "the server returned no top_logprobs for the step's first token, so H_init cannot "
+            f"be measured. Start vLLM with --max-logprobs >= {self.s.top_logprobs} (or lower "
+            "top_logprobs), and make sure the server supports `logprobs` on /v1/completions.",
+            role="small",
+            url=self.backends["small"].base_url,
+        )
+
+    def _small_failed(self, error: GlimpRouterError) -> bool:
+        """Whether to carry on without the small backend after ``error`` (fallback): only for
+        a server that is down or failing, never for a configuration problem."""
+        transient = isinstance(
+            error, (BackendUnreachableError, BackendTimeoutError, StreamInterruptedError)
+        ) or (isinstance(error, BackendResponseError) and error.status_code in RETRYABLE_STATUS)
+        if self.s.on_small_failure != "large" or not transient:
+            return False
+        self.small_down = True
+        self.record.small_failures += 1
+        return True
+
+    def _roles(self) -> tuple[Role, ...]:
+        """The backends this call uses."""
+        s, spec = self.s, self.spec
+        if spec.writer is not None:
+            return (spec.writer,)
+        if spec.decider == "glimpse" and s.controller is None and s.threshold == 0:
+            return ("large",)  # every step goes large: no glimpse
+        return ROLES
+
+    def _decide(self, value: float | None) -> tuple[bool, float | None]:
+        """Whether a measured step goes large, and the threshold applied. ``value`` is the
+        strategy's measure (None: the small model ended at once, nothing to measure: small)."""
+        s, spec = self.s, self.spec
+        if value is None:
+            return False, None
+        if s.controller is not None:
+            large, tau = s.controller.route(spec.difficulty(value))
+            return large, spec.difficulty(tau)
+        return spec.difficulty(value) > spec.difficulty(s.threshold), s.threshold
+
+    def _bounded(self, glimpse: Glimpse, bounds: EntropyBounds) -> Program[Verdict]:
+        """Decide on the bounds of H_init; a threshold too close to call from the top k is
+        settled by one 1-token request for more of the same distribution (the escalation)."""
+        s = self.s
+        large, how = bounds.decide(s.threshold)
+        if how != "uncertain":
+            return Verdict(large, how, bounds)
+        url = self.backends["small"].base_url
+        k = min(s.escalation_logprobs, self.facts.max_logprobs.get(url, s.escalation_logprobs))
+        if k <= bounds.k:  # escalation off, or the server allows no more than the glimpse had
+            return Verdict(large, "estimated", bounds)
+        started = time.perf_counter()
+        body = self._body("small", self._prompt("small") + glimpse.skipped, 1, [], k)
+        body["stream"] = False
+        body.pop("stream_options", None)
+        try:
+            answer = yield Request("small", "POST", "/v1/completions", body)
+        except LogprobsCapError as exc:  # learnt once per server; then retried at its cap
+            self.facts.max_logprobs[url] = min(exc.cap, k - 1)  # lower each time: this ends
+            return (yield from self._bounded(glimpse, bounds))
+        self.record.requests["small"] += 1
+        self.record.escalations += 1
+        usage = answer.get("usage") or {}
+        tokens = int(usage.get("completion_tokens") or 1)
+        self.record.tokens["small"] += tokens
+        self.record.prompt_tokens["small"] += int(usage.get("prompt_tokens") or 0)
+        choice = (answer.get("choices") or [{}])[0]
+        tops = ((choice.get("logprobs") or {}).get("top_logprobs") or [None])[0]
+        took = time.perf_counter() - started
+        if not tops:
+            return Verdict(large, "estimated", bounds, tokens, took)
+        wider = entropy_bounds(tops.values(), k=k)
+        large, how = wider.decide(s.threshold)
+        return Verdict(large, "escalated" if how == "certain" else "estimated", wider, tokens, took)
+
+    def _probe(self, max_tokens: int, stop: list[str]) -> Program[tuple[Generation, Glimpse]]:
+        """The small backend's glimpse of the next step: its stream and what it measured."""
+        s = self.s
+        if s.probe == "stream":
+            probe = Generation("small", self._body("small", self._prompt("small"), max_tokens,
+                                                    stop, s.top_logprobs))  # fmt: skip
+        else:
+            probe = Generation("small", self._body("small", self._prompt("small"), 1, [],
+                                                    s.top_logprobs))  # fmt: skip
+        yield from self._open(probe)
+        glimpse = yield from self._glimpse(probe)
+        if s.probe == "separate" and not probe.ended:
+            yield from self._consume(probe, None)
+        return probe, glimpse
+
+    def _drafted(
+        self, max_tokens: int, stop: list[str]
+    ) -> Program[tuple[Generation, float | None]]:
+        """A whole step written by the small backend and its measure (``decider="draft"``):
+        the mean entropy, the perplexity, or the large backend's judge score (None: the small
+        model wrote nothing)."""
+        s, spec = self.s, self.spec
+        logprobs = {"top": s.top_logprobs, "one": 1, None: None}[spec.draft_logprobs]
+        draft = Generation("small", self._body("small", self._prompt("small"), max_tokens, stop,
+                                                logprobs))  # fmt: skip
+        yield from self._open(draft)
+        while (yield from self._next(draft)) is not None:
+            if THINK_CLOSE in draft.text:  # the chain is over: not a token more
+                yield Close()
+                draft.ended = True
+                break
+        text = draft.text.split(THINK_CLOSE)[0]
+        if not text.strip():
+            return draft, None
+        if spec.measure == "judge":
+            return draft, (yield from self._judge(text))
+        try:
+            if spec.measure == "mean_entropy":
+                return draft, mean_step_entropy(draft.token_tops, s.estimator, s.top_logprobs)
+            return draft, perplexity(draft.token_logprobs)
+        except ValueError:
+            raise MissingLogprobsError(
+                f"the server returned no logprobs for the step's tokens, so {s.strategy} "
+                "cannot measure it. Make sure the server supports `logprobs` on "
+                f"/v1/completions (vLLM: --max-logprobs >= {s.top_logprobs}).",
+                role="small",
+                url=self.backends["small"].base_url,
+            ) from None
+
+    def _judge(self, text: str) -> Program[float]:
+        """The large backend's one-token score (0-9) of the small model's step ``text``."""
+        prompt = self._prompt("large") + text + JUDGE_PROMPT
+        judge = Generation("large", self._body("large", prompt, 1, [], self.s.top_logprobs))
+        yield from self._open(judge)
+        while (yield from self._next(judge)) is not None:
+            pass
+        self._settle(judge)
+        if judge.top_logprobs is None:
+            raise MissingLogprobsError(
+                "the large server returned no top_logprobs for the judge's score token "
+                "(specreason). Start it with --max-logprobs >= "
+                f"{self.s.top_logprobs}, or lower top_logprobs.",
+                role="large",
+                url=self.backends["large"].base_url,
+            )
+        return judge_score(judge.top_logprobs)

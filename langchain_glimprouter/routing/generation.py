@@ -1,0 +1,249 @@
+"""One piece of generated text across the streams that produce it (:class:`Generation`), and the
+I/O every part of the step loop shares (:class:`Streams`): the request body, opening a stream,
+reading it with resumption of a cut stream, and accounting its tokens to its backend."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from langchain_glimprouter.errors import BackendResponseError, StreamInterruptedError
+from langchain_glimprouter.records import Role, RoutingRecord
+from langchain_glimprouter.routing.events import ReasoningDelta
+from langchain_glimprouter.routing.ops import Close, Emit, Open, Program, Read, Request
+from langchain_glimprouter.routing.prompts import THINK_CLOSE
+from langchain_glimprouter.routing.settings import RouteSettings, ServerFacts
+from langchain_glimprouter.routing.wire import Chunk
+
+if TYPE_CHECKING:  # only for annotations: the core imports no HTTP client
+    from langchain_glimprouter.backend import Backend
+
+
+@dataclass
+class Generation:
+    """One piece of generated text (a step, a glimpse or the answer), across the streams that
+    produced it: a cut stream is resumed from the text received so far, and a step may move from
+    the small to the large backend (fallback)."""
+
+    role: Role
+    body: dict[str, Any]
+    """The request as first sent; a resumed stream appends ``text`` to its prompt."""
+    text: str = ""
+    settled_tokens: int = 0
+    """Tokens of the streams already finished or abandoned (and accounted)."""
+    counted_tokens: int = 0
+    usage_tokens: int | None = None
+    prompt_tokens: int | None = None
+    first_token: str | None = None
+    top_logprobs: dict[str, float] | None = None
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None
+    reports_stop_reason: bool = False
+    ended: bool = False
+    resumes: int = 0
+    token_logprobs: list[float | None] = field(default_factory=list)
+    token_tops: list[dict[str, float]] = field(default_factory=list)
+    token_texts: list[str] = field(default_factory=list)
+
+    def feed(self, chunk: Chunk) -> None:
+        self.text += chunk.text
+        self.token_logprobs.extend(chunk.token_logprobs)
+        self.token_tops.extend(chunk.token_top_logprobs)
+        self.token_texts.extend(chunk.token_texts)
+        self.counted_tokens += chunk.n_tokens
+        if chunk.completion_tokens is not None:
+            self.usage_tokens = chunk.completion_tokens
+        if chunk.prompt_tokens is not None:
+            self.prompt_tokens = chunk.prompt_tokens
+        if self.first_token is None and chunk.first_token is not None:
+            self.first_token, self.top_logprobs = chunk.first_token, chunk.top_logprobs
+        if chunk.finish_reason is not None:
+            self.finish_reason = chunk.finish_reason
+            self.stop_reason = chunk.stop_reason
+            self.reports_stop_reason = chunk.reports_stop_reason
+
+    def content_start(self) -> int | None:
+        """Index of the first token with content (not whitespace only); None until one came."""
+        return next((i for i, token in enumerate(self.token_texts) if token.strip()), None)
+
+    @property
+    def stream_tokens(self) -> int:
+        """Tokens of the current stream."""
+        return self.usage_tokens if self.usage_tokens is not None else self.counted_tokens
+
+    @property
+    def tokens(self) -> int:
+        return self.settled_tokens + self.stream_tokens
+
+    def request(self) -> dict[str, Any]:
+        """The body for the next stream: the original, continued after the text so far."""
+        if not self.text and not self.settled_tokens:
+            return self.body
+        return {
+            **self.body,
+            "prompt": self.body["prompt"] + self.text,
+            "max_tokens": max(1, self.body["max_tokens"] - self.tokens),
+        }
+
+    @property
+    def hit_eos(self) -> bool:
+        """Ended by the model's end-of-sequence token rather than a stop string."""
+        if self.finish_reason != "stop":
+            return False
+        return self.stop_reason is None if self.reports_stop_reason else not self.text.strip()
+
+
+class Holdback:
+    """Releases streamed step text, holding back what could be the start of ``</think>``."""
+
+    def __init__(self, lead: str) -> None:
+        self.lead = lead
+        self.sent = 0
+
+    def delta(self, text: str, final: bool = False) -> str:
+        end = len(text)
+        if THINK_CLOSE in text:
+            end = text.index(THINK_CLOSE)
+        elif not final:
+            for n in range(min(len(THINK_CLOSE) - 1, len(text)), 0, -1):
+                if text.endswith(THINK_CLOSE[:n]):
+                    end -= n
+                    break
+        if end <= self.sent or not text[:end].strip():
+            return ""
+        out, self.sent = text[self.sent : end], end
+        if self.lead:
+            out, self.lead = self.lead + out, ""
+        return out
+
+
+class Streams:
+    """The stream I/O of one routed call (the base of its step loop)."""
+
+    backends: Mapping[str, Backend]
+    s: RouteSettings
+    facts: ServerFacts
+    record: RoutingRecord
+    retries: dict[str, int]
+    """Retries of a failed request or a cut stream, per role."""
+    prefix: dict[str, str]
+    """Each backend's rendered prompt before the chain."""
+    chain: str
+    """Every kept step followed by its separator: what both prompts append to their prefix."""
+
+    def _learn_limits(self, role: str) -> Program[None]:
+        backend = self.backends[role]
+        if (backend.base_url, backend.model) in self.facts.max_model_len:
+            return
+        limit: int | None = None
+        try:
+            listing = yield Request(role, "GET", "/v1/models")
+            for card in listing.get("data") or []:
+                if card.get("id") == backend.model and isinstance(card.get("max_model_len"), int):
+                    limit = card["max_model_len"]
+        except BackendResponseError:
+            limit = None
+        self.facts.max_model_len[backend.base_url, backend.model] = limit
+
+    def _body(
+        self, role: str, prompt: str, max_tokens: int, stop: list[str], logprobs: int | None
+    ) -> dict[str, Any]:
+        backend = self.backends[role]
+        limit = self.facts.max_model_len.get((backend.base_url, backend.model))
+        body: dict[str, Any] = {
+            "model": backend.model,
+            "prompt": prompt,
+            "max_tokens": min(max_tokens, limit) if limit else max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+            "add_special_tokens": False,
+        }
+        if stop:
+            body["stop"] = stop
+        if logprobs is not None:
+            body["logprobs"] = logprobs
+        for key in ("temperature", "top_p", "seed"):
+            if (value := getattr(self.s, key)) is not None:
+                body[key] = value
+        body.update(backend.extra_body)
+        return body
+
+    def _open(self, gen: Generation) -> Program[None]:
+        yield Open(gen.role, gen.request())
+        self.record.requests[gen.role] += 1
+
+    def _settle(self, gen: Generation) -> None:
+        """Account the current stream of ``gen`` to its backend and start a fresh count."""
+        self.record.tokens[gen.role] += gen.stream_tokens
+        self.record.prompt_tokens[gen.role] += gen.prompt_tokens or 0
+        gen.settled_tokens += gen.stream_tokens
+        gen.usage_tokens, gen.counted_tokens, gen.prompt_tokens = None, 0, None
+
+    def _next(self, gen: Generation) -> Program[Chunk | None]:
+        """The next chunk of ``gen``'s open stream. A stream cut before its finish_reason is
+        resumed where it broke (its prompt extended by the text received, so nothing is
+        duplicated), up to the backend's retry count."""
+        while True:
+            try:
+                chunk: Chunk | None = yield Read()
+                if chunk is None and gen.finish_reason is None:
+                    raise StreamInterruptedError(
+                        "the stream ended before the server reported a finish_reason. Check "
+                        "the server's log (crash, restart or proxy timeout) and retry.",
+                        role=gen.role,
+                        url=self.backends[gen.role].base_url,
+                    )
+            except StreamInterruptedError:
+                if gen.resumes >= self.retries[gen.role]:
+                    raise
+                gen.resumes += 1
+                self.record.resumed_streams += 1
+                self._settle(gen)
+                yield Close()
+                yield from self._open(gen)
+                continue
+            if chunk is None:
+                gen.ended = True
+            else:
+                gen.feed(chunk)
+            return chunk
+
+    def _consume(self, gen: Generation, emit: Holdback | None) -> Program[None]:
+        """Read ``gen``'s stream to its end (or to ``</think>``), emitting reasoning deltas."""
+        while True:
+            if emit is not None:
+                if delta := emit.delta(gen.text):
+                    yield Emit(ReasoningDelta(delta))
+                if THINK_CLOSE in gen.text:  # the chain is over: not a token more of this step
+                    if not gen.ended:
+                        yield Close()
+                    return
+            if (yield from self._next(gen)) is None:
+                return
+
+    def _prompt(self, role: str) -> str:
+        return self.prefix[role] + self.chain
+
+
+def incomplete_json(gen: Generation) -> str | None:
+    """Why the constrained part of an answer is not one whole JSON value (None: it is)."""
+    try:
+        json.loads(gen.text)
+    except ValueError as exc:
+        if gen.finish_reason == "length":
+            return (
+                f"the answer reached its token limit (max_tokens={gen.body['max_tokens']}) "
+                f"before its JSON was complete: raise max_tokens, on the router or per call"
+            )
+        if not gen.text.strip():
+            return (
+                f"the server wrote no JSON (finish_reason={gen.finish_reason!r}): it must "
+                "support structured outputs (vLLM's `structured_outputs`)"
+            )
+        return (
+            f"the answer is not the JSON the server was asked to constrain it to ({exc}): "
+            "the server must support structured outputs (vLLM's `structured_outputs`)"
+        )
+    return None
