@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from langchain_glimprouter.cli.bench.runner import BASELINES, Summary, as_float, read_results
+from langchain_glimprouter.cli.bench.runner import BASELINES, read_results
+from langchain_glimprouter.cli.bench.summary import Summary, as_float
 from langchain_glimprouter.errors import InvalidArgumentError
 
 MATPLOTLIB_HINT = (

@@ -18,14 +18,12 @@ continues a file. Every further line is one question (see :func:`result_line` fo
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import math
 import os
-import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -33,9 +31,18 @@ from typing import Any, Literal, TextIO
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
-from langchain_glimprouter import stats
 from langchain_glimprouter.chat_models import GlimpRouterChatModel
 from langchain_glimprouter.cli.bench.grading import BenchItem, grade
+from langchain_glimprouter.cli.bench.progress import Progress
+from langchain_glimprouter.cli.bench.summary import (
+    ROLES,
+    Summary,
+    as_float,
+    percent,
+    seconds,
+    summarize,
+    write_sweep_csv,
+)
 from langchain_glimprouter.errors import GlimpRouterError, InvalidArgumentError
 
 ModelSource = BaseChatModel | Callable[[], BaseChatModel]
@@ -49,56 +56,6 @@ CHOICE_INSTRUCTION = (
 )
 """Appended to a multiple-choice question, after its lettered options."""
 BASELINES: tuple[str, ...] = ("large_only", "small_only")
-SWEEP_FIELDS: tuple[str, ...] = (
-    "threshold",
-    "strategy",
-    "n",
-    "errors",
-    "accuracy",
-    "accuracy_lo",
-    "accuracy_hi",
-    "latency_mean_s",
-    "latency_median_s",
-    "latency_median_lo_s",
-    "latency_median_hi_s",
-    "latency_p10_s",
-    "latency_p90_s",
-    "latency_vs_large_only",
-    "latency_vs_large_only_lo",
-    "latency_vs_large_only_hi",
-    "intervention_rate",
-    "intervention_rate_lo",
-    "intervention_rate_hi",
-    "intervention_rate_mean",
-    "tokens_small",
-    "tokens_large",
-    "requests_small",
-    "requests_large",
-    "wasted_small_tokens",
-)
-"""The columns of ``sweep.csv``, one row per run. ``_lo`` / ``_hi`` are the ends of a bootstrap
-95 % confidence interval over questions (:mod:`~langchain_glimprouter.stats`);
-``latency_vs_large_only`` is the run's mean latency over the large-only baseline's, on the
-questions both answered (empty without that baseline in the sweep)."""
-
-_ROLES = ("small", "large")
-_ROUTER_SETTINGS = (
-    "strategy",
-    "threshold",
-    "target_rate",
-    "entropy_estimator",
-    "probe",
-    "max_reasoning_tokens",
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "seed",
-    "top_logprobs",
-    "step_delimiter",
-    "max_step_tokens",
-    "on_small_failure",
-)
-# Config keys that may differ when a file is resumed: where the servers are, how fast it runs.
 _NOT_COMPARED = frozenset({"small_url", "large_url", "data", "concurrency"})
 
 
@@ -133,20 +90,6 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def as_float(value: Any) -> float | None:
-    """A number of a results line (``"inf"`` included) as a float; None for anything else."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
 def model_config(model: BaseChatModel) -> dict[str, Any]:
     """The settings of ``model`` that a results file records: for a router its models, URLs,
     strategy, threshold, budgets and sampling; for another chat model its class name."""
@@ -158,13 +101,13 @@ def model_config(model: BaseChatModel) -> dict[str, Any]:
         "small_url": model.small.base_url,
         "large_url": model.large.base_url,
     }
-    for name in _ROUTER_SETTINGS:
-        config[name] = getattr(model, name)
+    config.update(model.router_settings)
     return jsonable(config)  # type: ignore[no-any-return]
 
 
 def _config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    keys = sorted((set(old) | set(new)) - _NOT_COMPARED)
+    # A setting the file does not record was added to the router since: not a difference.
+    keys = sorted(set(old) - _NOT_COMPARED)
     return [
         f"{key}: {old.get(key)!r} in the file, {new.get(key)!r} now"
         for key in keys
@@ -242,7 +185,7 @@ def result_line(
 def _per_role(value: Any) -> dict[str, Any] | None:
     if not isinstance(value, Mapping):
         return None
-    return {role: value.get(role, 0) for role in _ROLES}
+    return {role: value.get(role, 0) for role in ROLES}
 
 
 def error_line(
@@ -295,86 +238,6 @@ def read_results(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[dic
             lines.pop(obj["id"], None)
             lines[obj["id"]] = obj
     return config, list(lines.values())
-
-
-# -- progress -------------------------------------------------------------------------------------
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
-
-
-class Progress:
-    """The progress line on ``stream``: done/total, accuracy so far, errors, ETA.
-
-    On a terminal the line is rewritten in place (``\\r``); otherwise one line is printed each
-    time another tenth of the questions is done (and at the end).
-    """
-
-    def __init__(
-        self, label: str, total: int, done: int = 0, correct: int = 0, stream: TextIO | None = None
-    ) -> None:
-        self.label, self.total, self.done, self.correct = label, total, done, correct
-        self.errors = 0
-        self.stream = stream
-        self._skipped = done
-        self._start = time.monotonic()
-        self._tty = bool(stream is not None and stream.isatty())
-        self._tenths = done * 10 // total if total else 10
-        self._drawn = False
-
-    def line(self) -> str:
-        """The progress text as it stands."""
-        share = self.done / self.total if self.total else 1.0
-        accuracy = f"{self.correct / self.done:.1%}" if self.done else "-"
-        fresh = self.done - self._skipped
-        if self.done >= self.total:
-            eta = "done in " + _duration(time.monotonic() - self._start)
-        elif fresh:
-            rate = (time.monotonic() - self._start) / fresh
-            eta = "ETA " + _duration(rate * (self.total - self.done))
-        else:
-            eta = "ETA -"
-        return (
-            f"[{self.label}] {self.done}/{self.total} ({share:.0%})  accuracy {accuracy}  "
-            f"errors {self.errors}  {eta}"
-        )
-
-    def update(self, line: Mapping[str, Any]) -> None:
-        """Count one finished question and redraw."""
-        self.done += 1
-        self.correct += bool(line.get("correct"))
-        self.errors += "error" in line
-        if self.stream is None:
-            return
-        if self._tty:
-            self.stream.write("\r\x1b[K" + self.line())
-            self.stream.flush()
-            self._drawn = True
-            return
-        tenths = self.done * 10 // self.total if self.total else 10
-        if tenths > self._tenths or self.done == self.total:
-            self._tenths = tenths
-            print(self.line(), file=self.stream, flush=True)
-
-    def start(self) -> None:
-        """Show the line before the first question finishes (terminals only)."""
-        if self.stream is not None and self._tty:
-            self.stream.write(self.line())
-            self.stream.flush()
-            self._drawn = True
-
-    def close(self) -> None:
-        """End the terminal line."""
-        if self.stream is not None and self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = False
 
 
 # -- one run --------------------------------------------------------------------------------------
@@ -545,221 +408,6 @@ def run(items: Sequence[BenchItem], model: ModelSource, out: str | os.PathLike[s
     return asyncio.run(arun(items, model, out, **kwargs))
 
 
-# -- summary --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Summary:
-    """What one run comes to. Errors count as wrong answers in ``accuracy``; the latency,
-    intervention, token and request figures are over the questions that did not fail."""
-
-    strategy: str
-    threshold: Any
-    """The run's threshold: a float, ``"inf"``, ``"auto"``, or None when unknown."""
-    n: int
-    errors: int
-    correct: int
-    accuracy: float
-    latency_mean_s: float | None
-    latency_median_s: float | None
-    intervention_rate: float | None
-    """Step-weighted: large steps over all steps of all questions."""
-    intervention_rate_mean: float | None
-    """The mean of the questions' own intervention rates."""
-    tokens: dict[str, int] = field(default_factory=dict)
-    requests: dict[str, int] = field(default_factory=dict)
-    tokens_per_question: dict[str, float] = field(default_factory=dict)
-    requests_per_question: dict[str, float] = field(default_factory=dict)
-    wasted_small_tokens: int = 0
-    accuracy_ci: stats.Interval | None = None
-    """Bootstrap 95 % interval of ``accuracy`` over the questions."""
-    intervention_rate_ci: stats.Interval | None = None
-    latency_mean_ci: stats.Interval | None = None
-    latency_median_ci: stats.Interval | None = None
-    latency_quantiles: dict[float, float] = field(default_factory=dict)
-    """The 10, 50 and 90 % quantiles of the latency."""
-    latencies: dict[str, float] = field(default_factory=dict, repr=False)
-    """Each answered question's latency by its id (for ratios against another run)."""
-
-    @property
-    def ok(self) -> int:
-        """Questions that did not fail."""
-        return self.n - self.errors
-
-    def row(self, baseline: Summary | None = None) -> dict[str, Any]:
-        """The :data:`SWEEP_FIELDS` of this run (token and request totals); the latency ratio
-        against ``baseline`` when one is given."""
-        ratio = self.latency_ratio(baseline) if baseline is not None else None
-        quants = self.latency_quantiles
-        return {
-            "threshold": self.threshold,
-            "strategy": self.strategy,
-            "n": self.n,
-            "errors": self.errors,
-            "accuracy": self.accuracy,
-            **_ends("accuracy", self.accuracy_ci),
-            "latency_mean_s": self.latency_mean_s,
-            "latency_median_s": self.latency_median_s,
-            **_ends("latency_median", self.latency_median_ci, "_s"),
-            "latency_p10_s": quants.get(0.1),
-            "latency_p90_s": quants.get(0.9),
-            "latency_vs_large_only": ratio[0] if ratio else None,
-            **_ends("latency_vs_large_only", ratio[1] if ratio else None),
-            "intervention_rate": self.intervention_rate,
-            **_ends("intervention_rate", self.intervention_rate_ci),
-            "intervention_rate_mean": self.intervention_rate_mean,
-            "tokens_small": self.tokens.get("small", 0),
-            "tokens_large": self.tokens.get("large", 0),
-            "requests_small": self.requests.get("small", 0),
-            "requests_large": self.requests.get("large", 0),
-            "wasted_small_tokens": self.wasted_small_tokens,
-        }
-
-    def latency_ratio(self, baseline: Summary) -> tuple[float, stats.Interval] | None:
-        """Mean latency over ``baseline``'s on the questions both answered, with its paired
-        bootstrap 95 % interval."""
-        return stats.paired_ratio(self.latencies, baseline.latencies)
-
-    def table(self) -> str:
-        """A text table of the run; the intervals are bootstrap 95 % over questions."""
-        tau = "" if self.threshold is None else f", threshold {self.threshold}"
-        quants = "   ".join(
-            f"p{q * 100:.0f} {v:.2f} s" for q, v in self.latency_quantiles.items() if q != 0.5
-        )
-        rows = [
-            f"Bench: {self.strategy}{tau}: {self.n} questions, {self.errors} failed",
-            f"  accuracy             {self.accuracy:.1%} ({self.correct} of {self.n})"
-            f"{_ci(self.accuracy_ci, '.1%')}",
-            f"  latency              mean {_seconds(self.latency_mean_s)}   "
-            f"median {_seconds(self.latency_median_s)}{_ci(self.latency_median_ci, '.2f', ' s')}"
-            + (f"   {quants}" if quants else ""),
-            f"  intervention rate    {_percent(self.intervention_rate)} of steps"
-            f"{_ci(self.intervention_rate_ci, '.1%')}   "
-            f"(per-question mean {_percent(self.intervention_rate_mean)})",
-            f"  {'':<20} {'small':>10} {'large':>10}",
-        ]
-        for name, totals, means in (
-            ("tokens", self.tokens, self.tokens_per_question),
-            ("requests", self.requests, self.requests_per_question),
-        ):
-            small, large = totals.get("small", 0), totals.get("large", 0)
-            rows.append(f"  {name + ' (total)':<20} {small:>10} {large:>10}")
-            rows.append(
-                f"  {name + ' / question':<20} {means.get('small', 0.0):>10.1f} "
-                f"{means.get('large', 0.0):>10.1f}"
-            )
-        rows.append(f"  wasted small tokens  {self.wasted_small_tokens}")
-        return "\n".join(rows)
-
-
-def _ends(name: str, interval: stats.Interval | None, unit: str = "") -> dict[str, float | None]:
-    lo, hi = interval if interval is not None else (None, None)
-    return {f"{name}_lo{unit}": lo, f"{name}_hi{unit}": hi}
-
-
-def _ci(interval: stats.Interval | None, spec: str, unit: str = "") -> str:
-    """`` [lo–hi]`` for a table, empty without an interval."""
-    if interval is None:
-        return ""
-    return f" [{format(interval[0], spec)}–{format(interval[1], spec)}{unit}]"
-
-
-def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f} s"
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
-
-
-def summarize(
-    lines: Sequence[Mapping[str, Any]], strategy: str | None = None, threshold: Any = None
-) -> Summary:
-    """The :class:`Summary` of a run's results lines. ``strategy`` and ``threshold`` default to
-    the lines' own (the first line's)."""
-    ok = [line for line in lines if not line.get("error")]
-    first = lines[0] if lines else {}
-    by_id = {
-        str(line.get("id")): float(x)
-        for line in ok
-        if (x := as_float(line.get("latency_s"))) is not None
-    }
-    latencies = list(by_id.values())
-    routed = [line for line in ok if isinstance(line.get("n_steps"), int)]
-    steps = sum(int(line["n_steps"]) for line in routed)
-    large = sum(int(line.get("n_large_steps") or 0) for line in routed)
-    rates = [
-        float(r) for line in routed if (r := as_float(line.get("intervention_rate"))) is not None
-    ]
-    totals: dict[str, dict[str, int]] = {"tokens": {}, "requests": {}}
-    for key, total in totals.items():
-        for role in _ROLES:
-            total[role] = sum(int((line.get(key) or {}).get(role, 0)) for line in ok)
-    n_ok = len(ok)
-    correct = sum(bool(line.get("correct")) for line in lines)
-    return Summary(
-        strategy=strategy or str(first.get("strategy", "")),
-        threshold=threshold if threshold is not None else first.get("threshold"),
-        n=len(lines),
-        errors=len(lines) - n_ok,
-        correct=correct,
-        accuracy=correct / len(lines) if lines else 0.0,
-        latency_mean_s=statistics.fmean(latencies) if latencies else None,
-        latency_median_s=statistics.median(latencies) if latencies else None,
-        intervention_rate=large / steps if steps else (0.0 if routed else None),
-        intervention_rate_mean=statistics.fmean(rates) if rates else None,
-        tokens=totals["tokens"],
-        requests=totals["requests"],
-        tokens_per_question={r: v / n_ok if n_ok else 0.0 for r, v in totals["tokens"].items()},
-        requests_per_question={r: v / n_ok if n_ok else 0.0 for r, v in totals["requests"].items()},
-        wasted_small_tokens=sum(int(line.get("wasted_small_tokens") or 0) for line in ok),
-        accuracy_ci=stats.mean_ci([float(bool(line.get("correct"))) for line in lines]),
-        intervention_rate_ci=stats.ratio_of_sums_ci(
-            [float(line.get("n_large_steps") or 0) for line in routed],
-            [float(line["n_steps"]) for line in routed],
-        ),
-        latency_mean_ci=stats.mean_ci(latencies),
-        latency_median_ci=stats.median_ci(latencies),
-        latency_quantiles=stats.quantiles(latencies),
-        latencies=by_id,
-    )
-
-
-def large_only(summaries: Sequence[Summary]) -> Summary | None:
-    """The large-only baseline among ``summaries``, if the sweep ran it."""
-    return next((s for s in summaries if s.strategy == "large_only"), None)
-
-
-def comparison_table(summaries: Sequence[Summary]) -> str:
-    """One text row per run: strategy, threshold, accuracy, latency, intervention, tokens and
-    requests per question."""
-    baseline = large_only(summaries)
-    head = (
-        f"{'strategy':<12} {'threshold':>9} {'n':>4} {'err':>4} {'accuracy':>8} "
-        f"{'95% CI':>13} {'lat mean':>9} {'lat med':>9} {'vs large':>8} {'95% CI':>11} "
-        f"{'interv':>7} {'95% CI':>13} {'tok/q S':>8} {'tok/q L':>8} "
-        f"{'req/q S':>7} {'req/q L':>7}"
-    )
-    rows = [head]
-    for s in summaries:
-        tau = "-" if s.threshold is None else str(s.threshold)
-        ratio = s.latency_ratio(baseline) if baseline is not None else None
-        rows.append(
-            f"{s.strategy:<12} {tau:>9} {s.n:>4} {s.errors:>4} {s.accuracy:>8.1%} "
-            f"{_ci(s.accuracy_ci, '.1%').strip():>13} "
-            f"{_seconds(s.latency_mean_s):>9} {_seconds(s.latency_median_s):>9} "
-            f"{f'{ratio[0]:.3f}' if ratio else '-':>8} "
-            f"{_ci(ratio[1] if ratio else None, '.3f').strip():>11} "
-            f"{_percent(s.intervention_rate):>7} "
-            f"{_ci(s.intervention_rate_ci, '.1%').strip():>13} "
-            f"{s.tokens_per_question.get('small', 0):>8.1f} "
-            f"{s.tokens_per_question.get('large', 0):>8.1f} "
-            f"{s.requests_per_question.get('small', 0):>7.2f} "
-            f"{s.requests_per_question.get('large', 0):>7.2f}"
-        )
-    return "\n".join(rows)
-
-
 # -- sweep ----------------------------------------------------------------------------------------
 
 
@@ -771,26 +419,6 @@ def run_name(strategy: str, threshold: Any) -> str:
     value = as_float(threshold)
     tau = f"{value:g}" if value is not None else str(threshold)
     return f"{strategy}_{tau}.jsonl"
-
-
-def write_sweep_csv(summaries: Sequence[Summary], path: str | os.PathLike[str]) -> Path:
-    """``sweep.csv``: the :data:`SWEEP_FIELDS` of every run, one row each."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(SWEEP_FIELDS))
-        writer.writeheader()
-        baseline = large_only(summaries)
-        for summary in summaries:
-            row = summary.row(baseline)
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
-    return target
-
-
-def read_sweep_csv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """The rows of a ``sweep.csv`` as strings."""
-    with Path(path).open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 async def asweep(
@@ -841,6 +469,6 @@ async def asweep(
 
 def _one_line(s: Summary) -> str:
     return (
-        f"accuracy {s.accuracy:.1%}, latency mean {_seconds(s.latency_mean_s)}, "
-        f"intervention {_percent(s.intervention_rate)}, {s.errors} failed"
+        f"accuracy {s.accuracy:.1%}, latency mean {seconds(s.latency_mean_s)}, "
+        f"intervention {percent(s.intervention_rate)}, {s.errors} failed"
     )

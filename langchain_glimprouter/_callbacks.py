@@ -1,0 +1,120 @@
+"""The step-event plumbing around ``BaseChatModel``: where ``glimprouter_step`` custom events go,
+in each of the ways LangChain calls a chat model (invoke, stream, the v2 events path)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForLLMRun,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+    adispatch_custom_event,
+    dispatch_custom_event,
+)
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import (
+    RunnableConfig,
+    ensure_config,
+)
+
+from langchain_glimprouter.records import STEP_EVENT, StepRecord
+
+EVENTS_KWARG = "_glimprouter_events"
+
+
+@dataclass(frozen=True)
+class EventTarget:
+    """Where ``glimprouter_step`` events go when ``stream``/``astream`` call ``_stream``."""
+
+    config: RunnableConfig
+    run_id: uuid.UUID
+
+
+def with_event_target(config: RunnableConfig | None) -> tuple[RunnableConfig, EventTarget]:
+    config = ensure_config(config)
+    run_id = config.get("run_id") or uuid.uuid4()
+    config["run_id"] = run_id
+    return config, EventTarget(config=config, run_id=run_id)
+
+
+def manager_of(cls: Any, run_manager: Any) -> Any:
+    """A (sync or async) callback manager with the run manager's handlers, tags and metadata."""
+    return cls(
+        handlers=run_manager.handlers,
+        inheritable_handlers=run_manager.inheritable_handlers,
+        parent_run_id=run_manager.parent_run_id,
+        tags=run_manager.tags,
+        inheritable_tags=run_manager.inheritable_tags,
+        metadata=run_manager.metadata,
+        inheritable_metadata=run_manager.inheritable_metadata,
+    )
+
+
+def step_events(
+    model: BaseChatModel, cls: Any, run_manager: Any, kwargs: dict[str, Any]
+) -> tuple[Any, uuid.UUID | None]:
+    """The callback manager and run id that ``glimprouter_step`` events go to.
+
+    ``_generate`` and the v2 event path get the run manager, whose own ``on_custom_event`` is a
+    no-op stub, so a manager is built from its handlers. ``stream``/``astream`` call ``_stream``
+    without it; the model's overrides pass the run's config and id instead
+    (:func:`with_event_target`). Otherwise (an invoke that streams internally) there is none,
+    and events go through ``dispatch_custom_event``.
+    """
+    target: EventTarget | None = kwargs.get(EVENTS_KWARG)
+    if run_manager is not None:
+        return manager_of(cls, run_manager), run_manager.run_id
+    if target is not None:
+        config = target.config
+        manager = cls.configure(
+            config.get("callbacks"),
+            model.callbacks,
+            model.verbose,
+            config.get("tags"),
+            model.tags,
+            config.get("metadata"),
+            model.metadata,
+        )
+        return manager, target.run_id
+    return None, None
+
+
+def step_sink(
+    model: BaseChatModel, run_manager: CallbackManagerForLLMRun | None, kwargs: dict[str, Any]
+) -> Callable[[StepRecord], None]:
+    """What to call with each finished step's record: a ``glimprouter_step`` custom event under
+    the model's run (see :func:`step_events`)."""
+    manager, run_id = step_events(model, CallbackManager, run_manager, kwargs)
+
+    def emit(record: StepRecord) -> None:
+        if manager is not None:
+            manager.on_custom_event(STEP_EVENT, record.model_dump(), run_id=run_id)
+        else:
+            with suppress(RuntimeError):  # outside any run: the chunk carries the step
+                dispatch_custom_event(STEP_EVENT, record.model_dump())
+
+    return emit
+
+
+def astep_sink(
+    model: BaseChatModel,
+    run_manager: AsyncCallbackManagerForLLMRun | None,
+    kwargs: dict[str, Any],
+) -> Callable[[StepRecord], Awaitable[None]]:
+    """The async twin of :func:`step_sink`."""
+    manager, run_id = step_events(model, AsyncCallbackManager, run_manager, kwargs)
+
+    async def emit(record: StepRecord) -> None:
+        if manager is not None:
+            await manager.on_custom_event(STEP_EVENT, record.model_dump(), run_id=run_id)
+        else:
+            with suppress(RuntimeError):  # outside any run: the chunk carries the step
+                await adispatch_custom_event(STEP_EVENT, record.model_dump())
+
+    return emit

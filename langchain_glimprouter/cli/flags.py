@@ -1,0 +1,130 @@
+"""What the commands share: the router's settings as flags, the two servers as flags, and the
+conversation of one question.
+
+The router flags are derived from the fields of
+:class:`~langchain_glimprouter.GlimpRouterChatModel` (its router settings, see
+:data:`~langchain_glimprouter.chat_models.ROUTER_SETTINGS`): type, choices, default and help come
+from the field, so a flag cannot drift from the setting it sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import types
+import typing
+from collections.abc import Collection, Mapping
+from typing import Any, Literal
+
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from pydantic import ValidationError
+
+from langchain_glimprouter.backend import Backend
+from langchain_glimprouter.chat_models import ROUTER_SETTINGS, GlimpRouterChatModel
+from langchain_glimprouter.errors import InvalidArgumentError
+
+NOT_FLAGS = {
+    "step_delimiter": "a step ends at a blank line, as the paper's models write",
+    "stop": "the answer ends where the large model ends it",
+}
+"""Router settings with no flag, and why: the CLI routes with their defaults."""
+FLAGS: dict[str, str] = {
+    name: "--" + {"entropy_estimator": "estimator"}.get(name, name).replace("_", "-")
+    for name in (*ROUTER_SETTINGS, "timeout")
+    if name not in NOT_FLAGS
+}
+"""The flag of each router setting (and of the read timeout), e.g. ``--max-reasoning-tokens``."""
+
+
+def threshold_arg(text: str) -> float | str:
+    """``--threshold``: nats, or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a threshold in nats or 'auto', got {text!r}"
+        ) from None
+
+
+def _kind(annotation: Any) -> dict[str, Any]:
+    """argparse's ``type``/``choices`` for a field's annotation."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is Literal:
+        return {"choices": list(typing.get_args(annotation))}
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        literal = [a for a in args if typing.get_origin(a) is Literal]
+        if float in args and literal:
+            return {"type": threshold_arg}
+        if len(args) == 1:
+            return _kind(args[0])
+    if annotation in (int, float, str):
+        return {"type": annotation}
+    raise TypeError(f"no flag type for {annotation!r}")
+
+
+def add_router_flags(
+    parser: argparse.ArgumentParser,
+    defaults: Mapping[str, Any] | None = None,
+    without: Collection[str] = (),
+    notes: Mapping[str, str] | None = None,
+) -> None:
+    """One flag per router setting (``dest`` is the field name), but those in ``without``;
+    ``defaults`` replace the fields' (None: the command decides), ``notes`` end the help."""
+    defaults, notes = defaults or {}, notes or {}
+    for name, flag in FLAGS.items():
+        if name in without:
+            continue
+        field = GlimpRouterChatModel.model_fields[name]
+        default = defaults.get(name, field.default)
+        words = (field.description or "").split(". ")[0].rstrip(".")
+        note = notes.get(name, f"default {default!r}" if default is not None else "")
+        text = f"{words} ({note})" if note else words
+        parser.add_argument(
+            flag,
+            dest=name,
+            default=default,
+            help=text.replace("%", "%%"),
+            **_kind(field.annotation),
+        )
+
+
+def router_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The router settings given on the command line (and not None)."""
+    return {name: getattr(args, name) for name in FLAGS if getattr(args, name, None) is not None}
+
+
+def build_router(small: Backend, large: Backend, values: Mapping[str, Any]) -> GlimpRouterChatModel:
+    """The router of ``values`` (a threshold of None routes every step small), with pydantic's
+    complaint about a bad value turned into an InvalidArgumentError."""
+    settings = dict(values)
+    settings.setdefault("threshold", math.inf)
+    try:
+        return GlimpRouterChatModel(small=small, large=large, **settings)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InvalidArgumentError(f"invalid router settings: {problems}") from None
+
+
+def add_server_flags(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """``--small-url``, ``--small-model``, ``--large-url``, ``--large-model`` and ``--system``."""
+    parser.add_argument("--small-url", required=required, help="e.g. http://localhost:8001/v1")
+    parser.add_argument("--small-model", required=required)
+    parser.add_argument("--large-url", required=required)
+    parser.add_argument("--large-model", required=required)
+    parser.add_argument("--system", default=None, help="optional system message")
+
+
+def backends(args: argparse.Namespace) -> tuple[Backend, Backend]:
+    """The small and the large backend of the server flags."""
+    return (
+        Backend(base_url=args.small_url, model=args.small_model),
+        Backend(base_url=args.large_url, model=args.large_model),
+    )
+
+
+def messages(question: str, system: str | None) -> list[BaseMessage]:
+    """One question, after an optional system message."""
+    head: list[BaseMessage] = [SystemMessage(system)] if system else []
+    return [*head, HumanMessage(question)]
