@@ -1,18 +1,10 @@
-"""The router's client cost, two versions side by side: one call's latency / the servers' busy
-time, ``abatch`` throughput / ideal at 16 and 64 questions, and client CPU per streamed token.
+"""The measuring side of ``client_cpu``: one version's numbers, in a subprocess of their own.
 
-The same emulated servers as ``bench_router.py`` (scripted vLLM look-alikes in processes of their
-own, glimpse 25 %), driven by ``bench_router``'s own functions. Each ``--package`` is a checkout
-of this repository (default: this one); with several, each round runs every version in a fresh
-subprocess, in rotated order, so drift hits all. ``--profile`` writes a cProfile of the batches
-of the first version and prints where the client's CPU goes.
-
-Run from the repository root::
-
-    .venv/bin/python -m benchmarks.client_cpu --package /path/to/old/checkout --package . \\
-        --rounds 3
-
-The table goes to stdout, the raw numbers to ``benchmarks/results/client_cpu.json``.
+``client_cpu`` runs this file by its path, in the measured checkout with that checkout alone on
+``PYTHONPATH``, so it imports only the standard library and that checkout's own code: its
+``langchain_glimprouter``, its ``bench_router`` and whatever that imports (``scripted_server/``
+and ``benchmarks._common`` now, ``tests/scripted_server.py`` in a checkout from before they
+existed). It prints one line ``RESULT <json>``.
 """
 
 from __future__ import annotations
@@ -20,34 +12,40 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import importlib
 import importlib.util
 import json
-import math
 import os
-import pstats
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results" / "client_cpu.json"
+
+def load_bench_router(package: Path) -> ModuleType:
+    """``package``'s benchmarks/bench_router.py: imported as ``benchmarks.bench_router`` where
+    benchmarks/ is a package, else (an older checkout: a folder of scripts, each putting the
+    checkout on sys.path itself) loaded from its file."""
+    path = package / "benchmarks" / "bench_router.py"
+    if (package / "benchmarks" / "__init__.py").is_file():
+        bench = importlib.import_module("benchmarks.bench_router")
+    else:
+        spec = importlib.util.spec_from_file_location("bench_router", path)
+        assert spec is not None
+        assert spec.loader is not None
+        bench = importlib.util.module_from_spec(spec)
+        sys.modules["bench_router"] = bench
+        spec.loader.exec_module(bench)
+    assert bench.__file__ is not None
+    assert Path(bench.__file__).resolve() == path.resolve(), bench.__file__
+    return bench
 
 
 def measure(
     package: Path, sizes: list[int], calls: int, reps: int, profile: Path | None
 ) -> dict[str, Any]:
-    """Run in a subprocess whose sys.path starts with ``package``."""
-    spec = importlib.util.spec_from_file_location(
-        "bench_router", package / "benchmarks" / "bench_router.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["bench_router"] = bench
-    spec.loader.exec_module(bench)
+    """The numbers of one run of ``package``'s own bench_router, in this process."""
+    bench = load_bench_router(package)
     import langchain_glimprouter
 
     assert Path(langchain_glimprouter.__file__).resolve().is_relative_to(package.resolve())
@@ -106,86 +104,17 @@ def measure(
     }
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def summarize(runs: list[dict[str, Any]], sizes: list[int]) -> str:
-    by_package: dict[str, list[dict[str, Any]]] = {}
-    for run in runs:
-        by_package.setdefault(run["package"], []).append(run)
-    header = ["version", "runs", "1 call: latency / busy (median)", "1 call: client CPU ms"]
-    for size in sizes:
-        header += [f"{size} at once: throughput / ideal", f"{size}: CPU µs / streamed token",
-                   f"{size}: CPU / wall (client; small, large servers)"]  # fmt: skip
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for package, group in by_package.items():
-        row = [
-            package,
-            str(len(group)),
-            f"{median([x for r in group for x in r['latency_over_busy']]):.3f}",
-            f"{median([x for r in group for x in r['single_cpu_ms_per_call']]):.1f}",
-        ]
-        for size in sizes:
-            bs = [b for r in group for b in r["batches"] if b["size"] == size]
-            row += [
-                f"{median([b['throughput_over_ideal'] for b in bs]):.3f} "
-                f"({min(b['throughput_over_ideal'] for b in bs):.3f}–"
-                f"{max(b['throughput_over_ideal'] for b in bs):.3f})",
-                f"{median([b['cpu_us_per_token'] for b in bs]):.0f}",
-                f"{median([b['client_cpu_over_wall'] for b in bs]):.2f}; "
-                + ", ".join(
-                    f"{median([b['server_cpu_over_wall'].get(r, math.nan) for b in bs]):.2f}"
-                    for r in ("small", "large")
-                ),
-            ]
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--package", type=Path, action="append", help="a checkout (repeatable)")
-    p.add_argument("--rounds", type=int, default=1)
-    p.add_argument("--sizes", default="16,64", help="questions per abatch, comma-separated")
-    p.add_argument("--calls", type=int, default=5, help="single calls per run")
-    p.add_argument("--reps", type=int, default=2, help="batches of each size per run")
-    p.add_argument("--profile", type=Path, help="cProfile the first version's batches here")
-    p.add_argument("--output", type=Path, default=RESULTS)
-    p.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("package", type=Path)
+    p.add_argument("--sizes", required=True, help="questions per abatch, comma-separated")
+    p.add_argument("--calls", type=int, required=True)
+    p.add_argument("--reps", type=int, required=True)
+    p.add_argument("--profile", type=Path)
     args = p.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",")]
-    if args.child is not None:
-        result = measure(args.child, sizes, args.calls, args.reps, args.profile)
-        print("RESULT " + json.dumps(result))
-        return 0
-    packages = [pkg.resolve() for pkg in args.package or [ROOT]]
-    runs: list[dict[str, Any]] = []
-    started = time.perf_counter()
-    for rnd in range(args.rounds):
-        order = packages[rnd % len(packages) :] + packages[: rnd % len(packages)]
-        for package in order:
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(package),
-                   "--sizes", args.sizes, "--calls", str(args.calls),
-                   "--reps", str(args.reps)]  # fmt: skip
-            if args.profile and rnd == 0 and package == packages[0]:
-                cmd += ["--profile", str(args.profile)]
-            env = {**os.environ, "PYTHONPATH": str(package)}
-            out = subprocess.run(cmd, env=env, cwd=package, capture_output=True, text=True)
-            if out.returncode != 0:
-                print(out.stderr, file=sys.stderr)
-                return 1
-            result = json.loads(out.stdout.split("RESULT ", 1)[1])
-            runs.append(result)
-            print(f"round {rnd + 1}: {package} done", file=sys.stderr)
-    print(summarize(runs, sizes))
-    print(f"\n{args.rounds} rounds in {time.perf_counter() - started:.0f} s; "
-          f"command: {' '.join(sys.argv)}")  # fmt: skip
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
-    if args.profile:
-        stats = pstats.Stats(str(args.profile))
-        stats.sort_stats("tottime").print_stats(25)
+    result = measure(args.package, sizes, args.calls, args.reps, args.profile)
+    print("RESULT " + json.dumps(result))
     return 0
 
 
