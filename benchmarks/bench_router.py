@@ -27,8 +27,8 @@ after one untimed call each (a router's first call also asks each server for /v1
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/bench_router.py            # 5 repetitions: about 5 minutes
-    .venv/bin/python benchmarks/bench_router.py --quick    # 2 repetitions, 8 at once: 2.5 min
+    .venv/bin/python -m benchmarks.bench_router            # 5 repetitions: about 5 minutes
+    .venv/bin/python -m benchmarks.bench_router --quick    # 2 repetitions, 8 at once: 2.5 min
 
 Markdown tables go to stdout, the raw numbers to ``benchmarks/results/bench_router.json``.
 """
@@ -37,13 +37,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import itertools
-import json
 import math
 import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -55,19 +51,22 @@ from typing import Any, Literal
 import httpx
 from langchain_core.language_models import LanguageModelInput
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from langchain_glimprouter import Backend, GlimpRouterChatModel  # noqa: E402
-from scripted_server import (  # noqa: E402
-    RequestLog,
-    Script,
-    ScriptedServer,
-    ScriptedServerProcess,
+from benchmarks._common import (
+    load_average,
+    load_record,
+    load_summary,
+    med,
+    package_versions,
+    results_path,
+    rounded,
+    run_header,
+    table,
+    write_results,
 )
+from langchain_glimprouter import Backend, GlimpRouterChatModel
+from scripted_server import RequestLog, Script, ScriptedServer, ScriptedServerProcess
 
-RESULTS = ROOT / "benchmarks" / "results" / "bench_router.json"
+RESULTS = results_path("bench_router")
 DELIMITER = "\n\n"
 RATES = (0.10, 0.20, 0.25, 0.30, 0.50)
 SEPARATE_RATE = 0.25
@@ -497,25 +496,6 @@ def warm_up() -> None:
 # -- statistics and tables ---------------------------------------------------------------------
 
 
-def med(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else math.nan
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def fmt(value: Any) -> str:
-        if value is None:
-            return "–"
-        if isinstance(value, float) and value.is_integer():
-            return str(int(value))
-        if isinstance(value, float):
-            return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
-        return str(value)
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def summarize(emu: Emulation, cfg: Config, cal: Calibration) -> dict[str, Any]:
     s = cfg.samples
     n_hard = cfg.expected_large(emu.steps)
@@ -576,17 +556,6 @@ def summarize(emu: Emulation, cfg: Config, cal: Calibration) -> dict[str, Any]:
         "median_aborted_small_per_call": med([x.aborted_small for x in s]),
         "all_correct": all(x.correct for x in s),
     }
-
-
-def rounded(value: Any) -> Any:
-    """``value`` with every float rounded to 4 significant digits (keeps the file small)."""
-    if isinstance(value, float):
-        return float(f"{value:.4g}") if math.isfinite(value) else str(value)
-    if isinstance(value, dict):
-        return {k: rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [rounded(v) for v in value]
-    return value
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -663,19 +632,9 @@ def start_all(
 
 def versions() -> dict[str, str]:
     """Versions of the packages the measurement depends on."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str] = {}
-    for name in ("langchain-glimprouter", "langchain-core", "httpx", "httpcore", "uvicorn"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
+    return package_versions(
+        ("langchain-glimprouter", "langchain-core", "httpx", "httpcore", "uvicorn")
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -760,9 +719,7 @@ def report(
         f"ms + {emu.large_decode_s * 1000:g} ms/token; {emu.steps} steps x {emu.step_tokens} "
         f"tokens, answer {emu.answer_tokens} tokens; threshold {THRESHOLD}; "
         f"{args.reps} repetitions; servers: {args.servers}, pacing: {args.pacing}; "
-        f"run took {elapsed:.0f} s; load average (1, 5, 15 min) at start {loads[0]}, "
-        f"at end {loads[-1]}, 1-min range during the run "
-        f"{min(x[0] for x in loads)}–{max(x[0] for x in loads)}."
+        f"run took {elapsed:.0f} s; {load_summary(loads)}."
     ]
 
     out.append("\n### 1. Requests per step and wasted small tokens (probe=stream)\n")
@@ -1020,12 +977,9 @@ def report(
     print("\n".join(out))
 
     results = {
-        "command": shlex.join(sys.orig_argv),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
+        **run_header(),
         "cpus": os.cpu_count(),
-        "load_average": {"start": loads[0], "end": loads[-1], "during": loads[1:-1]},
+        "load_average": load_record(loads),
         "versions": versions(),
         "servers": args.servers,
         "pacing": args.pacing,
@@ -1042,12 +996,7 @@ def report(
         "calibration": asdict(cal),
         "batches": [asdict(b) for b in batches],
     }
-    path: Path = args.output
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rounded(results), indent=1) + "\n")
-    tmp.replace(path)
-    print(f"\nRaw numbers: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    print(f"\nRaw numbers: {write_results(args.output, rounded(results))}")
 
 
 if __name__ == "__main__":

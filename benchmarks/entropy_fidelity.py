@@ -19,8 +19,7 @@ distribution at every position of two kinds of real text:
 
 At each position it takes the exact entropy (nats, float64 from the logits) and, for k = 5, 10
 and 20, the estimators of ``langchain_glimprouter/routing/entropy.py`` (the very code the router
-runs)
-over the true top-k log-probabilities: ``first_token_entropy(top_k, estimator, k)``. For each
+runs) over the true top-k log-probabilities: ``first_token_entropy(top_k, estimator, k)``. For each
 threshold (0.01, 0.1, 0.6, 0.9, 1.8) it counts how often an estimator's decision (``H >
 threshold``: the large model writes the step) equals the exact entropy's, and the two kinds of
 disagreement; also each estimator's mean absolute error and bias, and the residual mass. And
@@ -32,8 +31,8 @@ It needs torch and transformers, which the package's environment lacks: run it w
 of the vLLM environment (``make vllm-env`` builds it and the model folder), from the repository
 root::
 
-    ~/.cache/glimprouter/vllm-venv/bin/python benchmarks/entropy_fidelity.py   # about 5 minutes
-    ~/.cache/glimprouter/vllm-venv/bin/python benchmarks/entropy_fidelity.py --quick  # 20 s
+    ~/.cache/glimprouter/vllm-venv/bin/python -m benchmarks.entropy_fidelity   # about 5 minutes
+    ~/.cache/glimprouter/vllm-venv/bin/python -m benchmarks.entropy_fidelity --quick  # 20 s
 
 (``$GLIMPROUTER_HOME`` replaces ``~/.cache/glimprouter``.) ``entropy.py`` uses only the standard
 library and is loaded from its file, without the package's ``__init__`` (which needs LangChain).
@@ -44,13 +43,8 @@ Markdown tables go to stdout, the raw numbers to ``benchmarks/results/entropy_fi
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
-import importlib.util
-import json
-import math
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -59,10 +53,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results" / "entropy_fidelity.json"
-HOME = Path(os.environ.get("GLIMPROUTER_HOME", Path.home() / ".cache" / "glimprouter"))
-MODEL_DIR = HOME / "smollm2-135m"  # servers.tiny_model_dir()
+from benchmarks._common import (
+    HOME,
+    ROOT,
+    TINY_MODEL_DIR,
+    load_package_module,
+    results_path,
+    rounded,
+    run_header,
+    write_results,
+)
+
+RESULTS = results_path("entropy_fidelity")
+MODEL_DIR = TINY_MODEL_DIR
 VLLM_PYTHON = HOME / "vllm-venv" / "bin" / "python"
 
 THRESHOLDS = (0.01, 0.1, 0.6, 0.9, 1.8)
@@ -88,19 +91,7 @@ the first step's, and "delimiter_starts", those after a "\n\n", each on the prom
 router sends it, re-tokenized); and the answers' own positions after a "\n\n" as generated."""
 
 
-def load_package_module(name: str) -> Any:
-    """``langchain_glimprouter/<name>.py`` itself, without the package (it needs LangChain)."""
-    path = ROOT / "langchain_glimprouter" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"langchain_glimprouter.{name}", path)
-    if spec is None or spec.loader is None:
-        sys.exit(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-ENTROPY = load_package_module("entropy")
+ENTROPY = load_package_module("routing.entropy")
 QUESTIONS: tuple[str, ...] = (
     *load_package_module("questions").CALIBRATION_QUESTIONS,
     "A farmer has 7 rows of 15 tomato plants and 38 of them die. How many are left?",
@@ -525,17 +516,6 @@ def print_tables(summaries: dict[str, Any]) -> None:
         )
 
 
-def rounded(value: Any) -> Any:
-    """``value`` with every float rounded to 4 significant digits (keeps the file small)."""
-    if isinstance(value, float):
-        return float(f"{value:.4g}") if math.isfinite(value) else str(value)
-    if isinstance(value, dict):
-        return {k: rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [rounded(v) for v in value]
-    return value
-
-
 # -- main --------------------------------------------------------------------------------------
 
 
@@ -605,14 +585,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     print_tables(summaries)
 
-    command = "~/.cache/glimprouter/vllm-venv/bin/python benchmarks/entropy_fidelity.py"
+    command = "~/.cache/glimprouter/vllm-venv/bin/python -m benchmarks.entropy_fidelity"
     results = {
-        "command": " ".join([command, *map(shlex.quote, sys.argv[1:])]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "platform": platform.platform(),
+        **run_header(
+            " ".join([command, *map(shlex.quote, sys.argv[1:])]),
+            torch=torch.__version__,
+            transformers=transformers.__version__,
+        ),
         "cpus": os.cpu_count(),
         "threads": args.threads,
         "elapsed_s": elapsed,
@@ -651,12 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "counts": {subset: summaries[subset]["positions"] for subset in SUBSETS},
         "summaries": summaries,
     }
-    path: Path = args.output
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rounded(results), indent=1, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    shown = write_results(args.output, rounded(results), ensure_ascii=False)
     print(f"\nRan {elapsed:.0f} s. Raw numbers: {shown}")
     return 0
 

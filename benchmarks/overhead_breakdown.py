@@ -1,6 +1,6 @@
 """Where the router's overhead over the emulated servers goes: the harness or the client.
 
-``bench_router.py`` runs each scripted server in a process of its own on a steady token clock.
+``bench_router`` runs each scripted server in a process of its own on a steady token clock.
 This script measures what those two choices of the harness change, on the same calls: glimpse
 25 % and large-only, each against four server pairs (threads of this process or processes of
 their own, times a fresh sleep per token or a steady clock), interleaved over repetitions. For
@@ -10,8 +10,8 @@ cost (the servers' lag).
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/overhead_breakdown.py              # 5 repetitions: ~6 minutes
-    .venv/bin/python benchmarks/overhead_breakdown.py --reps 2     # ~2.5 minutes
+    .venv/bin/python -m benchmarks.overhead_breakdown              # 5 repetitions: ~6 minutes
+    .venv/bin/python -m benchmarks.overhead_breakdown --reps 2     # ~2.5 minutes
 
 A table goes to stdout, the numbers to ``benchmarks/results/overhead_breakdown.json``.
 """
@@ -19,10 +19,6 @@ A table goes to stdout, the numbers to ``benchmarks/results/overhead_breakdown.j
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -30,11 +26,20 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks import bench_router as br
+from benchmarks._common import (
+    load_average,
+    load_record,
+    load_summary,
+    med,
+    results_path,
+    rounded,
+    run_header,
+    table,
+    write_results,
+)
 
-import bench_router as br
-
-RESULTS = br.ROOT / "benchmarks" / "results" / "overhead_breakdown.json"
+RESULTS = results_path("overhead_breakdown")
 VARIANTS = (("thread", "sleep"), ("process", "sleep"), ("thread", "steady"), ("process", "steady"))
 RATE = 0.25
 
@@ -46,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     emu = br.Emulation()
     started = time.perf_counter()
-    loads = [br.load_average()]
+    loads = [load_average()]
     br.warm_up()
     configs: list[tuple[str, str, br.Config]] = []
     servers: list[br.Server] = []
@@ -66,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shift = rep % len(configs)
             for i, (_, _, cfg) in enumerate(configs[shift:] + configs[:shift]):
                 cfg.samples.append(br.run_once(emu, cfg, f"Question {rep}.{i}: 6 times 7?"))
-            loads.append(br.load_average())
+            loads.append(load_average())
             print(f"repetition {rep + 1}/{args.reps} done, load {loads[-1]}", file=sys.stderr)
     finally:
         for server in servers:
@@ -80,20 +85,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "servers": kind,
                 "pacing": pacing,
                 "configuration": cfg.name,
-                "median_latency_s": br.med([x.latency_s for x in s]),
-                "median_latency_over_ideal": br.med([x.latency_s / x.ideal_s for x in s]),
-                "median_latency_over_busy": br.med([x.latency_s / x.busy_s for x in s]),
-                "median_server_lag_ms_per_request": br.med(
+                "median_latency_s": med([x.latency_s for x in s]),
+                "median_latency_over_ideal": med([x.latency_s / x.ideal_s for x in s]),
+                "median_latency_over_busy": med([x.latency_s / x.busy_s for x in s]),
+                "median_server_lag_ms_per_request": med(
                     [1000 * (x.busy_s - x.ideal_s) / k for x, k in zip(s, n, strict=True)]
                 ),
-                "median_client_ms_per_request": br.med(
+                "median_client_ms_per_request": med(
                     [1000 * (x.latency_s - x.busy_s) / k for x, k in zip(s, n, strict=True)]
                 ),
-                "median_between_ms_per_gap": br.med(
+                "median_between_ms_per_gap": med(
                     [1000 * x.between_s / (k - 1) for x, k in zip(s, n, strict=True)]
                 ),
-                "median_before_ms": br.med([1000 * x.before_s for x in s]),
-                "median_client_cpu_ms_per_step": br.med([1000 * x.cpu_s / x.n_steps for x in s]),
+                "median_before_ms": med([1000 * x.before_s for x in s]),
+                "median_client_cpu_ms_per_step": med([1000 * x.cpu_s / x.n_steps for x in s]),
                 "all_correct": all(x.correct for x in s),
             }
         )
@@ -122,21 +127,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "median_before_ms",
         "median_client_cpu_ms_per_step",
     ]
-    print(
-        f"{args.reps} repetitions (medians), run took {elapsed:.0f} s, load average (1, 5, 15 "
-        f"min) at start {loads[0]}, at end {loads[-1]}, 1-min range "
-        f"{min(x[0] for x in loads)}–{max(x[0] for x in loads)}.\n"
-    )
-    print(br.table(header, [[row[k] for k in keys] for row in rows]))
+    print(f"{args.reps} repetitions (medians), run took {elapsed:.0f} s, {load_summary(loads)}.\n")
+    print(table(header, [[row[k] for k in keys] for row in rows]))
     correct = all(row["all_correct"] for row in rows)
     print(f"\nEvery route, request count and answer as scripted: {'yes' if correct else 'NO'}.")
     results = {
-        "command": shlex.join(sys.orig_argv),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
+        **run_header(),
         "versions": br.versions(),
-        "load_average": {"start": loads[0], "end": loads[-1], "during": loads[1:-1]},
+        "load_average": load_record(loads),
         "elapsed_s": elapsed,
         "repetitions": args.reps,
         "emulation": asdict(emu),
@@ -146,10 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for kind, pacing, cfg in configs
         },
     }
-    path: Path = args.output
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(br.rounded(results), indent=1) + "\n")
-    print(f"\nRaw numbers: {path.relative_to(br.ROOT) if path.is_relative_to(br.ROOT) else path}")
+    print(f"\nRaw numbers: {write_results(args.output, rounded(results))}")
     return 0
 
 

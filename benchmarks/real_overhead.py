@@ -23,8 +23,8 @@ not depend on how fast the servers happened to be).
 
 Run from the repository root (about 5 minutes: ~100 s to start the servers)::
 
-    .venv/bin/python benchmarks/real_overhead.py
-    .venv/bin/python benchmarks/real_overhead.py --small-url http://127.0.0.1:8001/v1 \\
+    .venv/bin/python -m benchmarks.real_overhead
+    .venv/bin/python -m benchmarks.real_overhead --small-url http://127.0.0.1:8001/v1 \\
         --small-model smollm2-small --large-url http://127.0.0.1:8002/v1 \\
         --large-model smollm2-large        # servers already running
 
@@ -35,11 +35,8 @@ It needs the cached vLLM environment (``make vllm-env``). A table goes to stdout
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -53,23 +50,29 @@ from typing import Any
 import httpx
 from langchain_core.messages import HumanMessage, SystemMessage
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from langchain_glimprouter import Backend, GlimpRouterChatModel  # noqa: E402
-from langchain_glimprouter.cli.servers import (  # noqa: E402
+from benchmarks._common import (
+    load_average,
+    load_record,
+    load_summary,
+    package_versions,
+    results_path,
+    run_header,
+    table,
+    write_results,
+)
+from langchain_glimprouter import Backend, GlimpRouterChatModel
+from langchain_glimprouter.cli.servers import (
     LocalServer,
     start_pair,
     stop_all,
     tiny_model_dir,
     vllm_python,
 )
-from langchain_glimprouter.http.client import BackendClient  # noqa: E402
-from langchain_glimprouter.questions import CALIBRATION_QUESTIONS  # noqa: E402
-from langchain_glimprouter.routing.wire import Chunk  # noqa: E402
+from langchain_glimprouter.http.client import BackendClient
+from langchain_glimprouter.questions import CALIBRATION_QUESTIONS
+from langchain_glimprouter.routing.wire import Chunk
 
-RESULTS = ROOT / "benchmarks" / "results" / "real_overhead.json"
+RESULTS = results_path("real_overhead")
 SYSTEM = "You are a careful math tutor. Reason step by step and put a blank line between steps."
 
 
@@ -250,9 +253,7 @@ VERSIONS = "import vllm, torch; print(vllm.__version__, torch.__version__)"
 
 def versions(probe: subprocess.Popen[str] | None) -> dict[str, str]:
     """Package versions; ``probe`` is the vLLM environment's Python printing its own."""
-    from importlib.metadata import version
-
-    out = {name: version(name) for name in ("langchain-glimprouter", "langchain-core", "httpx")}
+    out = package_versions(("langchain-glimprouter", "langchain-core", "httpx"))
     try:
         assert probe is not None
         stdout, _ = probe.communicate(timeout=120)
@@ -260,10 +261,6 @@ def versions(probe: subprocess.Popen[str] | None) -> dict[str, str]:
     except (AssertionError, ValueError, subprocess.SubprocessError):
         out["vllm"] = "unknown"
     return out
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -421,11 +418,8 @@ def report(
         f"max_reasoning_tokens {args.max_reasoning_tokens}, max_tokens {args.max_tokens}; "
         f"{args.reps} repetitions per question; servers "
         f"{'started here in ' + format(startup, '.0f') + ' s' if started_servers else 'reused'};"
-        f" run took {elapsed:.0f} s; load average (1, 5, 15 min) at start {loads[0]}, at end "
-        f"{loads[-1]}, 1-min range {min(x[0] for x in loads)}–{max(x[0] for x in loads)}.\n",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(" --- " for _ in header) + "|",
-        *("| " + " | ".join(str(v) for v in row) + " |" for row in rows),
+        f" run took {elapsed:.0f} s; {load_summary(loads)}.\n",
+        table(header, rows),
         "",
         f"All: router / direct median **{statistics.median(ratios):.3f}** (min "
         f"{min(ratios):.3f}, max {max(ratios):.3f}, n = {len(ratios)}); client overhead "
@@ -440,14 +434,11 @@ def report(
     ]
     print("\n".join(out))
     results = {
-        "command": shlex.join(sys.orig_argv),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
+        **run_header(),
         "cpus": os.cpu_count(),
         "versions": found_versions,
         "model": str(tiny_model_dir()),
-        "load_average": {"start": loads[0], "end": loads[-1], "during": loads[1:-1]},
+        "load_average": load_record(loads),
         "startup_s": startup,
         "elapsed_s": elapsed,
         "settings": {
@@ -468,10 +459,7 @@ def report(
         },
         "samples": [asdict(s) for s in samples],
     }
-    path: Path = args.output
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"\nRaw numbers: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    print(f"\nRaw numbers: {write_results(args.output, results)}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Counts answers, typed errors, untyped errors, hangs, and steps that were duplica
 (every step of an answer must be exactly the scripted text of the model that wrote it), and
 checks that no request is left running on either server at the end.
 
-Run: .venv/bin/python benchmarks/soak.py [--questions 500] [--concurrency 32] [--chaos 0.05]
+Run: .venv/bin/python -m benchmarks.soak [--questions 500] [--concurrency 32] [--chaos 0.05]
 Exit status 0 only if there were no hangs, no untyped errors, no bad chains and no leaks.
 """
 
@@ -14,13 +14,9 @@ import argparse
 import asyncio
 import json
 import random
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from langchain_glimprouter import Backend, GlimpRouterChatModel, GlimpRouterError
 from scripted_server import Faults, Script, ScriptedServer

@@ -12,13 +12,12 @@ runs), and times both.
 Run with the vLLM environment's Python (it has ``tokenizers``; tiktoken comes with the openai
 SDK's extras or ``pip install tiktoken``)::
 
-    ~/.cache/glimprouter/vllm-venv/bin/python benchmarks/tiktoken_counts.py
+    ~/.cache/glimprouter/vllm-venv/bin/python -m benchmarks.tiktoken_counts
 """
 
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -26,9 +25,9 @@ from pathlib import Path
 import tiktoken
 from tokenizers import Tokenizer
 
-ROOT = Path(__file__).resolve().parent.parent
-HOME = Path(os.environ.get("GLIMPROUTER_HOME", Path.home() / ".cache" / "glimprouter"))
-TOKENIZER = HOME / "smollm2-135m" / "tokenizer.json"
+from benchmarks._common import ROOT, TINY_MODEL_DIR, load_package_module
+
+TOKENIZER = TINY_MODEL_DIR / "tokenizer.json"
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
@@ -60,10 +59,8 @@ def encoding_from(path: Path) -> tiktoken.Encoding:
 
 
 def texts() -> list[str]:
-    # questions.py imports nothing: read it without importing the package (no LangChain here)
-    namespace: dict[str, object] = {}
-    exec((ROOT / "langchain_glimprouter" / "questions.py").read_text(), namespace)
-    calibration = namespace["CALIBRATION_QUESTIONS"]
+    # questions.py imports nothing: load it without importing the package (no LangChain here)
+    calibration = load_package_module("questions").CALIBRATION_QUESTIONS
     assert isinstance(calibration, tuple)
 
     data = ROOT / "langchain_glimprouter" / "data" / "arithmetic.jsonl"
