@@ -24,7 +24,7 @@ from langchain_glimprouter.cli.bench import runner as B
 from langchain_glimprouter.cli.bench.grading import BenchItem
 from langchain_glimprouter.records import RoutingRecord, StepRecord
 from scripted_server import ScriptedServer
-from tests.unit_tests.conftest import router_for
+from tests.support.pair import router_for
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -39,7 +39,7 @@ ITEMS = [
 
 def boxed_pair(servers: Any) -> tuple[ScriptedServer, ScriptedServer]:
     from scripted_server import Script
-    from tests.unit_tests.conftest import H_INIT, LARGE_STEPS, SMALL_STEPS
+    from tests.support.pair import H_INIT, LARGE_STEPS, SMALL_STEPS
 
     pair: tuple[ScriptedServer, ScriptedServer] = servers(
         Script(steps=SMALL_STEPS, h_init=H_INIT),
