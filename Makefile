@@ -21,17 +21,20 @@ demo: setup vllm-env  ## two local vLLM servers on the tiny model, one routed qu
 PHASES := .make-test-phases
 TIMED := scripts/timed.sh $(PHASES)
 
-test:  ## the whole suite: set-up, lint, types, unit tests, integration tests and examples
+UNIT := $(BIN)/pytest tests/unit_tests --disable-socket --allow-unix-socket
+
+test:  ## the whole suite: set-up, lint, types, unit tests, loopback tests, integration tests and examples
 	@rm -f $(PHASES)
 	@$(TIMED) setup $(MAKE) --no-print-directory setup vllm-env llamacpp-env
 	@$(TIMED) lint bash -c '$(BIN)/ruff check . && $(BIN)/ruff format --check .'
 	@$(TIMED) types $(BIN)/mypy
-	@$(TIMED) unit $(BIN)/pytest tests/unit_tests --durations=10
+	@$(TIMED) unit $(UNIT) --durations=10
+	@$(TIMED) loopback $(BIN)/pytest tests/loopback_tests --durations=10
 	@$(TIMED) integration $(BIN)/pytest tests/integration_tests --durations=15
 	@$(TIMED) --summary
 
-unit: setup  ## unit tests only (no vLLM)
-	$(BIN)/pytest tests/unit_tests
+unit: setup  ## unit tests only (no vLLM, no socket)
+	$(UNIT)
 
 lint: setup
 	$(BIN)/ruff check .

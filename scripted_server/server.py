@@ -7,6 +7,9 @@ and by the prompt (see :func:`continuation`), so a router driving two of them st
 reproducible text and first-token entropies, and the server's counters (:attr:`~ScriptedServer.
 requests`, :attr:`~ScriptedServer.active`) tell how much work the router asked for.
 
+What it answers is :mod:`scripted_server.answers` (no HTTP; a test's fake client answers from it
+too); this module adapts it to HTTP and paces the tokens in time.
+
 Simplifications, all deterministic:
 
 * a prompt counts ``len(prompt) // 4 + 1`` tokens; ``/tokenize`` gives one token per code point;
@@ -31,175 +34,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import math
 import multiprocessing
-import random
-import re
 import socket
 import threading
 import time
-import uuid
-from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator
 from multiprocessing.connection import Connection
 from typing import Any
 
 import httpx
 import uvicorn
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-CHATML = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-_WORDS = re.compile(r"^\s+|\s*\S+|\s+")
-_GLUED = re.compile(r"\s*\S+|\s+")
-_MIN_LOGPROB = -9999.0  # vLLM's floor for log(0)
-_CHAOS: tuple[int | str, ...] = (500, 503, 429, "cut", "cut", "garbage")
+from scripted_server.answers import Answer, Completion, Due, RequestLog, ScriptedModel, dumps
+from scripted_server.script import Script
+
 _ABORT_WINDOW_S = 0.001  # least pause between streamed tokens, for a client's abort to be seen
 
 
-def _dumps(obj: Any) -> str:
-    """Compact JSON, as vLLM writes it."""
-    return json.dumps(obj, separators=(",", ":"))
+def _json(answer: Answer) -> JSONResponse:
+    return JSONResponse(answer.body, status_code=answer.status)
 
 
-@dataclass
-class Script:
-    """What one scripted model writes: its reasoning steps, first-token entropies and answer."""
-
-    steps: list[str]
-    h_init: list[float] | float = 0.5
-    answer: str | Callable[[str], str] = "The answer is 42."
-    """The final answer, or a function of the prompt that gives it."""
-    delimiter: str = "\n\n"
-    end_with_think: bool = True
-    residual_mass: float = 0.05
-
-    def entropy(self, k: int) -> float:
-        """Target first-token entropy for step ``k`` (a list is clamped to its last entry)."""
-        if isinstance(self.h_init, list):
-            return self.h_init[min(k, len(self.h_init) - 1)]
-        return self.h_init
-
-
-@dataclass
-class RequestLog:
-    """One ``/v1/completions`` request as the server saw it."""
-
-    prompt: str
-    params: dict[str, Any]
-    stream: bool
-    generated_tokens: int = 0
-    finished: bool = False
-    finish_reason: str | None = None
-    received_s: float | None = None
-    """``time.perf_counter()`` when the handler got the request (its body not yet read)."""
-    authorization: str | None = None
-    """The request's Authorization header."""
-    started_s: float | None = None
-    """``time.perf_counter()`` when the generation started (before the prefill pause)."""
-    first_token_s: float | None = None
-    """When the first token was handed to the HTTP layer."""
-    last_token_s: float | None = None
-    """When the last token (or the final empty chunk) was handed to the HTTP layer."""
-
-
-def split_tokens(text: str, delimiter: str, at_start: bool = True) -> list[str]:
-    """Cut ``text`` into tokens: each ``delimiter`` is a token of its own, and the text between two
-    delimiters is cut by ``^\\s+|\\s*\\S+|\\s+`` (whitespace at its start, then a word with the
-    whitespace before it; whitespace left at the end). With ``at_start`` False the text goes on
-    a step already begun (a resumed stream), so its first word keeps the whitespace before it.
-    ``"".join(split_tokens(text, d)) == text`` always holds."""
-    tokens: list[str] = []
-    for i, part in enumerate(text.split(delimiter)):
-        if i:
-            tokens.append(delimiter)
-        tokens.extend((_WORDS if i or at_start else _GLUED).findall(part))
-    return tokens
-
-
-def continuation(script: Script, prompt: str) -> tuple[str, int]:
-    """The whole text the model writes after ``prompt`` (up to EOS), and the step index ``k``.
-
-    ``k`` counts the delimiters after the last ``"<think>\\n"``; with ``"</think>"`` there, the
-    model writes the answer, else steps ``k, k+1, ...`` each followed by the delimiter, then
-    ``"</think>" + delimiter + answer`` (only if ``end_with_think``; EOS otherwise).
-
-    A prompt that ends inside that text (a resumed request) continues it where it stops."""
-    _, think, body = prompt.rpartition("<think>\n")
-    body = body if think else ""
-    k = body.count(script.delimiter)
-    answer = script.answer(prompt) if callable(script.answer) else script.answer
-    if "</think>" in body:
-        partial = body.rpartition("</think>")[2].removeprefix(script.delimiter)
-        return answer.removeprefix(partial), k
-    text = "".join(step + script.delimiter for step in script.steps[k:])
-    if script.end_with_think:
-        text += f"</think>{script.delimiter}{answer}"
-    partial = body.rpartition(script.delimiter)[2]
-    return text.removeprefix(partial), k
-
-
-def first_json_value(text: str) -> str:
-    """What a server constraining its output to JSON would write: the text up to the end of
-    its first JSON value (all of it when there is none; the client then fails to parse it)."""
-    start = len(text) - len(text.lstrip())
-    try:
-        _, end = json.JSONDecoder().raw_decode(text, start)
-    except ValueError:
-        return text
-    return text[:end]
-
-
-def _entropy(p: float, n: int) -> float:
-    """Entropy (nats) of ``p`` on one outcome and ``(1 - p) / (n - 1)`` on each of ``n - 1``."""
-    h = -p * math.log(p) if p > 0 else 0.0
-    return h - (1 - p) * math.log((1 - p) / (n - 1)) if p < 1 else h
-
-
-def first_top_logprobs(token: str, n: int, h: float, mass: float) -> dict[str, float]:
-    """Top-``n`` logprobs (at least the sampled ``token``) with total probability ``1 - mass`` and
-    renormalised entropy ``h``, clamped to ``[0, log n]``. The sampled token has renormalised
-    probability ``p >= 1 / n`` (found by bisection, as the entropy falls with ``p``), the other
-    ``n - 1`` (``"<alt1>"``, ...) share the rest equally."""
-    n = max(n, 1)
-    lo, hi = 1.0 / n, 1.0
-    if h <= 0:
-        lo = 1.0
-    for _ in range(200 if lo < hi else 0):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _entropy(mid, n) > h else (lo, mid)
-    p, total = lo, 1.0 - mass
-    rest = (1 - p) * total / (n - 1) if n > 1 else 0.0
-    sampled = math.log(p * total)
-    alt = min(math.log(rest), sampled) if rest > 0 else _MIN_LOGPROB  # ties: no rounding above
-    return {token: sampled} | {f"<alt{i}>": alt for i in range(1, n)}
-
-
-def later_top_logprobs(token: str, n: int) -> dict[str, float]:
-    """Top-``n`` logprobs for a token after the first: the sampled one far ahead of the rest."""
-    return {token: -0.01} | {f"<alt{i}>": -10.0 - i for i in range(1, max(n, 1))}
-
-
-def _error(status: int, type_: str, param: str, message: str) -> JSONResponse:
-    """A vLLM error body."""
-    body = {"error": {"message": message, "type": type_, "param": param, "code": status}}
-    return JSONResponse(body, status_code=status)
-
-
-def _choice(text: str, logprobs: Any, finish: str | None, stop: str | None) -> dict[str, Any]:
-    """One choice of a vLLM completion (stream) response."""
-    return {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish,
-            "stop_reason": stop}  # fmt: skip
+def _sse(payload: dict[str, Any] | str) -> str:
+    """One server-sent event: a JSON object, or raw data (``[DONE]``, an injected non-JSON one)."""
+    return f"data: {payload if isinstance(payload, str) else dumps(payload)}\n\n"
 
 
 class _Stream(StreamingResponse):
@@ -218,66 +81,22 @@ class _Stream(StreamingResponse):
             await self._generation.aclose()
 
 
-@dataclass
-class Faults:
-    """Failures a :class:`ScriptedServer` injects into ``/v1/completions`` (set ``server.faults``).
-
-    Completions requests are numbered from 1 as they arrive.
-    """
-
-    status: int | None = None
-    """Answer this HTTP status (with a vLLM-style error body) ..."""
-    status_from: int = 1
-    """... from the Nth completions request on ..."""
-    status_count: int | None = None
-    """... for this many requests (None: every one from then on)."""
-    cut_after: int | None = None
-    """Break the connection (no finish, no [DONE]) after this many streamed tokens ..."""
-    cut_count: int = 1
-    """... in this many requests; later ones are left alone."""
-    stall_s: float = 0.0
-    """Pause this long before the first token of every request."""
-    garbage: bool = False
-    """Send a server-sent event that is not JSON ..."""
-    garbage_after: int = 0
-    """... after this many streamed tokens ..."""
-    garbage_count: int | None = None
-    """... in this many requests (None: every one)."""
-    drop_logprobs: bool = False
-    """Ignore the ``logprobs`` parameter (a server without logprobs support)."""
-    chaos: float = 0.0
-    """Probability that a request gets a random fault: HTTP 500, 503 or 429, a cut after 0-5
-    tokens, or a non-JSON event (for soak tests)."""
-    rng: random.Random = field(default_factory=lambda: random.Random(0))
-    seen: int = 0
-    cuts: int = 0
-    garbled: int = 0
-
-
-class ScriptedServer:
+class ScriptedServer(ScriptedModel):
     """A scripted vLLM server on a free loopback port; see the module docstring."""
 
     def __init__(
         self,
         script: Script,
         *,
-        model: str = "scripted",
-        max_logprobs: int = 20,
-        max_model_len: int = 100_000,
         decode_s: float = 0.0,
         prefill_s: float = 0.0,
-        chat_template: str = CHATML,
         steady: bool = False,
+        **model: Any,
     ) -> None:
-        self.script, self.model, self.max_logprobs = script, model, max_logprobs
-        self.max_model_len, self.decode_s, self.prefill_s = max_model_len, decode_s, prefill_s
-        self.steady = steady
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        self._template = env.from_string(chat_template)
-        self.requests: list[RequestLog] = []
-        self.faults = Faults()
-        self.active = 0
-        self._idle = threading.Condition()
+        """``model``: the :class:`~scripted_server.answers.ScriptedModel`'s settings (``model``,
+        ``max_logprobs``, ``max_model_len``, ``chat_template``); the rest paces the tokens."""
+        super().__init__(script, **model)
+        self.decode_s, self.prefill_s, self.steady = decode_s, prefill_s, steady
         self.root_url = self.base_url = ""
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -331,226 +150,64 @@ class ScriptedServer:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def reset(self) -> None:
-        """Forget the logged requests (``active`` is a live gauge, 0 whenever idle)."""
-        with self._idle:
-            self.requests = []
-
-    def wait_idle(self, timeout: float = 5.0) -> bool:
-        """Wait until no completion is generating; False if one still is after ``timeout``."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self.active == 0, timeout)
-
-    def _add_active(self, delta: int) -> None:
-        with self._idle:
-            self.active += delta
-            self._idle.notify_all()
-
-    def _check_model(self, body: dict[str, Any]) -> JSONResponse | None:
-        name = body.get("model")
-        if name is None or name == self.model:
-            return None
-        return _error(404, "NotFoundError", "model", f"The model `{name}` does not exist.")
-
-    def _validate(self, body: dict[str, Any], n_prompt: int) -> JSONResponse | None:
-        """The 400 vLLM would answer to this completion request, if any."""
-        n_top, max_tokens, limit = body.get("logprobs"), body.get("max_tokens"), self.max_model_len
-        if not isinstance(body.get("prompt"), str):
-            return _error(400, "BadRequestError", "prompt", "prompt must be a string")
-        checks = [
-            (n_top is not None and n_top > self.max_logprobs, "logprobs", n_top,
-             f"Requested sample logprobs of {n_top}, which is greater than max allowed: "
-             f"{self.max_logprobs}"),
-            (n_prompt > limit, "input_tokens", n_prompt,
-             f"This model's maximum context length is {limit} tokens. However, your prompt "
-             f"contains at least {n_prompt} input tokens, which exceeds this limit even without"
-             " any output tokens. Please reduce the length of the input prompt."),
-            (max_tokens is not None and max_tokens > limit, "max_tokens", max_tokens,
-             f"max_tokens={max_tokens} cannot be greater than max_model_len={limit}. Please"
-             " request fewer output tokens."),
-        ]  # fmt: skip
-        for failed, param, value, message in checks:
-            if failed:
-                text = f"{message} (parameter={param}, value={value})"
-                return _error(400, "BadRequestError", str(param), text)
-        return None
-
     async def _completions(self, request: Request) -> Response:
         received = time.perf_counter()
         body: dict[str, Any] = await request.json()
-        prompt, stream = body.get("prompt"), bool(body.get("stream"))
-        log = RequestLog(prompt=str(prompt), params=body, stream=stream, received_s=received)
-        log.authorization = request.headers.get("authorization")
-        with self._idle:
-            self.requests.append(log)
-        n_prompt = len(str(prompt)) // 4 + 1
-        faults = self.faults
-        faults.seen += 1
-        if faults.status is not None and faults.seen >= faults.status_from:
-            count = faults.status_count
-            if count is None or faults.seen < faults.status_from + count:
-                return _error(faults.status, "InjectedError", "none", "injected failure")
-        kind = faults.rng.choice(_CHAOS) if faults.rng.random() < faults.chaos else None
-        if kind in (500, 503, 429):
-            return _error(int(kind), "InjectedError", "none", "injected chaos")
-        if faults.drop_logprobs:
-            body = {k: v for k, v in body.items() if k != "logprobs"}
-            log.params = body
-        error = self._check_model(body) or self._validate(body, n_prompt)
-        if error is not None:
-            return error
-        max_tokens = body.get("max_tokens", 16)
-        budget = self.max_model_len - n_prompt
-        budget = budget if max_tokens is None else min(max_tokens, budget)
-        generation = self._generate(request, log, str(prompt), budget)
-        head: dict[str, Any] = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion"}
-        head |= {"created": int(time.time()), "model": self.model}
-
-        def usage() -> dict[str, int]:
-            n = log.generated_tokens
-            return {"prompt_tokens": n_prompt, "total_tokens": n_prompt + n, "completion_tokens": n}
-
-        if not stream:
+        authorization = request.headers.get("authorization")
+        accepted = self.completion(body, received_s=received, authorization=authorization)
+        if isinstance(accepted, Answer):
+            return _json(accepted)
+        generation = self._generate(request, accepted)
+        if not accepted.log.stream:
             choices = [choice async for choice in generation]
-            if not log.finished:  # the client has gone
+            if not accepted.log.finished:  # the client has gone
                 return Response(status_code=499)
-            text = "".join(choice["text"] for choice in choices)
-            logprobs = None
-            if body.get("logprobs") is not None:
-                keys = ("text_offset", "token_logprobs", "tokens", "top_logprobs")
-                lists = [c["logprobs"] for c in choices if c["logprobs"] is not None]
-                logprobs = {key: [x for lp in lists for x in lp[key]] for key in keys}
-            last = choices[-1] | {"text": text, "logprobs": logprobs}
-            return JSONResponse(head | {"choices": [last], "usage": usage()})
-        options = body.get("stream_options") or {}
-
-        cut_after = faults.rng.randint(0, 5) if kind == "cut" else None
-        if faults.cut_after is not None and faults.cuts < faults.cut_count:
-            faults.cuts += 1
-            cut_after = faults.cut_after
-
-        garble_at = faults.rng.randint(0, 5) if kind == "garbage" else None
-        if faults.garbage and (
-            faults.garbage_count is None or faults.garbled < faults.garbage_count
-        ):
-            faults.garbled += 1
-            garble_at = faults.garbage_after
+            return _json(accepted.response(choices))
 
         async def events() -> AsyncGenerator[str, None]:
-            sent = 0
             async for choice in generation:
-                if sent == garble_at:
-                    yield "data: {this is not json\n\n"
-                if sent == cut_after:
-                    raise ConnectionAbortedError("injected cut")  # uvicorn drops the connection
-                each = usage() if options.get("continuous_usage_stats") else None
-                yield f"data: {_dumps(head | {'choices': [choice], 'usage': each})}\n\n"
-                sent += 1
-            if options.get("include_usage"):
-                yield f"data: {_dumps(head | {'choices': [], 'usage': usage()})}\n\n"
-            yield "data: [DONE]\n\n"
+                for payload in accepted.events(choice):
+                    yield _sse(payload)
+            for payload in accepted.closing_events():
+                yield _sse(payload)
 
         return _Stream(events(), generation)
 
-    def _logprobs(self, token: str, offset: int, n_top: int, step: int | None) -> dict[str, Any]:
-        """vLLM's logprobs of one token; ``step`` is given for the first token of a response."""
-        script = self.script
-        top = (
-            later_top_logprobs(token, n_top)
-            if step is None
-            else first_top_logprobs(token, n_top, script.entropy(step), script.residual_mass)
-        )
-        return {"text_offset": [offset], "token_logprobs": [top[token]], "tokens": [token],
-                "top_logprobs": [top]}  # fmt: skip
-
     async def _generate(
-        self, request: Request, log: RequestLog, prompt: str, budget: int
+        self, request: Request, completion: Completion
     ) -> AsyncGenerator[dict[str, Any], None]:
-        """Yield one stream choice per token, lazily; the last carries the finish reason."""
-        text, k = continuation(self.script, prompt)
-        if log.params.get("structured_outputs"):
-            text = first_json_value(text)
-        at_start = prompt.endswith(("<think>\n", self.script.delimiter))
-        tokens = split_tokens(text, self.script.delimiter, at_start)
-        first_content = next((i for i, token in enumerate(tokens) if token.strip()), 0)
-        stop = log.params.get("stop") or []
-        stops: list[str] = [stop] if isinstance(stop, str) else stop
-        n_top: int | None = log.params.get("logprobs")
-        gap = max(self.decode_s, _ABORT_WINDOW_S) if log.stream else self.decode_s
+        """The completion's choices, each when its token is due; none once the client has gone."""
+        gap = max(self.decode_s, _ABORT_WINDOW_S) if completion.log.stream else self.decode_s
         clock = asyncio.get_running_loop().time
         self._add_active(1)
         try:
-            log.started_s = time.perf_counter()
+            completion.log.started_s = time.perf_counter()
             first_due = clock() + self.prefill_s + self.faults.stall_s
             await asyncio.sleep(self.prefill_s + self.faults.stall_s)
-            written = sent = ""
-            for i, token in enumerate(tokens[: max(budget, 0)]):
-                if i and self.steady:
-                    await asyncio.sleep(max(first_due + i * gap - clock(), 0.0))
-                elif i:
+            for item in completion.generate():
+                if not isinstance(item, Due):
+                    yield item
+                    continue
+                if item.index and self.steady:
+                    await asyncio.sleep(max(first_due + item.index * gap - clock(), 0.0))
+                elif item.index:
                     await asyncio.sleep(gap)
                 if await request.is_disconnected():
                     return
-                log.generated_tokens += 1
-                offset, written = len(written), written + token
-                hit = next((s for s in stops if s in written), None)
-                visible = written if hit is None else written[: written.index(hit)]
-                eos, full = hit is not None or i + 1 == len(tokens), i + 1 == budget
-                finish = "stop" if eos else "length" if full else None
-                # The step's entropy goes to its first token with content: whitespace before it
-                # (a lone "\n" after the delimiter) is near-certain, as in a real model.
-                step = k if i == first_content else None
-                logprobs = None if n_top is None else self._logprobs(token, offset, n_top, step)
-                if finish is not None:
-                    log.finished, log.finish_reason = True, finish
-                log.last_token_s = time.perf_counter()
-                if i == 0:
-                    log.first_token_s = log.last_token_s
-                yield _choice(visible[len(sent) :], logprobs, finish, hit)
-                sent = visible
-                if finish is not None:
-                    return
-            log.finished, log.finish_reason = True, "length" if tokens else "stop"
-            log.last_token_s = time.perf_counter()
-            yield _choice("", None, log.finish_reason, None)
         finally:
             self._add_active(-1)
 
     async def _tokenize(self, request: Request) -> Response:
-        body: dict[str, Any] = await request.json()
-        error = self._check_model(body)
-        if error is not None:
-            return error
-        if "messages" in body:
-            kwargs = {
-                "add_generation_prompt": body.get("add_generation_prompt", True),
-                "tools": body.get("tools"),
-                **body.get("chat_template_kwargs", {}),
-            }
-            text = self._template.render(messages=body["messages"], **kwargs)
-        else:
-            text = body.get("prompt", "")
-        tokens, limit = [ord(c) for c in text], self.max_model_len
-        out = {"count": len(tokens), "max_model_len": limit, "tokens": tokens, "token_strs": None}
-        return JSONResponse(out)
+        return _json(self.tokenize(await request.json()))
 
     async def _detokenize(self, request: Request) -> Response:
-        body: dict[str, Any] = await request.json()
-        error = self._check_model(body)
-        return error or JSONResponse({"prompt": "".join(map(chr, body.get("tokens", [])))})
+        return _json(self.detokenize(await request.json()))
 
     async def _health(self, _: Request) -> Response:
         return Response()
 
     async def _models(self, _: Request) -> Response:
-        card: dict[str, Any] = {
-            "id": self.model,
-            "object": "model",
-            "owned_by": "vllm",
-            "root": self.model,
-        }
-        card["max_model_len"] = self.max_model_len
-        return JSONResponse({"object": "list", "data": [card]})
+        return _json(self.models())
 
 
 def _serve_child(conn: Connection, script: Script, options: dict[str, Any]) -> None:

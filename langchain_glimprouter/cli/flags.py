@@ -10,7 +10,6 @@ from the field, so a flag cannot drift from the setting it sets.
 from __future__ import annotations
 
 import argparse
-import math
 import types
 import typing
 from collections.abc import Collection, Mapping
@@ -73,9 +72,10 @@ def add_router_flags(
     """One flag per router setting (``dest`` is the field name), but those in ``without``;
     ``defaults`` replace the fields' (None: the command decides), ``notes`` end the help."""
     defaults, notes = defaults or {}, notes or {}
-    for name, flag in FLAGS.items():
-        if name in without:
-            continue
+    names = [name for name in FLAGS if name not in without]
+    parser.set_defaults(router_flags=tuple(names))
+    for name in names:
+        flag = FLAGS[name]
         field = GlimpRouterChatModel.model_fields[name]
         default = defaults.get(name, field.default)
         words = (field.description or "").split(". ")[0].rstrip(".")
@@ -91,17 +91,15 @@ def add_router_flags(
 
 
 def router_values(args: argparse.Namespace) -> dict[str, Any]:
-    """The router settings given on the command line (and not None)."""
-    return {name: getattr(args, name) for name in FLAGS if getattr(args, name, None) is not None}
+    """The router settings the command's router flags hold (but None: the field's default)."""
+    return {name: value for name in args.router_flags if (value := getattr(args, name)) is not None}
 
 
 def build_router(small: Backend, large: Backend, values: Mapping[str, Any]) -> GlimpRouterChatModel:
-    """The router of ``values`` (a threshold of None routes every step small), with pydantic's
-    complaint about a bad value turned into an InvalidArgumentError."""
-    settings = dict(values)
-    settings.setdefault("threshold", math.inf)
+    """The router of ``values``, with pydantic's complaint about a bad value turned into an
+    InvalidArgumentError."""
     try:
-        return GlimpRouterChatModel(small=small, large=large, **settings)
+        return GlimpRouterChatModel(small=small, large=large, **values)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise InvalidArgumentError(f"invalid router settings: {problems}") from None

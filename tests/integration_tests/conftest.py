@@ -17,6 +17,11 @@ import pytest
 from langchain_glimprouter import Backend
 from langchain_glimprouter.cli.servers import LocalServer, start_pair
 
+_ORDER = {"before_vllm_pair": 0, "after_vllm_pair": 2}
+"""Where a marked test runs, whatever the file names: ``before_vllm_pair`` first (it starts vLLM
+servers of its own: before the session pair starts, no more than two share the cores),
+``after_vllm_pair`` last (it kills a server of the session pair); the others (1) in between."""
+
 _SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+([-+0-9.eEinfNa]+)$")
 
 
@@ -46,6 +51,15 @@ def started_requests(backend: Backend) -> int:
     """Requests that produced a first token, aborted ones included (request_success_total
     does not count requests whose client disconnected)."""
     return int(metric(backend, "vllm:time_to_first_token_seconds_count"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the marked tests (see ``_ORDER``); a stable sort keeps the rest as collected."""
+
+    def position(item: pytest.Item) -> int:
+        return min((_ORDER[m.name] for m in item.iter_markers() if m.name in _ORDER), default=1)
+
+    items.sort(key=position)
 
 
 @pytest.fixture(scope="session")

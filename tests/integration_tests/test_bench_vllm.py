@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from langchain_glimprouter.cli import main as cli
-from langchain_glimprouter.cli.bench.runner import SWEEP_FIELDS, read_sweep_csv
+from langchain_glimprouter.cli.bench.summary import SWEEP_FIELDS, read_sweep_csv
 
 from .conftest import Pair, metric, started_requests
 

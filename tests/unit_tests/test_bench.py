@@ -19,12 +19,14 @@ from pydantic import Field, PrivateAttr
 
 from langchain_glimprouter import BackendUnreachableError, InvalidArgumentError
 from langchain_glimprouter.cli import main as cli
+from langchain_glimprouter.cli.bench import command
 from langchain_glimprouter.cli.bench import plots as P
 from langchain_glimprouter.cli.bench import runner as B
+from langchain_glimprouter.cli.bench import summary as S
 from langchain_glimprouter.cli.bench.grading import BenchItem
 from langchain_glimprouter.records import RoutingRecord, StepRecord
 from scripted_server import ScriptedServer
-from tests.unit_tests.conftest import router_for
+from tests.support.pair import router_for
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -39,7 +41,7 @@ ITEMS = [
 
 def boxed_pair(servers: Any) -> tuple[ScriptedServer, ScriptedServer]:
     from scripted_server import Script
-    from tests.unit_tests.conftest import H_INIT, LARGE_STEPS, SMALL_STEPS
+    from tests.support.pair import H_INIT, LARGE_STEPS, SMALL_STEPS
 
     pair: tuple[ScriptedServer, ScriptedServer] = servers(
         Script(steps=SMALL_STEPS, h_init=H_INIT),
@@ -207,7 +209,7 @@ def test_error_line_and_the_run_goes_on(tmp_path: Path) -> None:
     assert by_id["d"]["correct"] is True
     assert by_id["d"]["strategy"] == "glimpse"
     assert len(lines_of(out)) == 5
-    summary = B.summarize(lines)
+    summary = S.summarize(lines)
     assert (summary.n, summary.errors, summary.correct) == (4, 1, 2)
     assert summary.accuracy == 0.5
 
@@ -358,7 +360,7 @@ def test_summary_numbers() -> None:
         {"id": "4", "correct": False, "latency_s": 30.0, "error": "BackendTimeoutError: slow",
          "strategy": "glimpse", "threshold": 0.9, "tokens": None, "requests": None},
     ]  # fmt: skip
-    s = B.summarize(lines)
+    s = S.summarize(lines)
     assert (s.strategy, s.threshold, s.n, s.errors, s.correct) == ("glimpse", 0.9, 4, 1, 2)
     assert s.accuracy == 0.5
     assert s.latency_mean_s == pytest.approx(3.0)  # the failed call's 30 s left out
@@ -379,16 +381,16 @@ def test_summary_numbers() -> None:
     assert "60" in table
     assert "120" in table
     row = s.row()
-    assert list(row) == list(B.SWEEP_FIELDS)
+    assert list(row) == list(S.SWEEP_FIELDS)
     assert row["tokens_small"] == 60
     assert row["requests_large"] == 6
 
 
 def test_summary_of_no_routing_record_and_of_all_failed() -> None:
-    plain = B.summarize([{"id": "1", "correct": True, "latency_s": 1.0, "n_steps": None}], "x")
+    plain = S.summarize([{"id": "1", "correct": True, "latency_s": 1.0, "n_steps": None}], "x")
     assert plain.intervention_rate is None
     assert plain.tokens == {"small": 0, "large": 0}
-    failed = B.summarize([{"id": "1", "correct": False, "error": "E: x", "latency_s": 1.0}])
+    failed = S.summarize([{"id": "1", "correct": False, "error": "E: x", "latency_s": 1.0}])
     assert failed.latency_mean_s is None
     assert failed.tokens_per_question == {"small": 0.0, "large": 0.0}
     assert "mean -   median -" in failed.table()
@@ -423,8 +425,8 @@ def test_sweep_csv_and_plots(servers: Any, tmp_path: Path) -> None:
     assert names == ["glimpse_0.jsonl", "glimpse_1.jsonl", "glimpse_inf.jsonl",
                      "intervention.png", "large_only.jsonl", "pareto.png", "small_only.jsonl",
                      "sweep.csv"]  # fmt: skip
-    rows = B.read_sweep_csv(tmp_path / "sweep.csv")
-    assert list(rows[0]) == list(B.SWEEP_FIELDS)
+    rows = S.read_sweep_csv(tmp_path / "sweep.csv")
+    assert list(rows[0]) == list(S.SWEEP_FIELDS)
     assert [(r["threshold"], r["strategy"]) for r in rows] == [
         ("0.0", "glimpse"), ("1.0", "glimpse"), ("inf", "glimpse"),
         ("", "large_only"), ("", "small_only"),
@@ -447,10 +449,10 @@ def test_without_matplotlib_the_csv_is_still_written(
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
     assert not P.have_matplotlib()
-    summary = B.summarize([hand_line(1, True, 1.0, 2, 1)])
+    summary = S.summarize([hand_line(1, True, 1.0, 2, 1)])
     assert P.write_sweep_plots([summary], tmp_path) == []
-    B.write_sweep_csv([summary], tmp_path / "sweep.csv")
-    assert len(B.read_sweep_csv(tmp_path / "sweep.csv")) == 1
+    S.write_sweep_csv([summary], tmp_path / "sweep.csv")
+    assert len(S.read_sweep_csv(tmp_path / "sweep.csv")) == 1
     assert not (tmp_path / "pareto.png").exists()
 
 
@@ -566,7 +568,7 @@ def test_cli_bench_sweep_with_baselines(
     code = cli.main(["bench", *server_args(small, large), "--data", str(data), "--out",
                      str(folder), "--sweep", "0,1.0", "--baselines"], out=out)  # fmt: skip
     assert code == 0, capsys.readouterr().err
-    rows = B.read_sweep_csv(folder / "sweep.csv")
+    rows = S.read_sweep_csv(folder / "sweep.csv")
     assert [(r["threshold"], r["strategy"]) for r in rows] == [
         ("0.0", "glimpse"), ("1.0", "glimpse"), ("", "large_only"), ("", "small_only")
     ]  # fmt: skip
@@ -676,7 +678,7 @@ def test_cli_bench_local_starts_and_stops_the_pair(
 
     pair = [Local(small, "small-m"), Local(large, "large-m")]
     monkeypatch.setattr("langchain_glimprouter.cli.servers.start_pair", lambda: pair)
-    monkeypatch.setattr(cli, "stop_all", lambda servers: [s.stop() for s in servers])
+    monkeypatch.setattr(command, "stop_all", lambda servers: [s.stop() for s in servers])
     data = write_items(tmp_path / "items.jsonl", ITEMS[:1])
     out = io.StringIO()
     code = cli.main(["bench", "--local", "--data", str(data), "--out", str(tmp_path / "l")],
@@ -690,11 +692,11 @@ def test_cli_bench_local_starts_and_stops_the_pair(
 
 def test_csv_module_reads_the_sweep(tmp_path: Path) -> None:
     """sweep.csv is plain CSV: the standard reader gets the numbers back."""
-    summaries = [B.summarize([hand_line(1, True, 1.5, 2, 1)]),
-                 B.summarize([hand_line(1, False, 0.5, 2, 0)], "large_only")]  # fmt: skip
-    path = B.write_sweep_csv(summaries, tmp_path / "x" / "sweep.csv")
+    summaries = [S.summarize([hand_line(1, True, 1.5, 2, 1)]),
+                 S.summarize([hand_line(1, False, 0.5, 2, 0)], "large_only")]  # fmt: skip
+    path = S.write_sweep_csv(summaries, tmp_path / "x" / "sweep.csv")
     with path.open() as f:
         rows = list(csv.reader(f))
-    assert rows[0] == list(B.SWEEP_FIELDS)
+    assert rows[0] == list(S.SWEEP_FIELDS)
     assert rows[1][:5] == ["0.9", "glimpse", "1", "0", "1.0"]
     assert rows[2][1] == "large_only"

@@ -22,7 +22,7 @@ from langchain_glimprouter.calibration import (
 )
 from langchain_glimprouter.cli import main as cli
 from scripted_server import Script, ScriptedServer
-from tests.unit_tests.conftest import SMALL_STEPS, router_for
+from tests.support.pair import SMALL_STEPS, router_for
 
 # Eight steps, first-token entropies 0.1 ... 0.8; the ninth glimpse finds "</think>".
 STEPS = [f"small writes step {i}" for i in range(8)]
@@ -218,15 +218,6 @@ def test_cli_errors_exit_2(
     small, large = _pair(servers, H8)
     assert cli.main(["calibrate", *_cli_args(small, large), *argv], out=io.StringIO()) == 2
     assert message in capsys.readouterr().err
-
-
-def test_cli_unreachable_server_exits_2(servers: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    _small, large = _pair(servers, H8)
-    argv = ["calibrate", "--small-url", "http://127.0.0.1:9/v1", "--small-model", "small-m",
-            "--large-url", large.base_url, "--large-model", "large-m", "--target-rate", "0.25",
-            "--timeout", "2"]  # fmt: skip
-    assert cli.main(argv, out=io.StringIO()) == 2
-    assert "error: [small backend at http://127.0.0.1:9/v1" in capsys.readouterr().err
 
 
 def test_cli_no_h_init_exits_2(servers: Any, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,8 +12,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
 
 from langchain_glimprouter import STEP_EVENT
-
-from .conftest import router_for
+from tests.support.pair import router_for
 
 QUESTION = "What is 6 times 7?"
 

@@ -19,8 +19,7 @@ from langchain_core.runnables import Runnable
 from langchain_glimprouter import IncompleteAnswerError
 from scripted_server import Script, ScriptedServer
 from tests.support.forced_answers import Report, get_weather
-
-from .conftest import LARGE_STEPS, SMALL_STEPS, router_for
+from tests.support.pair import LARGE_STEPS, SMALL_STEPS, router_for
 
 Servers = Callable[..., tuple[ScriptedServer, ScriptedServer]]
 MODES = ["invoke", "stream", "ainvoke", "astream"]

@@ -5,70 +5,15 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from langchain_glimprouter import Backend, gguf_chat_template
-from langchain_glimprouter.cli.servers import ServerExited
 from langchain_glimprouter.gguf import GGUFError, read_gguf_metadata
 from langchain_glimprouter.routing.prompts import open_thinking, render_jinja
 from langchain_glimprouter.routing.wire import parse_chunk
+from tests.support.gguf_files import TEMPLATE, TOKENS, gguf_string, model_metadata, write_gguf
 from tests.support.llamacpp import LlamaCppServer, llamacpp_command, tiny_gguf
-
-TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}"
-    "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
-TOKENS = ["<unk>", "<s>", "</s>", "hello", "▁world"]
-
-
-def _string(text: str, size: str) -> bytes:
-    data = text.encode()
-    return struct.pack(size, len(data)) + data
-
-
-def _value(value: Any, size: str) -> tuple[int, bytes]:
-    """(GGUF type, encoded value) of a Python value."""
-    if isinstance(value, bool):
-        return 7, struct.pack("<?", value)
-    if isinstance(value, int):
-        return (4, struct.pack("<I", value)) if value >= 0 else (11, struct.pack("<q", value))
-    if isinstance(value, float):
-        return 6, struct.pack("<f", value)
-    if isinstance(value, str):
-        return 8, _string(value, size)
-    if isinstance(value, list):
-        kind, _ = _value(value[0], size)
-        items = b"".join(_value(item, size)[1] for item in value)
-        return 9, struct.pack("<I", kind) + struct.pack(size, len(value)) + items
-    raise TypeError(value)
-
-
-def write_gguf(path: Path, metadata: dict[str, Any], version: int = 3) -> Path:
-    """A GGUF file with ``metadata`` and no tensors (a few bytes of tensor data after it)."""
-    size = "<I" if version == 1 else "<Q"
-    out = b"GGUF" + struct.pack("<I", version) + struct.pack(size, 0)
-    out += struct.pack(size, len(metadata))
-    for key, value in metadata.items():
-        kind, data = _value(value, size)
-        out += _string(key, size) + struct.pack("<I", kind) + data
-    path.write_bytes(out + b"\0" * 32)
-    return path
-
-
-def model_metadata(**extra: Any) -> dict[str, Any]:
-    return {
-        "general.architecture": "llama",
-        "llama.context_length": 8192,
-        "llama.rope.freq_base": 10000.0,
-        "tokenizer.ggml.tokens": TOKENS,
-        "tokenizer.ggml.scores": [0.0, -1.5, -2.0, -3.0, -4.0],
-        "tokenizer.ggml.bos_token_id": 1,
-        "tokenizer.ggml.eos_token_id": 2,
-        "tokenizer.chat_template": TEMPLATE,
-        **extra,
-    }
 
 
 @pytest.mark.parametrize("version", [1, 2, 3])
@@ -104,7 +49,9 @@ def test_refuses_what_is_not_gguf(tmp_path: Path) -> None:
     whole = write_gguf(tmp_path / "m.gguf", model_metadata()).read_bytes()
     with pytest.raises(GGUFError, match="ends inside"):
         read_gguf_metadata(write_bytes(tmp_path / "cut.gguf", whole[:60]))
-    bad_type = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + _string("k", "<Q") + struct.pack("<I", 99)
+    bad_type = (
+        b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + gguf_string("k", "<Q") + struct.pack("<I", 99)
+    )
     with pytest.raises(GGUFError, match="unknown metadata value type 99"):
         read_gguf_metadata(write_bytes(tmp_path / "t.gguf", bad_type))
 
@@ -178,15 +125,6 @@ def test_llamacpp_streamed_chunk_parses() -> None:
     assert last.n_tokens == 0
 
 
-@pytest.fixture
-def llamacpp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("GLIMPROUTER_HOME", str(home))
-    monkeypatch.delenv("GLIMPROUTER_LLAMACPP_PYTHON", raising=False)
-    monkeypatch.delenv("GLIMPROUTER_VLLM_PYTHON", raising=False)
-    return home
-
-
 def test_the_server_command_line(llamacpp_home: Path) -> None:
     assert llamacpp_command("py", "/m.gguf", "tiny", 8123, n_threads=1) == [
         "py", "-m", "llama_cpp.server", "--model", "/m.gguf", "--model_alias", "tiny",
@@ -214,20 +152,3 @@ def test_the_tiny_gguf_is_found_in_either_environment(llamacpp_home: Path) -> No
 def test_a_missing_environment_says_make_llamacpp_env(llamacpp_home: Path) -> None:
     with pytest.raises(RuntimeError, match="make llamacpp-env"):
         LlamaCppServer("tiny", 8125, model=str(llamacpp_home / "none.gguf")).start()
-
-
-def test_a_server_that_dies_is_reported_with_its_kind(llamacpp_home: Path, tmp_path: Path) -> None:
-    fake = tmp_path / "python"
-    fake.write_text("#!/bin/sh\necho 'cannot load the model' >&2\nexit 3\n")
-    fake.chmod(0o755)
-    model = write_gguf(tmp_path / "m.gguf", model_metadata())
-    server = LlamaCppServer("tiny", 8126, model=str(model), python=fake).start()
-    with pytest.raises(ServerExited, match=r"llama-cpp-python server tiny exited \(code 3\)"):
-        server.wait_ready(timeout=30, poll=0.05)
-    assert "cannot load the model" in server.log_tail()
-    assert server.log_path is not None
-    assert server.log_path.name == "llamacpp-tiny-8126.log"
-    backend = server.backend(timeout=5.0)
-    assert backend.chat_template == TEMPLATE
-    assert backend.model == "tiny"
-    assert backend.timeout == 5.0

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 
 import pytest
 
 from langchain_glimprouter.backend import Backend
 from langchain_glimprouter.errors import (
     BackendResponseError,
-    BackendUnreachableError,
     ContextLengthExceededError,
     InvalidArgumentError,
 )
-from langchain_glimprouter.http.client import BackendClient, error_from_response
+from langchain_glimprouter.http.client import error_from_response
 from langchain_glimprouter.routing.generation import Holdback
-from langchain_glimprouter.routing.ops import is_retryable
 from langchain_glimprouter.routing.prompts import open_thinking, render_jinja
 from langchain_glimprouter.routing.wire import parse_chunk
 
@@ -117,42 +113,3 @@ def test_holdback_never_releases_think_close() -> None:
     fresh = Holdback(lead="")
     assert fresh.delta("   ") == ""  # whitespace alone is not a step yet
     assert fresh.delta("   x<", final=True) == "   x<"
-
-
-def _hang_up_server() -> tuple[socket.socket, threading.Thread]:
-    """A server that reads each request and closes the connection without a word."""
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(65536)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    return listener, thread
-
-
-async def test_a_connection_closed_before_any_answer_is_retryable() -> None:
-    """Nothing was answered, so nothing runs on the server: safe to send again (a kept-alive
-    connection the server closed as the request went out looks like this)."""
-    listener, _ = _hang_up_server()
-    port = listener.getsockname()[1]
-    backend = Backend(base_url=f"http://127.0.0.1:{port}/v1", model="m")
-    client = BackendClient("small", backend, api_key=None, timeout=5.0, base_url=backend.base_url)
-    body = {"model": "m", "prompt": "x", "stream": True}
-    try:
-        closed = "before the server answered"
-        with pytest.raises(BackendUnreachableError, match=closed) as sync, client.stream(body):
-            pass
-        with pytest.raises(BackendUnreachableError, match=closed) as aio:
-            async with client.astream(body):
-                pass
-    finally:
-        listener.close()
-    assert is_retryable(sync.value)
-    assert is_retryable(aio.value)

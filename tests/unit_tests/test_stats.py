@@ -10,7 +10,7 @@ import pytest
 
 from langchain_glimprouter import stats
 from langchain_glimprouter.calibration import upper_quantile
-from langchain_glimprouter.cli.bench import runner as B
+from langchain_glimprouter.cli.bench import summary as S
 
 
 def test_an_accuracy_interval_is_as_wide_as_the_binomial_says() -> None:
@@ -82,7 +82,7 @@ def _line(i: int, correct: bool, latency: float, steps: int, large: int, strateg
 def test_summaries_carry_intervals_and_the_ratio_to_large_only(tmp_path: object) -> None:
     routed = [_line(i, i % 4 != 0, 3.0 + i % 3, 10, i % 5, "glimpse") for i in range(40)]
     large = [_line(i, i % 5 != 0, 4.0 + i % 3, 10, 10, "large_only") for i in range(40)]
-    s, b = B.summarize(routed), B.summarize(large, threshold=None)
+    s, b = S.summarize(routed), S.summarize(large, threshold=None)
     assert s.accuracy_ci is not None
     assert s.accuracy_ci[0] < s.accuracy < s.accuracy_ci[1]
     assert s.intervention_rate_ci is not None
@@ -93,12 +93,12 @@ def test_summaries_carry_intervals_and_the_ratio_to_large_only(tmp_path: object)
         4.0 + i % 3 for i in range(40)))  # fmt: skip
     assert ratio[1][0] < ratio[0] < ratio[1][1] < 1.0  # faster, and not by noise
     row = s.row(b)
-    assert list(row) == list(B.SWEEP_FIELDS)
+    assert list(row) == list(S.SWEEP_FIELDS)
     assert row["latency_vs_large_only"] == pytest.approx(ratio[0])
     assert row["accuracy_lo"] == s.accuracy_ci[0]
     assert s.row()["latency_vs_large_only"] is None  # no baseline, no ratio
     assert f"[{s.accuracy_ci[0]:.1%}–{s.accuracy_ci[1]:.1%}]" in s.table()
-    table = B.comparison_table([s, b])
+    table = S.comparison_table([s, b])
     assert f"{ratio[0]:.3f}" in table
     assert "vs large" in table
     assert not math.isnan(ratio[1][0])

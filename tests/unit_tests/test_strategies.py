@@ -20,8 +20,7 @@ from langchain_glimprouter.routing.strategies import (
     perplexity,
 )
 from scripted_server import Script, later_top_logprobs
-
-from .conftest import LARGE_STEPS, SMALL_STEPS, router_for
+from tests.support.pair import LARGE_STEPS, SMALL_STEPS, router_for
 
 QUESTION = "What is 6 times 7?"
 

@@ -20,8 +20,7 @@ from langchain_glimprouter.routing.tool_calls import (
     ParsedCall,
 )
 from scripted_server import Script, ScriptedServer
-
-from .conftest import LARGE_STEPS, SMALL_STEPS, router_for
+from tests.support.pair import LARGE_STEPS, SMALL_STEPS, router_for
 
 Servers = Callable[..., tuple[ScriptedServer, ScriptedServer]]
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'

@@ -1,4 +1,5 @@
-"""A real vLLM server killed mid-run (runs last: it ends the session's large server)."""
+"""A real vLLM server killed mid-run. Marked ``after_vllm_pair``: it kills the session's large
+server, so conftest.py runs it after every other test."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from langchain_glimprouter import GlimpRouterChatModel, GlimpRouterError
 from .conftest import Pair, metric
 
 
+@pytest.mark.after_vllm_pair
 def test_killing_the_large_server_mid_step_ends_in_a_typed_error(vllm_pair: Pair) -> None:
     if not vllm_pair.servers:
         pytest.skip("the servers were not started by this session, so it may not kill them")

@@ -1,7 +1,7 @@
 """``glimprouter serve`` for real: two vLLM CPU servers, the printed snippet, Ctrl-C.
 
-Named to run first, before the session's own server pair starts, so that no more than two vLLM
-servers share the cores at any time.
+Marked ``before_vllm_pair``: it runs before every other test (conftest.py orders it), so before
+the session's own server pair starts and no more than two vLLM servers share the cores.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from langchain_glimprouter import GlimpRouterChatModel
 from langchain_glimprouter.cli.servers import free_port, port_in_use
@@ -49,6 +50,7 @@ def _read_until(lines: queue.Queue[str | None], marker: str, timeout: float) -> 
             return "".join(seen)
 
 
+@pytest.mark.before_vllm_pair
 def test_serve_starts_both_servers_prints_a_working_snippet_and_stops_on_ctrl_c() -> None:
     small_port, large_port = free_port(), free_port()
     process = subprocess.Popen(
