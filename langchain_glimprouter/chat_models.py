@@ -291,7 +291,9 @@ class GlimpRouterChatModel(BaseChatModel):
         self, stop: list[str] | None = None, **kwargs: Any
     ) -> dict[str, Any]:
         kwargs.pop(EVENTS_KWARG, None)
-        return super()._get_invocation_params(stop=stop, **kwargs)
+        # LangChain puts the call's stop over the model's own in the cache key: the stop that
+        # applies is the call's, else the router's.
+        return super()._get_invocation_params(stop=stop or self.stop, **kwargs)
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(

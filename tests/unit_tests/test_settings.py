@@ -1,0 +1,151 @@
+"""One source of truth for the router's settings, and a routing core with no LangChain or HTTP.
+
+A router setting is declared once, as a field of GlimpRouterChatModel; these tests fail when one
+exists in one place only: in the core's RouteSettings, the identifying params (LangChain's cache
+key), the bench results header, or the CLI flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import pkgutil
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from langchain_glimprouter import Backend, GlimpRouterChatModel, routing
+from langchain_glimprouter._settings import DERIVED, PER_CALL, RENAMED, route_settings
+from langchain_glimprouter.chat_models import ROUTER_SETTINGS
+from langchain_glimprouter.cli.bench.runner import model_config
+from langchain_glimprouter.cli.flags import FLAGS, NOT_FLAGS, add_router_flags, router_values
+from langchain_glimprouter.routing.settings import RouteSettings
+
+SMALL = Backend(base_url="http://small.invalid/v1", model="s")
+LARGE = Backend(base_url="http://large.invalid/v1", model="l")
+
+# A valid value other than the default, for every router setting. A new setting must be added
+# here, or test_every_setting_has_another_value fails.
+OTHER: dict[str, dict[str, Any]] = {
+    "threshold": {"threshold": 0.5},
+    "strategy": {"strategy": "step_ppl"},
+    "target_rate": {"threshold": "auto", "target_rate": 0.3},
+    "entropy_estimator": {"entropy_estimator": "topk_bounds"},
+    "escalation_logprobs": {"escalation_logprobs": 50},
+    "probe": {"probe": "separate"},
+    "max_reasoning_tokens": {"max_reasoning_tokens": 100},
+    "max_tokens": {"max_tokens": 10},
+    "temperature": {"temperature": 0.0},
+    "top_p": {"top_p": 0.5},
+    "seed": {"seed": 7},
+    "top_logprobs": {"top_logprobs": 5},
+    "step_delimiter": {"step_delimiter": ["\n\n", "\nWait,"]},
+    "max_step_tokens": {"max_step_tokens": 64},
+    "stop": {"stop": ["###"]},
+    "max_retries": {"max_retries": 0},
+    "on_small_failure": {"on_small_failure": "large"},
+}
+
+
+def router(**settings: Any) -> GlimpRouterChatModel:
+    return GlimpRouterChatModel(small=SMALL, large=LARGE, **settings)
+
+
+def test_every_setting_has_another_value() -> None:
+    assert set(OTHER) == set(ROUTER_SETTINGS)
+
+
+@pytest.mark.parametrize("name", ROUTER_SETTINGS)
+def test_routers_differing_in_one_setting_are_different_models(name: str) -> None:
+    base, other = router(), router(**OTHER[name])
+    assert getattr(base, name) != getattr(other, name)
+    assert base._identifying_params != other._identifying_params
+    # LangChain's cache key is built from these params: it must tell the two apart too.
+    assert base._get_llm_string() != other._get_llm_string()
+
+
+def test_seed_alone_changes_the_cache_key() -> None:
+    assert router(seed=1)._get_llm_string() != router(seed=2)._get_llm_string()
+    assert router(seed=1)._get_llm_string() == router(seed=1)._get_llm_string()
+
+
+def test_every_setting_reaches_the_core_and_nothing_else_does() -> None:
+    core = {f.name for f in dataclasses.fields(RouteSettings)}
+    mapped = {RENAMED.get(name, name) for name in ROUTER_SETTINGS}
+    assert mapped <= core, f"settings the core does not know: {mapped - core}"
+    assert core - mapped == DERIVED, f"core settings no field sets: {core - mapped - DERIVED}"
+    assert set(PER_CALL) <= set(ROUTER_SETTINGS)
+
+
+def test_the_core_gets_each_value() -> None:
+    model = router(**{k: v for name in ("seed", "probe", "stop", "step_delimiter")
+                      for k, v in OTHER[name].items()})  # fmt: skip
+    settings = route_settings(model.router_settings, controller=None, tools=(), answer=None)
+    assert (settings.seed, settings.probe) == (7, "separate")
+    assert settings.stop == ("###",)
+    assert settings.delimiters == ("\n\n", "\nWait,")
+
+
+def test_the_bench_header_records_every_setting() -> None:
+    config = model_config(router(seed=3))
+    assert set(ROUTER_SETTINGS) <= set(config)
+    assert config["seed"] == 3
+    assert config["threshold"] == 0.9
+    json.dumps(config)  # a results file line is strict JSON
+    assert model_config(router(threshold=math.inf))["threshold"] == "inf"
+
+
+def test_every_setting_has_a_flag_or_a_reason() -> None:
+    assert set(ROUTER_SETTINGS) == (set(FLAGS) - {"timeout"}) | set(NOT_FLAGS)
+    assert not set(FLAGS) & set(NOT_FLAGS)
+
+
+def test_the_flags_default_to_the_fields_and_set_them() -> None:
+    parser = argparse.ArgumentParser()
+    add_router_flags(parser)
+    defaults = parser.parse_args([])
+    for name in FLAGS:
+        assert getattr(defaults, name) == GlimpRouterChatModel.model_fields[name].default
+    args = parser.parse_args(["--seed", "5", "--estimator", "topk_tail", "--threshold", "auto",
+                              "--target-rate", "0.2", "--on-small-failure", "large"])  # fmt: skip
+    model = router(**router_values(args))
+    assert (model.seed, model.entropy_estimator, model.threshold) == (5, "topk_tail", "auto")
+    assert (model.target_rate, model.on_small_failure) == (0.2, "large")
+
+
+def test_a_command_routes_only_with_the_flags_it_declares() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--target-rate", type=float)  # the command's own, as calibrate's
+    add_router_flags(parser, without=("target_rate",))
+    assert "target_rate" not in router_values(parser.parse_args(["--target-rate", "0.25"]))
+
+
+def test_the_routing_core_imports_neither_langchain_nor_http() -> None:
+    names = [
+        f"langchain_glimprouter.routing.{m.name}" for m in pkgutil.iter_modules(routing.__path__)
+    ]
+    assert len(names) >= 9
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {names!r}: importlib.import_module(name)\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                       text=True, check=True).stdout)  # fmt: skip
+    forbidden = {"langchain_core", "langchain", "httpx", "httpx2", "httpcore", "openai", "aiohttp"}
+    assert not forbidden & set(loaded), sorted(forbidden & set(loaded))
+
+
+def test_the_package_imports_its_public_names_lazily() -> None:
+    code = (
+        "import sys, langchain_glimprouter as g\n"
+        "before = 'langchain_core' in sys.modules\n"
+        "g.GlimpRouterChatModel\n"
+        "print(before, 'langchain_core' in sys.modules, sorted(g.__all__) == sorted(dir(g)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "True"]
