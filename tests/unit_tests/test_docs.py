@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
@@ -36,3 +37,38 @@ def test_relative_links_resolve(page: Path) -> None:
         elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
             broken.append(f"{target}: no heading #{anchor} in {linked.name}")
     assert not broken, f"{page.name}: " + "; ".join(broken)
+
+
+IMPORT = re.compile(r"^\s*from (langchain_glimprouter[\w.]*) import ([^\n(]+|\([^)]*\))", re.M)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_imports_in_code_blocks_resolve(page: Path) -> None:
+    """A name the docs import from the package is there (layouts change; examples must not)."""
+    missing = []
+    for block in CODE.findall(page.read_text(encoding="utf-8")):
+        for module, names in IMPORT.findall(block):
+            for name in re.findall(r"\w+(?: as \w+)?", names.strip("()")):
+                name = name.split(" as ")[0]
+                try:
+                    found = importlib.import_module(module)
+                except ImportError:
+                    missing.append(module)
+                    break
+                if not hasattr(found, name):
+                    try:
+                        importlib.import_module(f"{module}.{name}")
+                    except ImportError:
+                        missing.append(f"{module}.{name}")
+    assert not missing, f"{page.name}: " + ", ".join(missing)
+
+
+def test_the_configuration_table_lists_every_field() -> None:
+    from langchain_core.language_models import BaseChatModel
+
+    from langchain_glimprouter import GlimpRouterChatModel
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = " ".join(line.split("|")[1] for line in readme.splitlines() if line.startswith("| `"))
+    own = set(GlimpRouterChatModel.model_fields) - set(BaseChatModel.model_fields)
+    assert {name for name in own if f"`{name}`" not in rows} == set()
