@@ -20,76 +20,48 @@ DEFAULT_TIMEOUT = 60.0
 class Backend(BaseModel):
     """One OpenAI-compatible completions server (vLLM, llama.cpp, ...) and the model it serves."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
-
-    base_url: str = Field(description="API root, e.g. 'http://localhost:8001/v1'.")
-    model: str = Field(description="Served model name, as the server's /v1/models lists it.")
-    api_key: SecretStr | None = Field(
-        default=None,
-        description="Bearer token; falls back to the router's api_key, then to the "
-        "GLIMPROUTER_SMALL_API_KEY / GLIMPROUTER_LARGE_API_KEY / OPENAI_API_KEY variables.",
-    )
-    timeout: float | None = Field(
-        default=None,
-        description="Seconds to wait for a connection or the next chunk (router's if None).",
-    )
-    max_retries: int | None = Field(
-        default=None,
-        description="Retries of a failed request (connection refused, 429, 5xx) or a cut "
-        "stream (router's max_retries if None).",
-    )
-    chat_template: str | None = Field(
-        default=None,
-        description="Jinja chat template rendered client-side; if None the server renders "
-        "(vLLM /tokenize + /detokenize, llama.cpp /apply-template).",
-    )
-    chat_template_kwargs: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Extra variables for the chat template (e.g. bos_token, enable_thinking).",
-    )
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
-    extra_body: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Extra JSON fields merged into every completions request (e.g. top_k).",
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, arbitrary_types_allowed=True, use_attribute_docstrings=True
     )
 
-    tool_parser: ToolCallParser = Field(
-        default_factory=HermesToolCallParser,
-        description="How this model writes tool calls in its answer (the large backend's "
-        "parses the answer; either's formats past calls for a template that ignores tools).",
-    )
-    replicas: list[str] = Field(
-        default_factory=list,
-        description="More API roots serving the same model. A conversation sticks to one of "
-        "them (so its prefix cache keeps hitting); a replica that is down is skipped.",
-    )
-    client: openai.OpenAI | None = Field(
-        default=None,
-        exclude=True,
-        repr=False,
-        description="Your own openai SDK client (custom auth, proxy, gateway). The router uses "
-        "a copy with this backend's base_url (or replica), timeout, headers and max_retries=0 "
-        "(retries are the router's), sharing its connection pool and authentication.",
-    )
-    async_client: openai.AsyncOpenAI | None = Field(
-        default=None,
-        exclude=True,
-        repr=False,
-        description="The async twin of ``client``, for ainvoke/astream/abatch.",
-    )
-    http_client: httpx2.Client | None = Field(
-        default=None,
-        exclude=True,
-        repr=False,
-        description="An httpx2 client (proxies, certificates, transports) for the SDK clients "
-        "the router builds, when ``client`` is not set.",
-    )
-    http_async_client: httpx2.AsyncClient | None = Field(
-        default=None,
-        exclude=True,
-        repr=False,
-        description="The async twin of ``http_client``.",
-    )
+    base_url: str
+    """API root, e.g. 'http://localhost:8001/v1'."""
+    model: str
+    """Served model name, as the server's /v1/models lists it."""
+    api_key: SecretStr | None = None
+    """Bearer token; falls back to the router's api_key, then to the GLIMPROUTER_SMALL_API_KEY /
+    GLIMPROUTER_LARGE_API_KEY / OPENAI_API_KEY variables."""
+    timeout: float | None = None
+    """Seconds to wait for a connection or the next chunk (the router's if None)."""
+    max_retries: int | None = None
+    """Retries of a failed request (connection refused, 429, 5xx) or a cut stream (the
+    router's max_retries if None)."""
+    chat_template: str | None = None
+    """Jinja chat template rendered client-side; if None the server renders (vLLM /tokenize +
+    /detokenize, llama.cpp /apply-template)."""
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Extra variables for the chat template (e.g. bos_token, enable_thinking)."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra HTTP headers."""
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    """Extra JSON fields merged into every completions request (e.g. top_k)."""
+    tool_parser: ToolCallParser = Field(default_factory=HermesToolCallParser)
+    """How this model writes tool calls in its answer (the large backend's parses the answer;
+    either's formats past calls for a template that ignores tools)."""
+    replicas: list[str] = Field(default_factory=list)
+    """More API roots serving the same model. A conversation sticks to one of them (so its
+    prefix cache keeps hitting); a replica that is down is skipped."""
+    client: openai.OpenAI | None = Field(default=None, exclude=True, repr=False)
+    """Your own openai SDK client (custom auth, proxy, gateway). The router uses a copy with
+    this backend's base_url (or replica), timeout, headers and max_retries=0 (retries are the
+    router's), sharing its connection pool and authentication."""
+    async_client: openai.AsyncOpenAI | None = Field(default=None, exclude=True, repr=False)
+    """The async twin of ``client``, for ainvoke/astream/abatch."""
+    http_client: httpx2.Client | None = Field(default=None, exclude=True, repr=False)
+    """An httpx2 client (proxies, certificates, transports) for the SDK clients the router
+    builds, when ``client`` is not set."""
+    http_async_client: httpx2.AsyncClient | None = Field(default=None, exclude=True, repr=False)
+    """The async twin of ``http_client``."""
 
     @property
     def urls(self) -> list[str]:

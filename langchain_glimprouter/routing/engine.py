@@ -294,7 +294,8 @@ def route(
     settings: RouteSettings,
     facts: ServerFacts,
 ) -> Program[None]:
-    """The routing program for one conversation; drive it with :func:`~langchain_glimprouter.http.drivers.drive` or ``adrive``.
+    """The routing program for one conversation, to run with a driver
+    (:func:`~langchain_glimprouter.http.drivers.drive` or ``adrive``).
 
     It emits :class:`ReasoningDelta`, :class:`StepDone` and :class:`AnswerDelta` events as the
     chain and the answer are produced, and one :class:`Result` at the end.
