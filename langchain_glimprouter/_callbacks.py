@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -17,11 +17,14 @@ from langchain_core.callbacks import (
     adispatch_custom_event,
     dispatch_custom_event,
 )
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.runnables import (
     RunnableConfig,
     ensure_config,
 )
+
+if TYPE_CHECKING:
+    from langchain_glimprouter.chat_models import GlimpRouterChatModel
 
 from langchain_glimprouter.records import STEP_EVENT, StepRecord
 
@@ -118,3 +121,25 @@ def astep_sink(
                 await adispatch_custom_event(STEP_EVENT, record.model_dump())
 
     return emit
+
+
+def ls_params(
+    model: GlimpRouterChatModel, stop: list[str] | None, kwargs: dict[str, Any]
+) -> LangSmithParams:
+    """What LangSmith records of a call: the large model (it writes the answer), its budget and
+    temperature, and the answer's stop sequences (none for a constrained answer)."""
+    params = LangSmithParams(
+        ls_provider="glimprouter",
+        ls_model_name=kwargs.get("model") or model.large.model,
+        ls_model_type="chat",
+        ls_max_tokens=kwargs.get("max_tokens", model.max_tokens),
+    )
+    temperature = kwargs.get("temperature", model.temperature)
+    if temperature is not None:
+        params["ls_temperature"] = temperature
+    constrained = kwargs.get("response_format") or kwargs.get("tool_choice") not in (
+        None, False, "auto", "none",
+    )  # fmt: skip
+    if (stop := stop or model.stop) and not constrained:  # a constrained answer has no stop
+        params["ls_stop"] = stop
+    return params

@@ -30,11 +30,11 @@ from typing_extensions import Self
 from langchain_glimprouter._callbacks import (
     EVENTS_KWARG,
     astep_sink,
+    ls_params,
     step_sink,
     with_event_target,
 )
 from langchain_glimprouter._convert import (
-    PROVIDER,
     Call,
     Chunker,
     chat_result,
@@ -51,8 +51,8 @@ from langchain_glimprouter._settings import (
 )
 from langchain_glimprouter._structured import StructuredOutputMethod, structured_output
 from langchain_glimprouter.backend import DEFAULT_TIMEOUT, Backend
-from langchain_glimprouter.errors import BackendResponseError, InvalidArgumentError
-from langchain_glimprouter.http.client import BackendClient
+from langchain_glimprouter.errors import InvalidArgumentError
+from langchain_glimprouter.http.client import BackendClient, count_tokens
 from langchain_glimprouter.http.drivers import adrive, drive
 from langchain_glimprouter.routing.entropy import ESTIMATORS, Estimator
 from langchain_glimprouter.routing.events import Result, StepDone
@@ -296,21 +296,7 @@ class GlimpRouterChatModel(BaseChatModel):
         return super()._get_invocation_params(stop=stop or self.stop, **kwargs)
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(
-            ls_provider=PROVIDER,
-            ls_model_name=kwargs.get("model") or self.large.model,
-            ls_model_type="chat",
-            ls_max_tokens=kwargs.get("max_tokens", self.max_tokens),
-        )
-        temperature = kwargs.get("temperature", self.temperature)
-        if temperature is not None:
-            params["ls_temperature"] = temperature
-        constrained = kwargs.get("response_format") or kwargs.get("tool_choice") not in (
-            None, False, "auto", "none",
-        )  # fmt: skip
-        if (stop := stop or self.stop) and not constrained:  # a constrained answer has no stop
-            params["ls_stop"] = stop
-        return params
+        return ls_params(self, stop, kwargs)
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -524,19 +510,7 @@ class GlimpRouterChatModel(BaseChatModel):
         return self._count({"model": self.large.model, "prompt": text, "add_special_tokens": False})
 
     def _count(self, body: dict[str, Any]) -> int:
-        try:
-            client = self._clients_for("large")[0]
-            return int(client.request_json("POST", "/tokenize", body)["count"])
-        except BackendResponseError as exc:
-            if exc.status_code in (404, 405):
-                raise BackendResponseError(
-                    "the large server has no /tokenize endpoint, so tokens cannot be counted "
-                    "with the model's own tokenizer (vLLM provides it).",
-                    role="large",
-                    url=self.large.base_url,
-                    status_code=exc.status_code,
-                ) from exc
-            raise
+        return count_tokens(self._clients_for("large")[0], body)
 
 
 ROUTER_SETTINGS: tuple[str, ...] = setting_names(

@@ -273,3 +273,18 @@ def test_topk_bounds_without_escalation_estimates(servers: Any) -> None:
     off = router_for(small, large, threshold=1.4, entropy_estimator="topk_bounds",
                      escalation_logprobs=0)  # fmt: skip
     assert off.invoke(QUESTION).response_metadata["glimprouter"]["escalations"] == 0
+
+
+def test_a_server_without_tokenize_says_so() -> None:
+    from langchain_glimprouter import BackendResponseError
+    from langchain_glimprouter.http.client import count_tokens
+
+    class NoTokenize:
+        role = "large"
+
+        def request_json(self, method: str, path: str, body: Any) -> dict[str, Any]:
+            raise BackendResponseError("404", role="large", url="http://l/v1", status_code=404)
+
+    with pytest.raises(BackendResponseError, match="no /tokenize endpoint") as caught:
+        count_tokens(NoTokenize(), {"prompt": "hi"})  # type: ignore[arg-type]
+    assert (caught.value.status_code, caught.value.role) == (404, "large")
