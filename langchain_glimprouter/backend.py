@@ -48,6 +48,13 @@ class Backend(BaseModel):
     tool_parser: ToolCallParser = Field(default_factory=HermesToolCallParser)
     """How this model writes tool calls in its answer (the large backend's parses the answer;
     either's formats past calls for a template that ignores tools)."""
+    session_header: str | None = None
+    """A header that carries the conversation's id on every request to this server, for a
+    gateway in front of replicas that routes by session (vLLM production-stack's
+    ``--routing-logic session --session-key <header>``, semantic-router's ``x-session-id``, a
+    load balancer's header affinity): each conversation then stays on one replica, whose prefix
+    cache keeps hitting. The id is a hash of the conversation's opening messages, the same key
+    that picks among ``replicas``; it holds no text of them. None: no such header."""
     replicas: list[str] = Field(default_factory=list)
     """More API roots serving the same model. A conversation sticks to one of them (so its
     prefix cache keeps hitting); a replica that is down is skipped."""

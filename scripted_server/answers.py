@@ -16,7 +16,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +88,8 @@ class RequestLog:
     """``time.perf_counter()`` when the handler got the request (its body not yet read)."""
     authorization: str | None = None
     """The request's Authorization header."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """The request's headers (names in lower case)."""
     started_s: float | None = None
     """``time.perf_counter()`` when the generation started (before the prefill pause)."""
     first_token_s: float | None = None
@@ -292,12 +294,14 @@ class ScriptedModel:
         *,
         received_s: float | None = None,
         authorization: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Completion | Answer:
         """Log a ``/v1/completions`` request and accept it (a :class:`Completion`), or answer
         the error it gets: an injected fault, an unknown model, a 400."""
         prompt, stream = body.get("prompt"), bool(body.get("stream"))
         log = RequestLog(prompt=str(prompt), params=body, stream=stream, received_s=received_s)
         log.authorization = authorization
+        log.headers = {k.lower(): v for k, v in (headers or {}).items()}
         with self._idle:
             self.requests.append(log)
         n_prompt = len(str(prompt)) // 4 + 1

@@ -154,7 +154,9 @@ class ScriptedServer(ScriptedModel):
         received = time.perf_counter()
         body: dict[str, Any] = await request.json()
         authorization = request.headers.get("authorization")
-        accepted = self.completion(body, received_s=received, authorization=authorization)
+        accepted = self.completion(
+            body, received_s=received, authorization=authorization, headers=request.headers
+        )
         if isinstance(accepted, Answer):
             return _json(accepted)
         generation = self._generate(request, accepted)

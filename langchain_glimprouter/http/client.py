@@ -153,6 +153,15 @@ class _Pools(Generic[C]):
             self.release(index)
 
 
+def session_headers(
+    backend: Backend, session: str | None, headers: dict[str, Any]
+) -> dict[str, Any]:
+    """``headers`` with the conversation's id in the backend's ``session_header`` (if both)."""
+    if backend.session_header is None or session is None:
+        return headers
+    return {**headers, backend.session_header: session}
+
+
 class BackendClient:
     """HTTP access to one backend, sync and async, with typed errors.
 
@@ -319,24 +328,29 @@ class BackendClient:
             raise BackendResponseError("the answer is not a JSON object", role=self.role, url=url)
         return data
 
-    def request_json(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
-        """Send one JSON request and return the decoded answer."""
+    def request_json(
+        self, method: str, path: str, body: dict[str, Any] | None, session: str | None = None
+    ) -> dict[str, Any]:
+        """Send one JSON request and return the decoded answer; ``session`` is the
+        conversation's id, sent in the backend's ``session_header``."""
         url = self._url(path)
+        headers = session_headers(self.backend, session, self._headers)
         try:
             with self._pools().lease() as client:
-                answer = self._send(client, method, path, body, self._headers)
+                answer = self._send(client, method, path, body, headers)
         except (openai.APIError, httpx2.HTTPError) as exc:
             raise self._error(exc, url) from exc
         return self._decode(answer, url)
 
     async def arequest_json(
-        self, method: str, path: str, body: dict[str, Any] | None
+        self, method: str, path: str, body: dict[str, Any] | None, session: str | None = None
     ) -> dict[str, Any]:
         """Async twin of :meth:`request_json`."""
         url = self._url(path)
+        headers = session_headers(self.backend, session, self._aheaders)
         try:
             with self._apools().lease() as client:
-                answer = await self._send(client, method, path, body, self._aheaders)
+                answer = await self._send(client, method, path, body, headers)
         except (openai.APIError, httpx2.HTTPError) as exc:
             raise self._error(exc, url) from exc
         return self._decode(answer, url)
@@ -369,7 +383,7 @@ class BackendClient:
         return parse_chunk(event)
 
     @contextmanager
-    def stream(self, body: dict[str, Any]) -> Iterator[Iterator[Chunk]]:
+    def stream(self, body: dict[str, Any], session: str | None = None) -> Iterator[Iterator[Chunk]]:
         """Open a streamed ``/v1/completions`` request; leaving the block aborts it."""
         url = self._url("/v1/completions")
         create = completions_kwargs({**body, "stream": True})
@@ -377,7 +391,7 @@ class BackendClient:
             with (
                 self._pools().lease() as client,
                 client.completions.with_streaming_response.create(
-                    **create, extra_headers=self._headers
+                    **create, extra_headers=session_headers(self.backend, session, self._headers)
                 ) as response,
             ):
                 yield self._chunks(response.http_response.iter_bytes(), url)
@@ -401,14 +415,17 @@ class BackendClient:
             yield chunk
 
     @asynccontextmanager
-    async def astream(self, body: dict[str, Any]) -> AsyncIterator[AsyncIterator[Chunk]]:
+    async def astream(
+        self, body: dict[str, Any], session: str | None = None
+    ) -> AsyncIterator[AsyncIterator[Chunk]]:
         """Async twin of :meth:`stream`."""
         url = self._url("/v1/completions")
         create = completions_kwargs({**body, "stream": True})
+        headers = session_headers(self.backend, session, self._aheaders)
         try:
             with self._apools().lease() as client:
                 async with client.completions.with_streaming_response.create(
-                    **create, extra_headers=self._aheaders
+                    **create, extra_headers=headers
                 ) as response:
                     yield self._achunks(response.http_response.aiter_bytes(), url)
         except (openai.APIError, httpx2.HTTPError) as exc:

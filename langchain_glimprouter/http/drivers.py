@@ -29,17 +29,19 @@ class Client(Protocol):
     (:class:`~langchain_glimprouter.http.client.BackendClient`, or a test's fake)."""
 
     def request_json(
-        self, method: str, path: str, body: dict[str, Any] | None
+        self, method: str, path: str, body: dict[str, Any] | None, session: str | None = None
     ) -> dict[str, Any]: ...
 
     async def arequest_json(
-        self, method: str, path: str, body: dict[str, Any] | None
+        self, method: str, path: str, body: dict[str, Any] | None, session: str | None = None
     ) -> dict[str, Any]: ...
 
-    def stream(self, body: dict[str, Any]) -> AbstractContextManager[Iterator[Chunk]]: ...
+    def stream(
+        self, body: dict[str, Any], session: str | None = None
+    ) -> AbstractContextManager[Iterator[Chunk]]: ...
 
     def astream(
-        self, body: dict[str, Any]
+        self, body: dict[str, Any], session: str | None = None
     ) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]: ...
 
 
@@ -65,13 +67,15 @@ def drive(program: Program[Any], clients: Clients) -> Iterator[Any]:
                 continue
             try:
                 if isinstance(op, Request):
-                    value = clients[op.role][op.replica].request_json(op.method, op.path, op.body)
+                    client = clients[op.role][op.replica]
+                    value = client.request_json(op.method, op.path, op.body, op.session)
                 elif isinstance(op, Open):
                     if stack is not None:  # the previous stream ended: release it first
                         stack.close()
                         stack, chunks = None, None
                     opening = ExitStack()
-                    chunks = opening.enter_context(clients[op.role][op.replica].stream(op.body))
+                    stream = clients[op.role][op.replica].stream(op.body, op.session)
+                    chunks = opening.enter_context(stream)
                     stack = opening
                 elif isinstance(op, Read):
                     assert chunks is not None, "Read without an open stream"
@@ -108,14 +112,14 @@ async def adrive(program: Program[Any], clients: Clients) -> AsyncIterator[Any]:
             try:
                 if isinstance(op, Request):
                     client = clients[op.role][op.replica]
-                    value = await client.arequest_json(op.method, op.path, op.body)
+                    value = await client.arequest_json(op.method, op.path, op.body, op.session)
                 elif isinstance(op, Open):
                     if stack is not None:  # the previous stream ended: release it first
                         await stack.aclose()
                         stack, chunks = None, None
                     aopening = AsyncExitStack()
-                    stream = clients[op.role][op.replica].astream(op.body)
-                    chunks = await aopening.enter_async_context(stream)
+                    astream = clients[op.role][op.replica].astream(op.body, op.session)
+                    chunks = await aopening.enter_async_context(astream)
                     stack = aopening
                 elif isinstance(op, Read):
                     assert chunks is not None, "Read without an open stream"

@@ -19,6 +19,7 @@ it yields I/O operations and :class:`Emit`\\ s events, and the same code runs sy
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
@@ -288,6 +289,13 @@ class _Run(Decisions):
         return lead + gen.text + tail, gen.finish_reason
 
 
+def opening(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages that name a conversation: up to and with its first user message (all of
+    them when there is none), which every later turn repeats."""
+    first = next((i for i, m in enumerate(messages) if m.get("role") == "user"), len(messages))
+    return messages[: first + 1]
+
+
 def route(
     messages: list[dict[str, Any]],
     backends: Mapping[str, Backend],
@@ -301,9 +309,10 @@ def route(
     chain and the answer are produced, and one :class:`Result` at the end.
     """
     run = _Run(messages, backends, settings, facts)
-    # A conversation is known by its opening messages, so every turn of it (an agent loop, a
-    # chat) prefers the same replica and finds its prefix in that server's cache.
-    key = json.dumps(messages[:2], sort_keys=True, default=str)
+    # A conversation is known by its opening messages (up to its first user message), so every
+    # turn of it (an agent loop, a chat) prefers the same replica and finds its prefix in that
+    # server's cache, and carries the same session id to a gateway.
+    key = json.dumps(opening(messages), sort_keys=True, default=str)
     now = time.monotonic()
     down = {url for url, since in facts.down.items() if now - since < REPLICA_COOLDOWN_S}
     orders = {role: replica_order(b.urls, key, down) for role, b in backends.items()}
@@ -316,4 +325,5 @@ def route(
         facts.down[backends[role].urls[failed]] = time.monotonic()
         run.record.failovers += 1
 
-    return retrying(run.run(), run.retries, orders, count, moved)
+    session = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return retrying(run.run(), run.retries, orders, count, moved, session)

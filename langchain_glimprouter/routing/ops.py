@@ -43,6 +43,8 @@ class Request:
     body: dict[str, Any] | None = None
     replica: int = 0
     """Index into the backend's URLs; set by :func:`retrying`, which picks the replica."""
+    session: str | None = None
+    """The conversation's id, for a backend's ``session_header``; set by :func:`retrying`."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class Open:
     body: dict[str, Any]
     replica: int = 0
     """Index into the backend's URLs; set by :func:`retrying`, which picks the replica."""
+    session: str | None = None
+    """The conversation's id, for a backend's ``session_header``; set by :func:`retrying`."""
 
 
 @dataclass(frozen=True)
@@ -103,12 +107,14 @@ def retrying(
     replicas: Mapping[str, Sequence[int]],
     on_retry: Callable[[str, GlimpRouterError], None] = lambda role, error: None,
     on_failover: Callable[[str, int], None] = lambda role, replica: None,
+    session: str | None = None,
 ) -> Program[R]:
     """Wrap ``program``: send each :class:`Request` and :class:`Open` to the role's current
     replica, and send it again when it fails in a retryable way (see :func:`is_retryable`), up
     to ``retries[role]`` times with :func:`backoff`. When a replica stays unreachable, move the
     role once to its next replica in ``replicas[role]`` (the preference order) and try there.
-    The program sees only the last failure."""
+    The program sees only the last failure. Every request carries ``session``, the
+    conversation's id."""
     position = dict.fromkeys(replicas, 0)
     moved: set[str] = set()
     value: Any = None
@@ -123,7 +129,7 @@ def retrying(
             attempt = 0
             while True:
                 if isinstance(op, (Request, Open)):
-                    op = replace(op, replica=replicas[op.role][position[op.role]])
+                    op = replace(op, replica=replicas[op.role][position[op.role]], session=session)
                 try:
                     value = yield op
                     break

@@ -23,8 +23,9 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+from langchain_glimprouter import Backend
 from langchain_glimprouter.errors import MalformedStreamError, StreamInterruptedError
-from langchain_glimprouter.http.client import BackendClient, error_from_response
+from langchain_glimprouter.http.client import BackendClient, error_from_response, session_headers
 from langchain_glimprouter.routing.wire import Chunk, parse_chunk
 from scripted_server import ScriptedModel
 from scripted_server.answers import DONE, GARBAGE, Answer, Completion, Due, InjectedCut, dumps
@@ -49,8 +50,9 @@ class FakeServer(ScriptedModel):
 class FakeClient:
     """One role's client of a :class:`FakeServer` (see the module docstring)."""
 
-    def __init__(self, role: str, server: FakeServer) -> None:
+    def __init__(self, role: str, server: FakeServer, backend: Backend) -> None:
         self.role, self.server, self.base_url = role, server, server.base_url
+        self.backend = backend
 
     def __repr__(self) -> str:
         return f"FakeClient(role={self.role!r}, base_url={self.base_url!r})"
@@ -63,19 +65,24 @@ class FakeClient:
         body: dict[str, Any] = _over_the_wire(answer.body)
         return body
 
-    def _accept(self, body: dict[str, Any]) -> Completion:
+    def _accept(self, body: dict[str, Any], session: str | None) -> Completion:
         """The server's completion of ``body``, or the typed error of its answer."""
-        accepted = self.server.completion(_over_the_wire(body), received_s=time.perf_counter())
+        headers = session_headers(self.backend, session, {})
+        accepted = self.server.completion(
+            _over_the_wire(body), received_s=time.perf_counter(), headers=headers
+        )
         if isinstance(accepted, Answer):
             self._answer(accepted, "/v1/completions")
             raise AssertionError("an accepted answer that is not a completion")
         accepted.log.started_s = time.perf_counter()
         return accepted
 
-    def request_json(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+    def request_json(
+        self, method: str, path: str, body: dict[str, Any] | None, session: str | None = None
+    ) -> dict[str, Any]:
         server, body = self.server, body or {}
         if (method, path) == ("POST", "/v1/completions"):
-            completion = self._accept({**body, "stream": False})
+            completion = self._accept({**body, "stream": False}, session)
             choices = list(self._choices(completion))
             return self._answer(completion.response(choices), path)
         answers = {
@@ -88,9 +95,9 @@ class FakeClient:
         return self._answer(answers[method, path](_over_the_wire(body)), path)
 
     async def arequest_json(
-        self, method: str, path: str, body: dict[str, Any] | None
+        self, method: str, path: str, body: dict[str, Any] | None, session: str | None = None
     ) -> dict[str, Any]:
-        return self.request_json(method, path, body)
+        return self.request_json(method, path, body, session)
 
     def _choices(self, completion: Completion) -> Iterator[dict[str, Any]]:
         """The completion's choices as it generates them (an active request until closed)."""
@@ -123,16 +130,18 @@ class FakeClient:
             choices.close()
 
     @contextmanager
-    def stream(self, body: dict[str, Any]) -> Iterator[Iterator[Chunk]]:
-        chunks = self._chunks(self._accept({**body, "stream": True}))
+    def stream(self, body: dict[str, Any], session: str | None = None) -> Iterator[Iterator[Chunk]]:
+        chunks = self._chunks(self._accept({**body, "stream": True}, session))
         try:
             yield chunks
         finally:
             chunks.close()
 
     @asynccontextmanager
-    async def astream(self, body: dict[str, Any]) -> AsyncIterator[AsyncIterator[Chunk]]:
-        with self.stream(body) as chunks:
+    async def astream(
+        self, body: dict[str, Any], session: str | None = None
+    ) -> AsyncIterator[AsyncIterator[Chunk]]:
+        with self.stream(body, session) as chunks:
 
             async def each() -> AsyncIterator[Chunk]:
                 for chunk in chunks:

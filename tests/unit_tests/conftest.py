@@ -24,7 +24,8 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeServer]:
         urls = [url.rstrip("/") for url in getattr(router, role).urls]
         if not all(url in fakes for url in urls):
             return real_clients_for(router, role)
-        return [FakeClient(role, fakes[url]) for url in urls]
+        backend = getattr(router, role)
+        return [FakeClient(role, fakes[url], backend) for url in urls]
 
     monkeypatch.setattr(GlimpRouterChatModel, "_clients_for", clients_for)
 

@@ -30,3 +30,19 @@ def test_a_conversation_sticks_to_one_replica(replicas: tuple[list, list]) -> No
     for i in range(12):
         model.invoke(f"Question number {i}?")
     assert all(s.requests for s in small + large)
+
+
+def test_a_conversation_is_known_by_its_messages_up_to_the_first_user_one() -> None:
+    from langchain_glimprouter.routing.engine import opening
+
+    system = {"role": "system", "content": "Be brief."}
+    first = {"role": "user", "content": "What is 6 times 7?"}
+    turn = [
+        system,
+        first,
+        {"role": "assistant", "content": "42"},
+        {"role": "user", "content": "8?"},
+    ]
+    assert opening([first]) == opening(turn[1:]) == [first]  # every turn of a chat: one key
+    assert opening(turn) == opening(turn[:2]) == [system, first]
+    assert opening([system]) == [system]
