@@ -30,7 +30,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from langchain_glimprouter._callbacks import EVENTS_KWARG
-from langchain_glimprouter._settings import PER_CALL, check_budgets, route_settings
+from langchain_glimprouter._settings import NOT_PER_CALL, check_settings, overrides, route_settings
 from langchain_glimprouter.errors import (
     GlimpRouterError,
     InvalidArgumentError,
@@ -44,7 +44,7 @@ from langchain_glimprouter.routing.settings import (
     AnswerConstraint,
     ServerFacts,
 )
-from langchain_glimprouter.routing.strategies import AdaptiveThreshold
+from langchain_glimprouter.routing.strategies import SPECS, AdaptiveThreshold
 from langchain_glimprouter.routing.tool_calls import (
     CallSplitter,
     InvalidCall,
@@ -344,27 +344,34 @@ def prepare_call(
     if served := kwargs.pop("model", None):
         large = large.model_copy(update={"model": str(served)})
     answer = {name: kwargs.pop(name) for name in ANSWER_KWARGS if name in kwargs}
-    unknown = set(kwargs) - PER_CALL
+    per_call = set(model.router_settings) - NOT_PER_CALL
+    unknown = set(kwargs) - per_call
     if unknown:
         raise InvalidArgumentError(
             f"unsupported call arguments {sorted(unknown)}; supported: "
-            f"{sorted(PER_CALL | ANSWER_KWARGS | {'model', 'stop'})}."
+            f"{sorted(per_call | ANSWER_KWARGS | {'model', 'stop'})}."
         )
     tools = [convert_to_openai_tool(t) for t in answer.get("tools") or []]
     constraint, parse = answer_plan(
         tools, answer.get("tool_choice"), answer.get("response_format"), large.tool_parser
     )
-    values = {**model.router_settings, **kwargs, "stop": stop or model.stop}
+    given = overrides(type(model).model_fields, kwargs)
+    values = {**model.router_settings, **given, "stop": stop or model.stop}
+    coin = SPECS[values["strategy"]].decider == "coin"
+    if given.get("threshold", "auto") != "auto" and "target_rate" not in given and not coin:
+        values["target_rate"] = None  # a fixed threshold for this call on an "auto" router
     auto = None
     if values["threshold"] == "auto":
-        if controller is None:
+        if controller is None or values["target_rate"] != controller.target_rate:
             raise InvalidArgumentError(
-                "threshold='auto' per call needs a router built with threshold='auto' and "
-                "target_rate (the controller lives across calls)."
+                "threshold='auto' per call needs a router built with threshold='auto' and the "
+                "same target_rate (the controller lives across calls)."
             )
-        auto, values["threshold"] = controller, 0.0
+        auto = controller
+    check_settings(values)
+    if auto is not None:
+        values["threshold"] = 0.0
     settings = route_settings(values, controller=auto, tools=tuple(tools), answer=constraint)
-    check_budgets(settings.threshold, settings.max_reasoning_tokens, settings.max_tokens)
     backends = {"small": model.small, "large": large}
     program = route(to_openai_messages(messages), backends, settings, facts)
     forced = parse and constraint is not None

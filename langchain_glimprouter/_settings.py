@@ -11,23 +11,26 @@ when a setting is missing from any of them.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
+
+from pydantic import TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
 from langchain_glimprouter.errors import (
     BudgetError,
     InvalidArgumentError,
 )
+from langchain_glimprouter.routing.entropy import ESTIMATORS
 from langchain_glimprouter.routing.settings import RouteSettings
 from langchain_glimprouter.routing.strategies import SPECS, STRATEGIES
 
 CONNECTION = frozenset({"small", "large", "api_key", "timeout", "streaming"})
 """Fields that say how to reach the servers or how LangChain calls the model, not how to route."""
-PER_CALL = frozenset(
-    {"threshold", "max_reasoning_tokens", "max_tokens", "temperature", "top_p", "seed"}
-)
-"""Router settings a call may override (``router.invoke(..., threshold=0.5)``)."""
+NOT_PER_CALL = frozenset({"stop"})
+"""Router settings a call may not override: ``stop`` is LangChain's own call argument."""
 RENAMED = {"entropy_estimator": "estimator", "step_delimiter": "delimiters"}
 """Router settings whose RouteSettings field has another name (and form)."""
 DERIVED = frozenset({"controller", "tools", "answer"})
@@ -102,3 +105,46 @@ def check_strategy(
 
 def delimiters(step_delimiter: str | list[str]) -> tuple[str, ...]:
     return (step_delimiter,) if isinstance(step_delimiter, str) else tuple(step_delimiter)
+
+
+def check_settings(values: Mapping[str, Any]) -> None:
+    """Refuse router settings that do not go together (the checks pydantic's types cannot
+    make): the constructor's, and those of a call's overrides."""
+    check_budgets(values["threshold"], values["max_reasoning_tokens"], values["max_tokens"])
+    check_strategy(values["strategy"], values["threshold"], values["target_rate"])
+    if values["max_step_tokens"] is not None and values["max_step_tokens"] < 1:
+        raise InvalidArgumentError(
+            f"max_step_tokens must be >= 1 or None (got {values['max_step_tokens']})."
+        )
+    if values["top_logprobs"] < 1:
+        raise InvalidArgumentError(f"top_logprobs must be >= 1 (got {values['top_logprobs']}).")
+    if values["escalation_logprobs"] < 0:
+        raise InvalidArgumentError(
+            f"escalation_logprobs must be >= 0 (got {values['escalation_logprobs']}); 0 never "
+            "escalates."
+        )
+    if values["max_retries"] < 0:
+        raise InvalidArgumentError(f"max_retries must be >= 0 (got {values['max_retries']}).")
+    found = delimiters(values["step_delimiter"])
+    if not found or not all(found):
+        raise InvalidArgumentError("step_delimiter must not be empty (nor hold an empty one).")
+    if values["entropy_estimator"] not in ESTIMATORS:
+        raise InvalidArgumentError(f"entropy_estimator must be one of {ESTIMATORS}.")
+
+
+def overrides(fields: Mapping[str, FieldInfo], given: Mapping[str, Any]) -> dict[str, Any]:
+    """A call's router settings, each validated by its field's type as the constructor would
+    (``"0.5"`` for a float becomes 0.5; ``"fast"`` for ``probe`` is refused)."""
+    out: dict[str, Any] = {}
+    for name, value in given.items():
+        try:
+            out[name] = _adapter(fields[name]).validate_python(value)
+        except ValidationError as exc:
+            problem = "; ".join(e["msg"] for e in exc.errors())
+            raise InvalidArgumentError(f"{name}={value!r}: {problem}.") from None
+    return out
+
+
+@functools.cache
+def _adapter(field: FieldInfo) -> TypeAdapter[Any]:
+    return TypeAdapter(cast(Any, field.annotation))

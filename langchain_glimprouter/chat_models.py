@@ -44,9 +44,7 @@ from langchain_glimprouter._convert import (
     to_openai_messages,
 )
 from langchain_glimprouter._settings import (
-    check_budgets,
-    check_strategy,
-    delimiters,
+    check_settings,
     setting_names,
 )
 from langchain_glimprouter._structured import StructuredOutputMethod, structured_output
@@ -54,7 +52,7 @@ from langchain_glimprouter.backend import DEFAULT_TIMEOUT, Backend
 from langchain_glimprouter.errors import InvalidArgumentError
 from langchain_glimprouter.http.client import BackendClient, count_tokens
 from langchain_glimprouter.http.drivers import adrive, drive
-from langchain_glimprouter.routing.entropy import ESTIMATORS, Estimator
+from langchain_glimprouter.routing.entropy import Estimator
 from langchain_glimprouter.routing.events import Result, StepDone
 from langchain_glimprouter.routing.settings import Probe, ServerFacts
 from langchain_glimprouter.routing.strategies import AdaptiveThreshold, Strategy
@@ -156,9 +154,10 @@ class GlimpRouterChatModel(BaseChatModel):
         See docs/metadata.md for every field of the record and of a step.
 
     Per-call ``model=`` names the large backend's served model for that call (the model that
-    writes the hard steps and the answer, and the ``model_name`` reported). Per-call
-    ``threshold``, ``max_reasoning_tokens``, ``max_tokens``, ``temperature``, ``top_p`` and
-    ``seed`` override the fields for that call.
+    writes the hard steps and the answer, and the ``model_name`` reported). Every router
+    setting (``threshold``, ``strategy``, ``max_reasoning_tokens``, ``temperature``, ...; not
+    ``stop``, which is LangChain's own argument) may be given per call, as a keyword of
+    ``invoke``/``stream``/``bind``; it is validated as the constructor validates it.
     """
 
     model_config = ConfigDict(populate_by_name=True, use_attribute_docstrings=True)
@@ -238,28 +237,9 @@ class GlimpRouterChatModel(BaseChatModel):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        check_budgets(self.threshold, self.max_reasoning_tokens, self.max_tokens)
-        check_strategy(self.strategy, self.threshold, self.target_rate)
+        check_settings(self.router_settings)
         if self.threshold == "auto" and self.target_rate is not None:
             self._controller = AdaptiveThreshold(self.target_rate, seed=self.seed)
-        if self.max_step_tokens is not None and self.max_step_tokens < 1:
-            raise InvalidArgumentError(
-                f"max_step_tokens must be >= 1 or None (got {self.max_step_tokens})."
-            )
-        if self.top_logprobs < 1:
-            raise InvalidArgumentError(f"top_logprobs must be >= 1 (got {self.top_logprobs}).")
-        if self.escalation_logprobs < 0:
-            raise InvalidArgumentError(
-                f"escalation_logprobs must be >= 0 (got {self.escalation_logprobs}); 0 never "
-                "escalates."
-            )
-        if self.max_retries < 0:
-            raise InvalidArgumentError(f"max_retries must be >= 0 (got {self.max_retries}).")
-        found = delimiters(self.step_delimiter)
-        if not found or not all(found):
-            raise InvalidArgumentError("step_delimiter must not be empty (nor hold an empty one).")
-        if self.entropy_estimator not in ESTIMATORS:
-            raise InvalidArgumentError(f"entropy_estimator must be one of {ESTIMATORS}.")
         return self
 
     @property

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from langchain_glimprouter import Backend, GlimpRouterChatModel, routing
-from langchain_glimprouter._settings import DERIVED, PER_CALL, RENAMED, route_settings
+from langchain_glimprouter._settings import DERIVED, NOT_PER_CALL, RENAMED, route_settings
 from langchain_glimprouter.chat_models import ROUTER_SETTINGS
 from langchain_glimprouter.cli.bench.runner import model_config
 from langchain_glimprouter.cli.flags import FLAGS, NOT_FLAGS, add_router_flags, router_values
@@ -78,7 +78,7 @@ def test_every_setting_reaches_the_core_and_nothing_else_does() -> None:
     mapped = {RENAMED.get(name, name) for name in ROUTER_SETTINGS}
     assert mapped <= core, f"settings the core does not know: {mapped - core}"
     assert core - mapped == DERIVED, f"core settings no field sets: {core - mapped - DERIVED}"
-    assert set(PER_CALL) <= set(ROUTER_SETTINGS)
+    assert set(NOT_PER_CALL) <= set(ROUTER_SETTINGS)
 
 
 def test_the_core_gets_each_value() -> None:
@@ -149,3 +149,35 @@ def test_the_package_imports_its_public_names_lazily() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True", "True"]
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"probe": "fast"}, "probe='fast'"),
+        ({"max_step_tokens": 0}, "max_step_tokens must be >= 1"),
+        ({"strategy": "random"}, "needs target_rate"),
+        ({"temperature": "hot"}, "temperature='hot'"),
+        ({"stop": ["x"]}, "unsupported call arguments"),
+    ],
+)
+def test_a_call_s_settings_are_validated_as_the_constructor_does(
+    given: dict[str, Any], message: str
+) -> None:
+    from langchain_core.messages import HumanMessage
+
+    from langchain_glimprouter import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match=message):
+        router()._prepare([HumanMessage("hi")], None, dict(given))
+
+
+def test_every_setting_but_stop_may_be_given_per_call() -> None:
+    from langchain_core.messages import HumanMessage
+
+    for name in ROUTER_SETTINGS:
+        if name != "stop" and name not in ("target_rate", "threshold"):
+            router()._prepare([HumanMessage("hi")], None, dict(OTHER[name])).program.close()
+    # strings are read as the field's type, as pydantic reads the constructor's
+    call = router()._prepare([HumanMessage("hi")], None, {"max_tokens": "12"})
+    call.program.close()
