@@ -19,9 +19,6 @@ from llama_index.core.base.llms.types import (
     ThinkingBlock,
     ToolCallBlock,
 )
-from llama_index.core.instrumentation import get_dispatcher
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler
-from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.tools import FunctionTool
 
 from langchain_glimprouter import (
@@ -30,8 +27,9 @@ from langchain_glimprouter import (
     GlimpRouterChatModel,
     InvalidArgumentError,
 )
-from langchain_glimprouter.llama_index import GlimpRouterLLM, GlimpRouterStepEvent
+from langchain_glimprouter.llama_index import GlimpRouterLLM
 from scripted_server import Script, ScriptedServer
+from tests.support.llama_steps import Steps, listening
 from tests.support.pair import LARGE_STEPS, SMALL_STEPS, router_for
 
 Servers = Callable[..., tuple[ScriptedServer, ScriptedServer]]
@@ -57,23 +55,10 @@ def get_weather(city: str) -> str:
     return f"Sunny in {city}"
 
 
-class Steps(BaseEventHandler):
-    """Collects the step events that reach the root dispatcher."""
-
-    seen: list[GlimpRouterStepEvent]
-
-    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
-        if isinstance(event, GlimpRouterStepEvent):
-            self.seen.append(event)
-
-
 @pytest.fixture
 def steps() -> Iterator[Steps]:
-    root = get_dispatcher()
-    handler = Steps(seen=[])
-    root.add_event_handler(handler)
-    yield handler
-    root.event_handlers.remove(handler)
+    with listening() as handler:
+        yield handler
 
 
 def assert_routed(response: ChatResponse) -> None:
