@@ -149,15 +149,18 @@ class GlimpRouterLLM(FunctionCallingLLM):
         tool_required: bool = False,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        """The chat arguments of a call with ``tools``; ``tool_required`` forces a call (the
-        answer is then constrained by the server's structured outputs)."""
+        """The chat arguments of a call with ``tools``. ``tool_required`` forces a call of one of
+        them, a ``tool_choice`` naming a tool a call of that one: the answer is then constrained
+        by the server's structured outputs."""
         messages = list(chat_history or [])
         if isinstance(user_msg, str):
             user_msg = ChatMessage(role=MessageRole.USER, content=user_msg)
         if user_msg is not None:
             messages.append(user_msg)
         specs = [tool.metadata.to_openai_tool(skip_length_check=True) for tool in tools]
-        choice = "required" if tool_required else kwargs.pop("tool_choice", None)
+        choice = kwargs.pop("tool_choice", None)  # a tool's name forces that tool
+        if tool_required and choice in (None, "auto"):
+            choice = "required"
         return {"messages": messages, "tools": specs, "tool_choice": choice, **kwargs}
 
     def _validate_chat_with_tools_response(

@@ -19,7 +19,9 @@ from llama_index.core.base.llms.types import (
     ThinkingBlock,
     ToolCallBlock,
 )
+from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
+from pydantic import BaseModel
 
 from langchain_glimprouter import (
     Backend,
@@ -251,6 +253,23 @@ def test_only_the_first_call_is_kept_unless_parallel_calls_are_allowed(servers: 
     both = llm.chat_with_tools([tool], user_msg="Weather?", allow_parallel_tool_calls=True)
     cities = [s.tool_kwargs["city"] for s in llm.get_tool_calls_from_response(both)]
     assert cities == ["Oslo", "Rome"]
+
+
+class Weather(BaseModel):
+    """A weather report."""
+
+    city: str
+
+
+async def test_structured_predict_is_a_forced_call(servers: Servers) -> None:
+    answer = '<tool_call>\n{"name": "Weather", "arguments": {"city": "Oslo"}}'
+    llm, _, large = llm_for(servers, answer)
+    prompt = PromptTemplate("Weather in {city}?")
+    assert llm.structured_predict(Weather, prompt, city="Oslo") == Weather(city="Oslo")
+    assert await llm.astructured_predict(Weather, prompt, city="Oslo") == Weather(city="Oslo")
+    constrained = [r.params["structured_outputs"]["json"] for r in large.requests
+                   if "structured_outputs" in r.params]  # fmt: skip
+    assert [s["properties"]["name"]["enum"] for s in constrained] == [["Weather"]] * 2
 
 
 # -- history --------------------------------------------------------------------------------------
