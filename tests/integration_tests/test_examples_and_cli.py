@@ -43,7 +43,9 @@ def run_example(pair: Pair, name: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
-@pytest.mark.parametrize("name", ["quickstart.py", "lcel.py", "streaming.py"])
+@pytest.mark.parametrize(
+    "name", ["quickstart.py", "lcel.py", "streaming.py", "llama_index_chat.py"]
+)
 def test_example_runs(vllm_pair: Pair, name: str) -> None:
     done = run_example(vllm_pair, name)
     assert "answer" in done.stdout or "usage" in done.stdout
