@@ -73,10 +73,13 @@ def step_events(
     ``_generate`` and the v2 event path get the run manager, whose own ``on_custom_event`` is a
     no-op stub, so a manager is built from its handlers. ``stream``/``astream`` call ``_stream``
     without it; the model's overrides pass the run's config and id instead
-    (:func:`with_event_target`). Otherwise (an invoke that streams internally) there is none,
-    and events go through ``dispatch_custom_event``.
+    (:func:`with_event_target`). An invoke that streams internally (``streaming=True``, or
+    under ``astream_events``) calls it without either; the model's ``_generate_with_cache``
+    overrides pass the run manager itself. Otherwise there is none, and events go through
+    ``dispatch_custom_event``.
     """
-    target: EventTarget | None = kwargs.get(EVENTS_KWARG)
+    target: EventTarget | Any = kwargs.get(EVENTS_KWARG)
+    run_manager = run_manager or (None if isinstance(target, EventTarget) else target)
     if run_manager is not None:
         return manager_of(cls, run_manager), run_manager.run_id
     if target is not None:
