@@ -18,6 +18,7 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManager, BaseCallbackManager, CallbackManager
 from langchain_core.outputs import Generation, LLMResult
 from langchain_core.tracers.langchain import LangChainTracer
+from langchain_core.utils.uuid import uuid7
 from langsmith import get_tracing_context
 
 from langchain_glimprouter.records import StepRecord
@@ -44,11 +45,12 @@ def step_run(record: StepRecord, served: str, parent: BaseCallbackManager) -> St
     inheritable tags and metadata of the chat model's run (less its ``ls_*`` keys, which describe
     the answer)."""
     end = datetime.now(timezone.utc)
+    start = end - timedelta(seconds=record.latency_s)
     inherited = {k: v for k, v in parent.inheritable_metadata.items() if not k.startswith("ls_")}
     usage = {"input_tokens": 0, "output_tokens": record.tokens, "total_tokens": record.tokens}
     token_usage = {"prompt_tokens": 0, "completion_tokens": record.tokens}
     return StepRun(
-        run_id=uuid.uuid4(),
+        run_id=uuid7(int(start.timestamp() * 1e9)),  # time-ordered, as LangChain's run ids
         name=f"glimprouter step {record.index} ({record.model})",
         prompt=f"reasoning step {record.index}, written by the {record.model} model ({served})",
         metadata={
@@ -64,7 +66,7 @@ def step_run(record: StepRecord, served: str, parent: BaseCallbackManager) -> St
             generations=[[Generation(text=record.text)]],
             llm_output={"model_name": served, "token_usage": token_usage},
         ),
-        start=end - timedelta(seconds=record.latency_s),
+        start=start,
         end=end,
     )
 
