@@ -1,5 +1,6 @@
-"""The step-event plumbing around ``BaseChatModel``: where ``glimprouter_step`` custom events go,
-in each of the ways LangChain calls a chat model (invoke, stream, the v2 events path)."""
+"""The step-event plumbing around ``BaseChatModel``: where ``glimprouter_step`` custom events and
+the steps' child runs (:mod:`._tracing`) go, in each of the ways LangChain calls a chat model
+(invoke, stream, the v2 events path)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from langchain_core.runnables import (
 if TYPE_CHECKING:
     from langchain_glimprouter.chat_models import GlimpRouterChatModel
 
+from langchain_glimprouter._tracing import atrace_step, step_run, trace_step
 from langchain_glimprouter.records import STEP_EVENT, StepRecord
 
 EVENTS_KWARG = "_glimprouter_events"
@@ -40,7 +42,11 @@ class EventTarget:
 
 
 def with_event_target(config: RunnableConfig | None) -> tuple[RunnableConfig, EventTarget]:
+    """The config of a ``stream``/``astream`` call with its run id fixed, and its callbacks
+    resolved into a manager: the LangSmith tracer that tracing by environment adds is then one
+    and the same in the chat model's run and in its steps' child runs."""
     config = ensure_config(config)
+    config["callbacks"] = CallbackManager.configure(config.get("callbacks"))
     run_id = config.get("run_id") or uuid.uuid4()
     config["run_id"] = run_id
     return config, EventTarget(config=config, run_id=run_id)
@@ -67,10 +73,13 @@ def step_events(
     ``_generate`` and the v2 event path get the run manager, whose own ``on_custom_event`` is a
     no-op stub, so a manager is built from its handlers. ``stream``/``astream`` call ``_stream``
     without it; the model's overrides pass the run's config and id instead
-    (:func:`with_event_target`). Otherwise (an invoke that streams internally) there is none,
-    and events go through ``dispatch_custom_event``.
+    (:func:`with_event_target`). An invoke that streams internally (``streaming=True``, or
+    under ``astream_events``) calls it without either; the model's ``_generate_with_cache``
+    overrides pass the run manager itself. Otherwise there is none, and events go through
+    ``dispatch_custom_event``.
     """
-    target: EventTarget | None = kwargs.get(EVENTS_KWARG)
+    target: EventTarget | Any = kwargs.get(EVENTS_KWARG)
+    run_manager = run_manager or (None if isinstance(target, EventTarget) else target)
     if run_manager is not None:
         return manager_of(cls, run_manager), run_manager.run_id
     if target is not None:
@@ -88,16 +97,27 @@ def step_events(
     return None, None
 
 
+def served_models(model: GlimpRouterChatModel, kwargs: dict[str, Any]) -> dict[str, str]:
+    """The model each backend serves in this call (``model=`` overrides the large one's)."""
+    return {"small": model.small.model, "large": kwargs.get("model") or model.large.model}
+
+
 def step_sink(
-    model: BaseChatModel, run_manager: CallbackManagerForLLMRun | None, kwargs: dict[str, Any]
+    model: GlimpRouterChatModel,
+    run_manager: CallbackManagerForLLMRun | None,
+    kwargs: dict[str, Any],
 ) -> Callable[[StepRecord], None]:
     """What to call with each finished step's record: a ``glimprouter_step`` custom event under
-    the model's run (see :func:`step_events`)."""
+    the model's run (see :func:`step_events`) and, when some handler is inherited, a child run
+    of it (:func:`~._tracing.trace_step`)."""
     manager, run_id = step_events(model, CallbackManager, run_manager, kwargs)
+    served = served_models(model, kwargs)
 
     def emit(record: StepRecord) -> None:
-        if manager is not None:
+        if manager is not None and run_id is not None:
             manager.on_custom_event(STEP_EVENT, record.model_dump(), run_id=run_id)
+            if manager.inheritable_handlers:
+                trace_step(manager, run_id, step_run(record, served[record.model], manager))
         else:
             with suppress(RuntimeError):  # outside any run: the chunk carries the step
                 dispatch_custom_event(STEP_EVENT, record.model_dump())
@@ -106,16 +126,20 @@ def step_sink(
 
 
 def astep_sink(
-    model: BaseChatModel,
+    model: GlimpRouterChatModel,
     run_manager: AsyncCallbackManagerForLLMRun | None,
     kwargs: dict[str, Any],
 ) -> Callable[[StepRecord], Awaitable[None]]:
     """The async twin of :func:`step_sink`."""
     manager, run_id = step_events(model, AsyncCallbackManager, run_manager, kwargs)
+    served = served_models(model, kwargs)
 
     async def emit(record: StepRecord) -> None:
-        if manager is not None:
+        if manager is not None and run_id is not None:
             await manager.on_custom_event(STEP_EVENT, record.model_dump(), run_id=run_id)
+            if manager.inheritable_handlers:
+                run = step_run(record, served[record.model], manager)
+                await atrace_step(manager, run_id, run)
         else:
             with suppress(RuntimeError):  # outside any run: the chunk carries the step
                 await adispatch_custom_event(STEP_EVENT, record.model_dump())

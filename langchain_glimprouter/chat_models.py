@@ -402,6 +402,29 @@ class GlimpRouterChatModel(BaseChatModel):
                 result = event
         return chat_result(require_result(result), call)
 
+    def _generate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        # An invoke that streams calls _stream without its run manager: pass it on (step_events).
+        if run_manager is not None:
+            kwargs[EVENTS_KWARG] = run_manager
+        return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+
+    async def _agenerate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if run_manager is not None:
+            kwargs[EVENTS_KWARG] = run_manager
+        return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+
     def stream(
         self,
         input: LanguageModelInput,
