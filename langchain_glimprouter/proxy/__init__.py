@@ -1,0 +1,60 @@
+"""An OpenAI-compatible chat completions server over a :class:`~langchain_glimprouter.
+GlimpRouterChatModel` (needs the ``proxy`` extra: starlette, uvicorn, prometheus-client).
+
+``create_app(router, *, served_name="glimprouter", api_key=None, max_body_bytes=4 MiB)`` is a
+Starlette app; ``app_from_env()`` builds one in each worker of ``uvicorn --factory --workers N``
+from the variables that ``router_env(router, served_name, api_key=...)`` writes
+(:mod:`.env`). Endpoints:
+
+``POST /v1/chat/completions``
+    OpenAI's request body, plain or streamed (``stream``, ``stream_options.include_usage``).
+    Each call runs through the router's own path (``_prepare``, the driver, ``Chunker`` /
+    ``chat_result``), so tool-call parsing, forced calls and records are the chat model's.
+
+    * The chain is ``message.reasoning_content`` (``delta.reasoning_content`` in a stream), the
+      same text also under ``reasoning``; the answer is ``content``. ``usage`` counts both
+      servers' tokens, with ``completion_tokens_details.reasoning_tokens``.
+    * ``tools`` / ``tool_choice`` and ``response_format`` (``json_schema``, ``json_object``) go
+      where ``bind_tools`` / ``with_structured_output`` put them; calls come back parsed in
+      ``message.tool_calls`` (``delta.tool_calls``: one whole call per delta, with its index),
+      with ``finish_reason: "tool_calls"``. A call that did not parse keeps its text as
+      ``arguments``; the record's ``answer_error`` says why.
+    * ``stop``, ``max_tokens`` / ``max_completion_tokens`` (the answer's budget; the chain's is
+      ``max_reasoning_tokens``), ``temperature``, ``top_p``, ``seed``, and every other router
+      setting as an extra field (``threshold``, ``strategy``, ``max_reasoning_tokens``, ...;
+      note ``top_logprobs`` is the router's glimpse k), validated as the constructor validates.
+    * ``model`` is ``served_name`` or the large backend's model name. ``user``, ``metadata``,
+      ``store``, ``parallel_tool_calls``, ``n=1``, zero penalties and ``logprobs=false`` are
+      accepted and ignored; any other field is refused with a 400 that names it.
+
+    The extension field ``glimprouter``: on a ``chat.completion``, the routing record (a
+    ``RoutingRecord`` dict: ``n_steps``, ``n_large_steps``, ``intervention_rate``,
+    ``steps``, ...; see docs/metadata.md). In a stream, each step as it finishes is a chunk with
+    ``"choices": []`` and ``"glimprouter": {"step": <StepRecord dict>}``; the last chunk before
+    ``[DONE]`` (the finish chunk, or the usage chunk when ``include_usage``) carries
+    ``"glimprouter": <the record>``. A plain response also has the headers
+    ``x-glimprouter-steps``, ``x-glimprouter-large-steps`` and
+    ``x-glimprouter-intervention-rate``.
+
+``GET /v1/models``
+    The served name, and the large model's name as an alias (``owned_by: "glimprouter"``).
+``GET /health``
+    ``{"status": "ok", "small": "ok", "large": "ok"}``, or 503 with ``"unavailable"`` and the
+    tier that is down as ``"unreachable"``, ``"timeout"`` or ``"error"`` (each backend's
+    ``GET /v1/models``). Open without the key.
+``GET /metrics``
+    Prometheus text format (:mod:`.metrics`).
+
+Errors are OpenAI's ``{"error": {"message", "type", "param", "code"}}``: 400 for what the
+request can fix (bad JSON or fields, invalid settings, ``context_length_exceeded``), 401 (a
+missing or wrong key), 404 (``model_not_found``, unknown routes), 413 (a body over
+``max_body_bytes``), 502 (a backend's bad or broken answer), 503 (a backend unreachable), 504
+(a backend timed out). A stream that fails after it started ends with one
+``data: {"error": {...}}`` event and no ``[DONE]``. A client that disconnects aborts both
+servers' requests at once (:mod:`.streaming`). Backend keys never appear in answers or metrics.
+"""
+
+from langchain_glimprouter.proxy.app import create_app
+from langchain_glimprouter.proxy.env import app_from_env, router_env
+
+__all__ = ["app_from_env", "create_app", "router_env"]

@@ -1,0 +1,265 @@
+"""The proxy's Starlette app (:func:`create_app`): its endpoints, authorisation and the run of
+one routed call, plain or streamed."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
+from typing import Any, cast
+
+from langchain_core.messages import AIMessage
+from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from langchain_glimprouter._convert import Call, Chunker, chat_result, require_result
+from langchain_glimprouter.chat_models import GlimpRouterChatModel
+from langchain_glimprouter.errors import BackendTimeoutError, BackendUnreachableError
+from langchain_glimprouter.http.drivers import adrive
+from langchain_glimprouter.proxy.chat_request import ChatRequest, parse_chat_request
+from langchain_glimprouter.proxy.errors import ApiError, api_error
+from langchain_glimprouter.proxy.metrics import CONTENT_TYPE, Metrics
+from langchain_glimprouter.proxy.openai_json import Shaper
+from langchain_glimprouter.proxy.streaming import ClientGone, EventStream, unless_disconnected
+from langchain_glimprouter.routing.events import AnswerDelta, ReasoningDelta, Result
+
+HEALTH_TIMEOUT_S = 5.0
+"""How long ``/health`` waits for each backend's ``/v1/models``."""
+GONE = 499
+"""The status counted for a request whose client left (nginx's "client closed request")."""
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+async def _prepended(first: Any, rest: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
+    """``first``, then the items of ``rest`` (closed with this generator)."""
+    async with aclosing(rest):
+        yield first
+        async for item in rest:
+            yield item
+
+
+class Proxy:
+    """One app's router, settings and metrics, and its endpoints."""
+
+    def __init__(
+        self, router: GlimpRouterChatModel, served_name: str, api_key: str | None, limit: int
+    ) -> None:
+        self.router, self.served_name, self.limit = router, served_name, limit
+        self.key = api_key.encode() if api_key else None
+        self.metrics = Metrics()
+        self.created = int(time.time())
+
+    def guarded(self, endpoint: Endpoint) -> Endpoint:
+        """``endpoint`` behind the proxy's bearer key, when one is set."""
+
+        async def checked(request: Request) -> Response:
+            if self.key is not None:
+                given = request.headers.get("authorization", "")
+                scheme, _, token = given.partition(" ")
+                if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self.key):
+                    self.metrics.errors.labels("invalid_api_key").inc()
+                    return ApiError(
+                        401,
+                        "Incorrect or missing API key: send the proxy's key as "
+                        "'Authorization: Bearer <key>'.",
+                        code="invalid_api_key",
+                    ).response()
+            return await endpoint(request)
+
+        return checked
+
+    async def read_json(self, request: Request) -> Any:
+        """The body as JSON, at most ``limit`` bytes (413 beyond, by Content-Length or as read)."""
+        too_large = ApiError(
+            413,
+            f"the request body is larger than {self.limit} bytes; send less, or raise the "
+            "proxy's max_body_bytes.",
+            code="request_too_large",
+        )
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            raise too_large
+        body = bytearray()
+        async for part in request.stream():
+            body += part
+            if len(body) > self.limit:
+                raise too_large
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise ApiError(400, f"the request body is not valid JSON ({exc}).") from None
+
+    # -- POST /v1/chat/completions ----------------------------------------------------------------
+
+    async def chat(self, request: Request) -> Response:
+        started = time.perf_counter()
+        stream = streaming = False
+        self.metrics.in_flight.inc()
+        try:
+            parsed = parse_chat_request(
+                await self.read_json(request), self.router, self.served_name
+            )
+            stream = parsed.stream
+            call = self.router._prepare(parsed.messages, parsed.stop, dict(parsed.kwargs))
+            if stream:
+                # The first event is awaited here, so a call that fails at once (a backend
+                # down, a prompt too long) gets its HTTP status rather than a failed stream.
+                events = self._routed(call, True, started)
+                first = await unless_disconnected(request.receive, anext(events))
+                streaming = True  # from here the stream counts the request when it ends
+                return EventStream(self._events(call, parsed, started, first, events))
+            message = await unless_disconnected(request.receive, self._collect(call, started))
+        except ClientGone:
+            self._end(stream, started, GONE)
+            return Response(status_code=GONE)
+        except Exception as exc:
+            failure = api_error(exc)
+            self._end(stream, started, failure.status, failure.code or type(exc).__name__)
+            return failure.response()
+        finally:
+            if not streaming:
+                self.metrics.in_flight.dec()
+        record = message.response_metadata["glimprouter"]
+        self._end(False, started, 200)
+        headers = {
+            "x-glimprouter-steps": str(record["n_steps"]),
+            "x-glimprouter-large-steps": str(record["n_large_steps"]),
+            "x-glimprouter-intervention-rate": f"{record['intervention_rate']:.4g}",
+        }
+        return JSONResponse(Shaper(parsed.model).completion(message), headers=headers)
+
+    def _end(self, stream: bool, started: float, status: int, error: str | None = None) -> None:
+        seconds = time.perf_counter() - started
+        self.metrics.finished(stream=stream, status=status, seconds=seconds, error=error)
+
+    async def _routed(self, call: Call, stream: bool, started: float) -> AsyncGenerator[Any, None]:
+        """The call's engine events; times the first token, counts the record at the end."""
+        first = True
+        driven = cast(AsyncGenerator[Any, None], adrive(call.program, call.clients))
+        async with aclosing(driven) as events:
+            async for event in events:
+                if first and isinstance(event, (ReasoningDelta, AnswerDelta)):
+                    first = False
+                    seconds = time.perf_counter() - started
+                    self.metrics.first_token.labels(str(stream).lower()).observe(seconds)
+                elif isinstance(event, Result):
+                    self.metrics.routed(event.record)
+                yield event
+
+    async def _collect(self, call: Call, started: float) -> AIMessage:
+        result = None
+        async with aclosing(self._routed(call, False, started)) as events:
+            async for event in events:
+                if isinstance(event, Result):
+                    result = event
+        return cast(AIMessage, chat_result(require_result(result), call).generations[0].message)
+
+    async def _events(
+        self,
+        call: Call,
+        parsed: ChatRequest,
+        started: float,
+        first: Any,
+        events: AsyncGenerator[Any, None],
+    ) -> AsyncGenerator[str, None]:
+        """The server-sent events of a streamed call from its ``first`` engine event and the
+        rest of its ``events``; a failure is the last event."""
+        shaper, chunker = Shaper(parsed.model), Chunker(call, None)
+        status, error = 200, None
+        try:
+            yield sse(shaper.first())
+            async with aclosing(_prepended(first, events)) as every:
+                async for event in every:
+                    for chunk in chunker.of(event):
+                        for payload in shaper.chunks(chunk, parsed.include_usage):
+                            yield sse(payload)
+            yield "data: [DONE]\n\n"
+        except (asyncio.CancelledError, GeneratorExit):
+            status = GONE
+            raise
+        except Exception as exc:
+            failure = api_error(exc)
+            status, error = failure.status, failure.code or type(exc).__name__
+            yield sse(failure.body())
+        finally:
+            self.metrics.in_flight.dec()
+            self._end(True, started, status, error)
+
+    # -- the other endpoints ----------------------------------------------------------------------
+
+    async def models(self, request: Request) -> Response:
+        names = dict.fromkeys((self.served_name, self.router.large.model))
+        cards = [
+            {"id": name, "object": "model", "created": self.created, "owned_by": "glimprouter"}
+            for name in names
+        ]
+        return JSONResponse({"object": "list", "data": cards})
+
+    async def _tier(self, role: str) -> str:
+        """``ok`` when a replica of ``role`` answers ``GET /v1/models``, else why not."""
+        clients = self.router._clients_for(role)
+
+        async def check(client: Any) -> None:
+            await asyncio.wait_for(
+                client.arequest_json("GET", "/v1/models", None), HEALTH_TIMEOUT_S
+            )
+
+        outcomes = await asyncio.gather(*map(check, clients), return_exceptions=True)
+        if any(outcome is None for outcome in outcomes):
+            return "ok"
+        failure = outcomes[0]
+        if isinstance(failure, BackendUnreachableError):
+            return "unreachable"
+        if isinstance(failure, (BackendTimeoutError, TimeoutError)):
+            return "timeout"
+        return "error"
+
+    async def health(self, request: Request) -> Response:
+        small, large = await asyncio.gather(self._tier("small"), self._tier("large"))
+        ok = small == large == "ok"
+        body = {"status": "ok" if ok else "unavailable", "small": small, "large": large}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    async def metrics_text(self, request: Request) -> Response:
+        return Response(self.metrics.exposition(), media_type=CONTENT_TYPE)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    code = "not_found" if status == 404 else None
+    message = f"{request.method} {request.url.path}: {getattr(exc, 'detail', exc)}"
+    return ApiError(status, message, code=code).response()
+
+
+def create_app(
+    router: GlimpRouterChatModel,
+    *,
+    served_name: str = "glimprouter",
+    api_key: str | SecretStr | None = None,
+    max_body_bytes: int = 4 * 1024 * 1024,
+) -> Starlette:
+    """An OpenAI-compatible chat completions server over ``router`` (see
+    :mod:`langchain_glimprouter.proxy`)."""
+    key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+    proxy = Proxy(router, served_name, key, max_body_bytes)
+    routes = [
+        Route("/v1/chat/completions", proxy.guarded(proxy.chat), methods=["POST"]),
+        Route("/v1/models", proxy.guarded(proxy.models), methods=["GET"]),
+        Route("/metrics", proxy.guarded(proxy.metrics_text), methods=["GET"]),
+        Route("/health", proxy.health, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app.state.proxy = proxy
+    return app
