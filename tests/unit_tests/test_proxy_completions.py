@@ -1,0 +1,253 @@
+"""The proxy's chat completions on the fake servers, with no socket: plain and streamed answers,
+tools, structured output, per-request settings and the checks of a request."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+from langchain_glimprouter.proxy import create_app
+from tests.support.pair import router_for
+from tests.support.proxy import (
+    ANSWER_SCHEMA,
+    CALL,
+    JSON_ANSWER,
+    QUESTION,
+    REASONING,
+    WEATHER_TOOL,
+    answering,
+    asgi_client,
+    deltas,
+    sse_payloads,
+)
+
+
+async def post(app: Any, **body: Any) -> Any:
+    async with asgi_client(app) as client:
+        return await client.post("/v1/chat/completions", json={"model": "glimprouter", **body})
+
+
+@pytest.fixture
+def app(servers: Any) -> Any:
+    small, large = servers()
+    return create_app(router_for(small, large))
+
+
+async def test_a_plain_completion_has_the_chain_the_answer_usage_and_the_record(app: Any) -> None:
+    response = await post(app, messages=QUESTION)
+    assert response.status_code == 200
+    body = response.json()
+    message = body["choices"][0]["message"]
+    assert message["content"] == "The answer is 42."
+    assert message["reasoning_content"] == message["reasoning"] == REASONING
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert body["object"] == "chat.completion"
+    assert body["model"] == "glimprouter"
+    record = body["glimprouter"]
+    assert [s["model"] for s in record["steps"]] == ["small", "large", "small", "large"]
+    usage = body["usage"]
+    reasoning = usage["completion_tokens_details"]["reasoning_tokens"]
+    assert 0 < reasoning < usage["completion_tokens"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert response.headers["x-glimprouter-steps"] == "4"
+    assert response.headers["x-glimprouter-large-steps"] == "2"
+    assert response.headers["x-glimprouter-intervention-rate"] == "0.5"
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+async def test_a_stream_sends_the_chain_each_step_and_the_record_last(
+    app: Any, include_usage: bool
+) -> None:
+    options = {"include_usage": include_usage}
+    response = await post(app, messages=QUESTION, stream=True, stream_options=options)
+    assert response.headers["content-type"].startswith("text/event-stream")
+    payloads = sse_payloads(response.text)
+    assert payloads[-1] == "[DONE]"
+    chunks = payloads[:-1]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert {c["id"] for c in chunks} == {chunks[0]["id"]}
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert deltas(chunks, "reasoning_content") == deltas(chunks, "reasoning") == REASONING
+    assert deltas(chunks, "content") == "The answer is 42."
+    steps = [c["glimprouter"]["step"] for c in chunks if "step" in c.get("glimprouter", {})]
+    assert [(s["index"], s["model"]) for s in steps] == list(
+        enumerate(["small", "large", "small", "large"])
+    )
+    assert all(c["choices"] == [] for c in chunks if "step" in c.get("glimprouter", {}))
+    finish = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert [c["choices"][0]["finish_reason"] for c in finish] == ["stop"]
+    last = chunks[-1]
+    assert last["glimprouter"]["steps"] == steps
+    usage = [c["usage"] for c in chunks if c.get("usage")]
+    if include_usage:
+        assert last["choices"] == []
+        assert usage == [last["usage"]]
+        assert usage[0]["completion_tokens_details"]["reasoning_tokens"] > 0
+    else:
+        assert last is finish[0]
+        assert usage == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_tool_calls_come_back_parsed(servers: Any, stream: bool) -> None:
+    small, large = servers(**answering(f"Let me look.\n{CALL}"))
+    app = create_app(router_for(small, large))
+    response = await post(app, messages=QUESTION, tools=[WEATHER_TOOL], stream=stream)
+    if stream:
+        chunks = sse_payloads(response.text)[:-1]
+        calls = [
+            d
+            for c in chunks
+            if c["choices"]
+            for d in c["choices"][0]["delta"].get("tool_calls", [])
+        ]
+        assert [c["index"] for c in calls] == [0]
+        finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+        assert finish[-1] == "tool_calls"
+        content = deltas(chunks, "content")
+    else:
+        choice = response.json()["choices"][0]
+        calls, content = choice["message"]["tool_calls"], choice["message"]["content"]
+        assert choice["finish_reason"] == "tool_calls"
+    assert content.strip() == "Let me look."
+    assert calls[0]["id"].startswith("call_")
+    assert calls[0]["type"] == "function"
+    assert calls[0]["function"]["name"] == "get_weather"
+    assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Paris"}
+    assert "structured_outputs" not in large.requests[-1].params  # "auto": no constraint
+
+
+@pytest.mark.parametrize(
+    "choice", ["required", {"type": "function", "function": {"name": "get_weather"}}]
+)
+async def test_a_forced_tool_choice_constrains_the_answer(servers: Any, choice: Any) -> None:
+    small, large = servers(**answering(CALL))
+    app = create_app(router_for(small, large))
+    response = await post(app, messages=QUESTION, tools=[WEATHER_TOOL], tool_choice=choice)
+    message = response.json()["choices"][0]["message"]
+    assert message["content"] is None
+    assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == {"city": "Paris"}
+    schema = large.requests[-1].params["structured_outputs"]["json"]
+    assert schema["properties"]["name"]["enum"] == ["get_weather"]
+
+
+@pytest.mark.parametrize(
+    ("form", "sent"),
+    [(ANSWER_SCHEMA, ANSWER_SCHEMA["json_schema"]["schema"]), ({"type": "json_object"}, None)],
+)
+async def test_response_format_constrains_the_answer(servers: Any, form: Any, sent: Any) -> None:
+    small, large = servers(**answering(JSON_ANSWER + " and some prose"))
+    app = create_app(router_for(small, large))
+    response = await post(app, messages=QUESTION, response_format=form)
+    assert json.loads(response.json()["choices"][0]["message"]["content"]) == {
+        "value": 24,
+        "unit": "legs",
+    }
+    assert large.requests[-1].params["structured_outputs"]["json"] == (sent or {"type": "object"})
+
+
+async def test_history_with_tool_calls_reaches_the_servers_as_from_the_chat_model(
+    servers: Any,
+) -> None:
+    small, large = servers()
+    router = router_for(small, large)
+    history = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 24 C"},
+    ]  # fmt: skip
+    await post(create_app(router), messages=history, tools=[WEATHER_TOOL])
+    proxied = [r.prompt for r in large.requests]
+    large.reset()
+    called = {"name": "get_weather", "args": {"city": "Paris"}, "id": "call_1"}
+    router.bind_tools([WEATHER_TOOL]).invoke(
+        [
+            HumanMessage("Weather in Paris?"),
+            AIMessage("", tool_calls=[called]),
+            ToolMessage("Sunny, 24 C", tool_call_id="call_1"),
+        ]
+    )
+    assert proxied == [r.prompt for r in large.requests]
+    assert "Sunny, 24 C" in proxied[0]
+
+
+async def test_openai_fields_and_router_settings_reach_the_router(servers: Any) -> None:
+    small, large = servers()
+    app = create_app(router_for(small, large))
+    response = await post(
+        app, messages=QUESTION, threshold=0, max_completion_tokens=3, temperature=0.2,
+        top_p=0.5, seed=7, stop=["never"], user="u", n=1, parallel_tool_calls=True,
+        frequency_penalty=0, metadata={"a": "b"}, store=False, logprobs=False,
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    record = response.json()["glimprouter"]
+    assert record["n_large_steps"] == record["n_steps"]  # threshold 0: every step large
+    answer = large.requests[-1].params
+    assert (answer["max_tokens"], answer["temperature"], answer["top_p"]) == (3, 0.2, 0.5)
+    assert (answer["seed"], answer["stop"]) == (7, ["never"])
+    assert response.json()["choices"][0]["finish_reason"] == "length"
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "words"),
+    [
+        ({"threshold": -1}, 400, "threshold must be >= 0"),
+        ({"probe": "fast"}, 400, "probe='fast'"),
+        ({"target_rate": 0.3}, 400, "target_rate is used only"),
+        ({"max_reasoning_tokens": 0}, 400, "must be positive"),
+        ({"api_key": "x"}, 400, "unsupported fields ['api_key']"),
+        ({"logit_bias": {"1": 2}}, 400, "unsupported fields ['logit_bias']"),
+        ({"logprobs": True}, 400, "logprobs=True is not supported"),
+        ({"presence_penalty": 0.5}, 400, "presence_penalty=0.5"),
+        ({"n": 2}, 400, "n=2"),
+        ({"model": "gpt-4o"}, 404, "'gpt-4o' does not exist"),
+        ({"model": None}, 400, "model is required"),
+        ({"messages": []}, 400, "messages must be a non-empty list"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, 400, "messages:"),
+        ({"stop": [1]}, 400, "stop must be"),
+        ({"tool_choice": "required"}, 400, "needs tools"),
+        ({"response_format": {"type": "xml"}}, 400, "response_format must be"),
+    ],
+)
+async def test_a_bad_request_is_refused_in_openai_shape(
+    app: Any, fields: dict[str, Any], status: int, words: str
+) -> None:
+    response = await post(app, **{"messages": QUESTION, **fields})
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert words in error["message"]
+    assert error["type"] == "invalid_request_error"
+    if status == 404:
+        assert (error["code"], error["param"]) == ("model_not_found", "model")
+
+
+async def test_the_large_model_name_is_an_alias(app: Any) -> None:
+    response = await post(app, messages=QUESTION, model="large-m")
+    assert response.status_code == 200
+    assert response.json()["model"] == "large-m"
+
+
+async def test_the_async_openai_sdk_reads_it(app: Any) -> None:
+    transport = httpx2.ASGITransport(app=app)
+    sdk = openai.AsyncOpenAI(
+        base_url="http://proxy/v1",
+        api_key="none",
+        http_client=httpx2.AsyncClient(transport=transport),
+    )
+    plain = await sdk.chat.completions.create(model="glimprouter", messages=QUESTION)
+    assert plain.choices[0].message.content == "The answer is 42."
+    assert plain.choices[0].message.model_extra["reasoning_content"] == REASONING
+    details = plain.usage.completion_tokens_details if plain.usage else None
+    assert details is not None
+    assert details.reasoning_tokens
+    assert plain.model_extra["glimprouter"]["n_steps"] == 4
+    stream = await sdk.chat.completions.create(model="glimprouter", messages=QUESTION, stream=True)
+    text = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+    assert "".join(text) == "The answer is 42."

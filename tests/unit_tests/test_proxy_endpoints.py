@@ -1,0 +1,280 @@
+"""The proxy's errors, key, /v1/models, /health, /metrics and environment, on the fake servers
+with no socket."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from langchain_glimprouter import (
+    Backend,
+    BackendTimeoutError,
+    BackendUnreachableError,
+    GlimpRouterChatModel,
+)
+from langchain_glimprouter.proxy import app_from_env, create_app, router_env
+from langchain_glimprouter.proxy.env import API_KEY_ENV, ROUTER_ENV
+from scripted_server import Faults
+from tests.support.pair import router_for
+from tests.support.proxy import QUESTION, asgi_client, deltas, sse_payloads
+
+BODY = {"model": "glimprouter", "messages": QUESTION}
+
+
+class Down:
+    """A client of a server that fails every request with ``error``."""
+
+    def __init__(self, error: type[Exception]) -> None:
+        self.error = error
+
+    def _fail(self) -> Exception:
+        return self.error("the server is gone", role="large", url="http://large.invalid/v1")
+
+    async def arequest_json(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._fail()
+
+    def astream(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._fail()
+
+
+@pytest.fixture
+def down(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``down(role, error)``: every request to ``role``'s servers fails with ``error``."""
+    fake_clients_for = GlimpRouterChatModel._clients_for
+
+    def make(role: str, error: type[Exception]) -> None:
+        def clients_for(router: GlimpRouterChatModel, asked: str) -> Any:
+            return [Down(error)] if asked == role else fake_clients_for(router, asked)
+
+        monkeypatch.setattr(GlimpRouterChatModel, "_clients_for", clients_for)
+
+    return make
+
+
+async def call(
+    app: Any, method: str = "POST", path: str = "/v1/chat/completions", **kw: Any
+) -> Any:
+    async with asgi_client(app) as client:
+        return await client.request(method, path, **kw)
+
+
+@pytest.mark.parametrize(
+    ("faults", "status", "code"),
+    [
+        (Faults(status=500), 502, "backend_error"),
+        (Faults(drop_logprobs=True), 502, "missing_logprobs"),
+        (Faults(cut_after=1, cut_count=9), 502, "stream_interrupted"),
+        (Faults(garbage=True), 502, "stream_interrupted"),
+    ],
+)
+async def test_a_backend_failure_is_a_502(
+    servers: Any, faults: Any, status: int, code: str
+) -> None:
+    small, large = servers()
+    small.faults = faults
+    app = create_app(router_for(small, large, max_retries=0))
+    response = await call(app, json=BODY)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("server_error", code)
+    assert "[small backend at" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (BackendUnreachableError, 503, "backend_unreachable"),
+        (BackendTimeoutError, 504, "backend_timeout"),
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_backend_down_or_slow_is_a_503_or_504(
+    servers: Any, down: Any, error: Any, status: int, code: str, stream: bool
+) -> None:
+    small, large = servers()
+    down("small", error)
+    app = create_app(router_for(small, large, max_retries=0))
+    response = await call(app, json={**BODY, "stream": stream})
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+
+
+async def test_a_prompt_too_long_is_a_400(servers: Any) -> None:
+    small, large = servers(max_model_len=20)
+    response = await call(create_app(router_for(small, large)), json=BODY)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "context_length_exceeded"
+
+
+async def test_a_failure_mid_stream_is_the_last_event(servers: Any) -> None:
+    small, large = servers()
+    large.faults = Faults(cut_after=2, cut_count=9)  # the first large step breaks
+    app = create_app(router_for(small, large, max_retries=0))
+    response = await call(app, json={**BODY, "stream": True})
+    assert response.status_code == 200
+    payloads = sse_payloads(response.text)
+    assert deltas(payloads, "reasoning_content").startswith("small writes step zero")
+    assert payloads[-1]["error"]["code"] == "stream_interrupted"
+    assert "[large backend at" in payloads[-1]["error"]["message"]
+    assert "[DONE]" not in payloads
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "words"),
+    [
+        ({"content": b"{not json"}, 400, "not valid JSON"),
+        ({"json": ["a list"]}, 400, "must be a JSON object"),
+        ({"content": b"x" * 2000}, 413, "larger than 1000 bytes"),
+        ({"method": "GET"}, 405, "Method Not Allowed"),
+        ({"path": "/v1/completions"}, 404, "Not Found"),
+    ],
+)
+async def test_bad_bodies_and_routes(servers: Any, kwargs: Any, status: int, words: str) -> None:
+    small, large = servers()
+    response = await call(create_app(router_for(small, large), max_body_bytes=1000), **kwargs)
+    assert response.status_code == status
+    assert words in response.json()["error"]["message"]
+
+
+async def test_a_body_without_length_is_capped_as_it_is_read(servers: Any) -> None:
+    small, large = servers()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b" " * 500
+
+    response = await call(
+        create_app(router_for(small, large), max_body_bytes=1000), content=chunks()
+    )
+    assert response.status_code == 413
+
+
+async def test_the_key_guards_all_but_health(servers: Any) -> None:
+    small, large = servers()
+    app = create_app(router_for(small, large), api_key=SecretStr("proxy-key"))
+    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "proxy-key"}):
+        for method, path in (
+            ("POST", "/v1/chat/completions"),
+            ("GET", "/v1/models"),
+            ("GET", "/metrics"),
+        ):
+            response = await call(app, method, path, json=BODY, headers=headers)
+            assert response.status_code == 401
+            assert response.json()["error"]["code"] == "invalid_api_key"
+    assert (await call(app, "GET", "/health")).status_code == 200
+    ok = await call(app, json=BODY, headers={"authorization": "Bearer proxy-key"})
+    assert ok.json()["choices"][0]["message"]["content"] == "The answer is 42."
+
+
+async def test_backend_keys_never_leave(servers: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    small, large = servers()
+    router = router_for(small, large, api_key="router-secret", max_retries=0)
+    router.large = router.large.model_copy(update={"api_key": SecretStr("large-secret")})
+    app = create_app(router)
+    seen = [await call(app, json=BODY), await call(app, json={**BODY, "stream": True})]
+    large.faults = Faults(status=500)
+    seen += [await call(app, json=BODY), await call(app, json={**BODY, "stream": True})]
+    seen += [await call(app, "GET", path) for path in ("/health", "/metrics", "/v1/models")]
+    assert seen[2].status_code == 502
+    assert sse_payloads(seen[3].text)[-1]["error"]["code"] == "backend_error"  # midway
+    for response in seen:
+        text = response.text + json.dumps(dict(response.headers))
+        assert "secret" not in text
+    assert "secret" not in caplog.text
+
+
+async def test_models_lists_the_served_name_and_the_large_model(servers: Any) -> None:
+    small, large = servers()
+    response = await call(
+        create_app(router_for(small, large), served_name="mine"), "GET", "/v1/models"
+    )
+    cards = response.json()["data"]
+    assert [(c["id"], c["owned_by"], c["object"]) for c in cards] == [
+        ("mine", "glimprouter", "model"),
+        ("large-m", "glimprouter", "model"),
+    ]
+
+
+async def test_health_says_which_tier_is_down(servers: Any, down: Any) -> None:
+    small, large = servers()
+    app = create_app(router_for(small, large))
+    ok = await call(app, "GET", "/health")
+    assert (ok.status_code, ok.json()) == (200, {"status": "ok", "small": "ok", "large": "ok"})
+    down("large", BackendUnreachableError)
+    failing = await call(app, "GET", "/health")
+    assert failing.status_code == 503
+    assert failing.json() == {"status": "unavailable", "small": "ok", "large": "unreachable"}
+
+
+def metric(text: str, name: str) -> float:
+    """The value of one sample line (``name`` with its labels) of a Prometheus text page."""
+    values = [line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith(name + " ")]
+    assert len(values) == 1, f"{name} not found once in:\n{text}"
+    return float(values[0])
+
+
+async def test_metrics_count_requests_steps_glimpses_and_errors(servers: Any) -> None:
+    small, large = servers()
+    app = create_app(router_for(small, large))
+    await call(app, json=BODY)
+    await call(app, json={**BODY, "stream": True})
+    await call(app, json={**BODY, "model": "nope"})
+    response = await call(app, "GET", "/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    expected = {
+        'requests_total{status="200",stream="false"}': 1,
+        'requests_total{status="200",stream="true"}': 1,
+        'requests_total{status="404",stream="false"}': 1,
+        'errors_total{type="model_not_found"}': 1,
+        'steps_total{model="small"}': 4,
+        'steps_total{model="large"}': 4,
+        "h_init_nats_count": 8,
+        'h_init_nats_bucket{le="1.0"}': 4,
+        "intervention_rate_count": 2,
+        "intervention_rate_recent": 0.5,
+        'time_to_first_token_seconds_count{stream="true"}': 1,
+        'request_duration_seconds_count{stream="false"}': 2,
+        "requests_in_flight": 0,
+    }
+    assert {name: metric(text, "glimprouter_proxy_" + name) for name in expected} == expected
+    assert metric(text, 'glimprouter_proxy_tokens_total{model="large"}') > 0
+
+
+def test_the_environment_rebuilds_the_router(monkeypatch: pytest.MonkeyPatch) -> None:
+    router = GlimpRouterChatModel(
+        small=Backend(base_url="http://s/v1", model="s", api_key=SecretStr("small-secret")),
+        large=Backend(base_url="http://l/v1", model="l", replicas=["http://l2/v1"]),
+        api_key=SecretStr("router-secret"),
+        threshold=math.inf,
+        step_delimiter=["\n\n", "\nWait"],
+        stop=["END"],
+        timeout=9.0,
+    )
+    env = router_env(router, "served", api_key="proxy-secret")
+    assert "secret" not in env[ROUTER_ENV]
+    assert env["GLIMPROUTER_SMALL_API_KEY"] == "small-secret"
+    assert env["GLIMPROUTER_LARGE_API_KEY"] == "router-secret"
+    assert env[API_KEY_ENV] == "proxy-secret"
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    proxy = app_from_env().state.proxy
+    rebuilt = proxy.router
+    assert rebuilt.router_settings == router.router_settings
+    assert (rebuilt.small, rebuilt.large) == (
+        router.small.model_copy(update={"api_key": None}),
+        router.large,
+    )
+    assert rebuilt.timeout == 9.0
+    assert (proxy.served_name, proxy.key) == ("served", b"proxy-secret")
+    assert rebuilt._clients_for("small")[0]._key() == "small-secret"
+    monkeypatch.delenv(ROUTER_ENV)
+    with pytest.raises(Exception, match=f"{ROUTER_ENV} is not set"):
+        app_from_env()
