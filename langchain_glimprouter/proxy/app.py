@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any, cast
 
+from langchain_core.messages import AIMessage
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -68,6 +69,7 @@ class Proxy:
                 given = request.headers.get("authorization", "")
                 scheme, _, token = given.partition(" ")
                 if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self.key):
+                    self.metrics.errors.labels("invalid_api_key").inc()
                     return ApiError(
                         401,
                         "Incorrect or missing API key: send the proxy's key as "
@@ -156,13 +158,13 @@ class Proxy:
                     self.metrics.routed(event.record)
                 yield event
 
-    async def _collect(self, call: Call, started: float) -> Any:
+    async def _collect(self, call: Call, started: float) -> AIMessage:
         result = None
         async with aclosing(self._routed(call, False, started)) as events:
             async for event in events:
                 if isinstance(event, Result):
                     result = event
-        return chat_result(require_result(result), call).generations[0].message
+        return cast(AIMessage, chat_result(require_result(result), call).generations[0].message)
 
     async def _events(
         self,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -168,6 +170,9 @@ async def test_the_key_guards_all_but_health(servers: Any) -> None:
             assert response.status_code == 401
             assert response.json()["error"]["code"] == "invalid_api_key"
     assert (await call(app, "GET", "/health")).status_code == 200
+    headers = {"authorization": "Bearer proxy-key"}
+    metrics = (await call(app, "GET", "/metrics", headers=headers)).text
+    assert metric(metrics, 'glimprouter_proxy_errors_total{type="invalid_api_key"}') == 9
     ok = await call(app, json=BODY, headers={"authorization": "Bearer proxy-key"})
     assert ok.json()["choices"][0]["message"]["content"] == "The answer is 42."
 
@@ -278,3 +283,13 @@ def test_the_environment_rebuilds_the_router(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv(ROUTER_ENV)
     with pytest.raises(Exception, match=f"{ROUTER_ENV} is not set"):
         app_from_env()
+
+
+def test_the_package_loads_no_server_library() -> None:
+    code = (
+        "import sys, langchain_glimprouter, langchain_glimprouter.chat_models; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'starlette', 'uvicorn', "
+        "'prometheus_client'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
