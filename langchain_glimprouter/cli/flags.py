@@ -105,13 +105,17 @@ def build_router(small: Backend, large: Backend, values: Mapping[str, Any]) -> G
         raise InvalidArgumentError(f"invalid router settings: {problems}") from None
 
 
-def add_server_flags(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """``--small-url``, ``--small-model``, ``--large-url``, ``--large-model`` and ``--system``."""
+def add_server_flags(
+    parser: argparse.ArgumentParser, required: bool = True, system: bool = True
+) -> None:
+    """``--small-url``, ``--small-model``, ``--large-url``, ``--large-model`` and (unless
+    ``system`` is false: the messages come from elsewhere) ``--system``."""
     parser.add_argument("--small-url", required=required, help="e.g. http://localhost:8001/v1")
     parser.add_argument("--small-model", required=required)
     parser.add_argument("--large-url", required=required)
     parser.add_argument("--large-model", required=required)
-    parser.add_argument("--system", default=None, help="optional system message")
+    if system:
+        parser.add_argument("--system", default=None, help="optional system message")
 
 
 def backends(args: argparse.Namespace) -> tuple[Backend, Backend]:

@@ -122,8 +122,8 @@ def _describe(role: str, server: LocalServer) -> str:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops ``serve`` the way Ctrl-C does (main thread only)."""
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops ``serve`` (and ``proxy``) the way Ctrl-C does (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -152,7 +152,7 @@ def _run_pair(
         file=out,
         flush=True,
     )
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         try:
             try:
                 if cpu:  # both at once

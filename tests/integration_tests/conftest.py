@@ -33,9 +33,11 @@ class Pair:
     """The server processes, when this session started them (empty for reused servers)."""
 
 
-def metric(backend: Backend, name: str, **labels: str) -> float:
-    """Sum of a Prometheus metric on the backend's server, over samples matching ``labels``."""
-    text = httpx.get(backend.root_url + "/metrics", timeout=10).text
+def metric(server: Backend | str, name: str, **labels: str) -> float:
+    """Sum of a Prometheus metric on the backend's server (or the server at a root URL), over
+    samples matching ``labels``."""
+    root = server if isinstance(server, str) else server.root_url
+    text = httpx.get(root + "/metrics", timeout=10).text
     total = 0.0
     for line in text.splitlines():
         match = _SAMPLE.match(line)

@@ -1,0 +1,240 @@
+"""``glimprouter proxy``: serve the router as an OpenAI-compatible chat completions server
+(:mod:`langchain_glimprouter.proxy`) in front of two running servers, or, with no server flags,
+in front of the bundled tiny pair that it starts (as ``demo`` does) and stops when it stops.
+
+It prints where it listens, a curl example and the openai SDK's snippet, and serves until Ctrl-C
+or SIGTERM. With ``--workers N`` (N > 1) uvicorn runs N worker processes, each building the app
+with :func:`~langchain_glimprouter.proxy.app_from_env` from the environment
+:func:`~langchain_glimprouter.proxy.router_env` writes (see docs/proxy.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+from langchain_glimprouter.backend import Backend
+from langchain_glimprouter.chat_models import GlimpRouterChatModel
+from langchain_glimprouter.cli import servers as local
+from langchain_glimprouter.cli.demo import DEMO_NOTICE
+from langchain_glimprouter.cli.flags import (
+    add_router_flags,
+    add_server_flags,
+    backends,
+    build_router,
+    router_values,
+)
+from langchain_glimprouter.cli.serve import sigterm_as_interrupt
+from langchain_glimprouter.cli.servers import ServeError
+from langchain_glimprouter.errors import InvalidArgumentError
+
+SERVER_FLAGS = ("small_url", "small_model", "large_url", "large_model")
+LOCAL_SETTINGS = {"threshold": 1.5, "max_reasoning_tokens": 256, "max_tokens": 96}
+"""Defaults with the bundled tiny pair: demo's budgets, and a threshold inside SmolLM2's
+first-token entropies (mostly 1 to 2.5 nats), so that steps go both ways."""
+API_KEY_ENV = "GLIMPROUTER_PROXY_API_KEY"
+"""The proxy's key when ``--api-key`` is not given (``proxy.env.API_KEY_ENV``; the proxy package
+is imported only to serve, since it needs the ``proxy`` extra)."""
+FACTORY = "langchain_glimprouter.proxy:app_from_env"
+EXTRA = ("starlette", "uvicorn", "prometheus_client")
+"""What the ``proxy`` extra installs."""
+PLACEHOLDER = Backend(base_url="http://127.0.0.1:9/v1", model="placeholder")
+
+
+def add_parser(commands: Any) -> None:
+    sub = commands.add_parser(
+        "proxy",
+        help="serve the router as an OpenAI-compatible chat completions server",
+        description="Serve the router at /v1/chat/completions (plain and streamed), /v1/models, "
+        "/health and /metrics, in front of two running servers (--small-url ... --large-model) "
+        "or, with none of those flags, in front of the bundled tiny pair it starts and stops. "
+        "Any router setting may also be given per request as an extra body field. See "
+        "docs/proxy.md.",
+    )
+    add_server_flags(sub, required=False, system=False)
+    sub.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
+    )
+    sub.add_argument(
+        "--port", type=int, default=8000, help="port to listen on (default %(default)s)"
+    )
+    sub.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="uvicorn worker processes (default 1); with threshold 'auto' each has its own "
+        "controller",
+    )
+    sub.add_argument(
+        "--api-key", default=None, help=f"bearer token clients must send (default: ${API_KEY_ENV})"
+    )
+    sub.add_argument(
+        "--served-name",
+        default="glimprouter",
+        help="the model name clients ask for (default %(default)s)",
+    )
+    local_notes = {
+        name: f"default {GlimpRouterChatModel.model_fields[name].default!r}, {value!r} with the "
+        "bundled tiny pair"
+        for name, value in LOCAL_SETTINGS.items()
+    }
+    add_router_flags(sub, defaults=dict.fromkeys(LOCAL_SETTINGS), notes=local_notes)
+    sub.set_defaults(run=run)
+
+
+def uses_local_pair(args: argparse.Namespace) -> bool:
+    """True with none of the server flags; raises when only some are given."""
+    given = [name for name in SERVER_FLAGS if getattr(args, name)]
+    if given and len(given) < len(SERVER_FLAGS):
+        raise InvalidArgumentError(
+            "give all of --small-url, --small-model, --large-url and --large-model, or none of "
+            "them (the bundled tiny pair)"
+        )
+    return not given
+
+
+def settings(args: argparse.Namespace, local_pair: bool) -> dict[str, Any]:
+    """The router settings of the flags, with the tiny pair's defaults when it serves."""
+    defaults = LOCAL_SETTINGS if local_pair else {}
+    return {**defaults, **router_values(args)}
+
+
+def api_key(args: argparse.Namespace) -> str | None:
+    """``--api-key``, else ``$GLIMPROUTER_PROXY_API_KEY``, else none (no auth)."""
+    return args.api_key or os.environ.get(API_KEY_ENV) or None
+
+
+def require_extra() -> None:
+    """Raise :class:`ServeError` unless the ``proxy`` extra's packages are installed."""
+    missing = [name for name in EXTRA if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ServeError(
+            f"glimprouter proxy needs {', '.join(missing)}: "
+            "pip install 'langchain-glimprouter[proxy]'"
+        )
+
+
+def check(args: argparse.Namespace) -> bool:
+    """Refuse bad flags before any server starts; return whether the tiny pair serves."""
+    require_extra()
+    local_pair = uses_local_pair(args)
+    if args.workers < 1:
+        raise InvalidArgumentError(f"--workers must be at least 1 (got {args.workers})")
+    if not 0 < args.port < 65536:
+        raise InvalidArgumentError(f"--port must be in 1..65535 (got {args.port})")
+    if local.port_in_use(args.host, args.port):
+        raise InvalidArgumentError(f"port {args.port} on {args.host} is in use")
+    build_router(PLACEHOLDER, PLACEHOLDER, settings(args, local_pair))
+    return local_pair
+
+
+def usage(args: argparse.Namespace, secured: bool) -> str:
+    """Where the proxy listens, a curl example and the openai SDK's snippet."""
+    base = f"http://{local.connect_host(args.host)}:{args.port}/v1"
+    body = json.dumps(
+        {"model": args.served_name, "messages": [{"role": "user", "content": "What is 6 * 7?"}]}
+    )
+    auth = f' \\\n    -H "Authorization: Bearer ${API_KEY_ENV}"' if secured else ""
+    key = f'os.environ["{API_KEY_ENV}"]' if secured else '"unused"'
+    return (
+        f"Serving {args.served_name!r} at {base} (/chat/completions, /models; /health and "
+        f"/metrics at the root), {args.workers} worker(s).\n\n"
+        f"curl {base}/chat/completions -H 'Content-Type: application/json'{auth} \\\n"
+        f"    -d '{body}'\n\n"
+        + ("import os\n\n" if secured else "")
+        + "from openai import OpenAI\n\n"
+        f'client = OpenAI(base_url="{base}", api_key={key})\n'
+        "reply = client.chat.completions.create(\n"
+        f'    model="{args.served_name}",\n'
+        '    messages=[{"role": "user", "content": "What is 6 * 7?"}],\n'
+        ")\n"
+        "print(reply.choices[0].message.reasoning_content, reply.choices[0].message.content)\n\n"
+        "Press Ctrl-C to stop."
+    )
+
+
+def worker_env(router: GlimpRouterChatModel, served_name: str, key: str | None) -> dict[str, str]:
+    """The environment each worker process builds its app from (``app_from_env``)."""
+    from langchain_glimprouter.proxy import router_env
+
+    return router_env(router, served_name, api_key=key)
+
+
+@contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` (the workers inherit them), the old ones back afterwards."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def own_signal_handlers() -> Iterator[None]:
+    """Put back SIGINT's and SIGTERM's handlers that uvicorn's supervisor replaces and leaves."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def serve(router: GlimpRouterChatModel, args: argparse.Namespace, key: str | None) -> None:
+    """Run uvicorn until it is stopped: the app itself, or ``--workers`` processes of it."""
+    import uvicorn
+
+    options: dict[str, Any] = {"host": args.host, "port": args.port, "log_level": "warning"}
+    if args.workers == 1:
+        from langchain_glimprouter.proxy import create_app
+
+        uvicorn.run(create_app(router, served_name=args.served_name, api_key=key), **options)
+        return
+    with environment(worker_env(router, args.served_name, key)), own_signal_handlers():
+        uvicorn.run(FACTORY, factory=True, workers=args.workers, **options)
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    local_pair = check(args)
+    key = api_key(args)
+    started: list[local.LocalServer] = []
+    with sigterm_as_interrupt():
+        try:
+            if local_pair:
+                print(DEMO_NOTICE, file=out)
+                print(
+                    "Starting two vLLM CPU servers on SmolLM2-135M (about 2 minutes)...", file=out
+                )
+                try:
+                    started = local.start_pair()
+                except (RuntimeError, TimeoutError) as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return 2
+                small, large = (Backend(base_url=s.base_url, model=s.served_name) for s in started)
+                print(f"  small: {small.base_url}   large: {large.base_url}\n", file=out)
+            else:
+                small, large = backends(args)
+            router = build_router(small, large, settings(args, local_pair))
+            print(usage(args, key is not None), file=out, flush=True)
+            serve(router, args, key)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if started:
+                print("\nStopping the two vLLM servers...", file=out, flush=True)
+                local.stop_all(started)
+    print("Stopped.", file=out)
+    return 0
