@@ -151,7 +151,7 @@ class GlimpRouterChatModel(BaseChatModel):
             [(s["model"], s["h_init"], s["tokens"]) for s in record["steps"]]
             msg.usage_metadata  # input/output tokens of both servers, reasoning tokens
 
-        See docs/metadata.md for every field of the record and of a step.
+        See docs/reference.md for every field of the record and of a step.
 
     Per-call ``model=`` names the large backend's served model for that call (the model that
     writes the hard steps and the answer, and the ``model_name`` reported). Every router

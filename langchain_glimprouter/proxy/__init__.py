@@ -29,7 +29,7 @@ from the variables that ``router_env(router, served_name, api_key=...)`` writes
 
     The extension field ``glimprouter``: on a ``chat.completion``, the routing record (a
     ``RoutingRecord`` dict: ``n_steps``, ``n_large_steps``, ``intervention_rate``,
-    ``steps``, ...; see docs/metadata.md). In a stream, each step as it finishes is a chunk with
+    ``steps``, ...; see docs/reference.md). In a stream, each step as it finishes is a chunk with
     ``"choices": []`` and ``"glimprouter": {"step": <StepRecord dict>}``; the last chunk before
     ``[DONE]`` (the finish chunk, or the usage chunk when ``include_usage``) carries
     ``"glimprouter": <the record>``. A plain response also has the headers

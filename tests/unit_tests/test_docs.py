@@ -72,3 +72,11 @@ def test_the_configuration_table_lists_every_field() -> None:
     rows = " ".join(line.split("|")[1] for line in readme.splitlines() if line.startswith("| `"))
     own = set(GlimpRouterChatModel.model_fields) - set(BaseChatModel.model_fields)
     assert {name for name in own if f"`{name}`" not in rows} == set()
+
+
+def test_the_docs_the_code_names_exist() -> None:
+    named = set()
+    for source in (ROOT / "langchain_glimprouter").rglob("*.py"):
+        named |= set(re.findall(r"(?<![\w/.])docs/([\w-]+\.md)", source.read_text("utf-8")))
+    assert named
+    assert {page for page in named if not (ROOT / "docs" / page).exists()} == set()
