@@ -14,6 +14,7 @@ import asyncio
 import cProfile
 import importlib
 import importlib.util
+import inspect
 import json
 import os
 import sys
@@ -71,7 +72,10 @@ def measure(
             for size in sizes:
                 if profiler:
                     profiler.enable()
-                sample = asyncio.run(bench.run_batch(emu, cfg, size, rep))
+                # the floor (a bare client replaying the batch), where this checkout has it
+                replay = "replay" in inspect.signature(bench.run_batch).parameters and not profiler
+                run = bench.run_batch(emu, cfg, size, rep, **({"replay": True} if replay else {}))
+                sample = asyncio.run(run)
                 if profiler:
                     profiler.disable()
                 tokens = sum(g.generated_tokens for s in (small, large) for g in bench.logs_of(s))
@@ -87,6 +91,12 @@ def measure(
                             r: c / sample.wall_s for r, c in (sample.server_cpu_s or {}).items()
                         },
                         "correct": sample.correct,
+                        "floor_over_ideal": (
+                            sample.ideal_per_question_s / floor
+                            if (floor := getattr(sample, "floor_wall_s", None))
+                            else None
+                        ),
+                        "throughput_over_floor": floor / sample.wall_s if floor else None,
                     }
                 )
         if profiler and profile:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import math
 import os
 import statistics
@@ -419,6 +420,8 @@ class BatchSample:
     """Median over the batch's requests of the server's own time minus the emulated cost."""
     server_requests: dict[str, int]
     correct: bool
+    floor_wall_s: float | None = None
+    """Wall time of the same batch replayed by a bare client (:func:`replay_batch`), if asked."""
 
 
 def server_cpu(servers: dict[Role, Server]) -> dict[str, float] | None:
@@ -428,12 +431,104 @@ def server_cpu(servers: dict[Role, Server]) -> dict[str, float] | None:
     return cpus if len(cpus) == len(servers) else None
 
 
-async def run_batch(emu: Emulation, cfg: Config, size: int, rep: int) -> BatchSample:
+class _Connection:
+    """A minimal HTTP/1.1 client on one kept-alive connection (asyncio streams, no parsing
+    beyond finding where an answer ends): the least CPU a client can spend on these requests."""
+
+    def __init__(self, server: Server) -> None:
+        self.host, port = server.root_url.removeprefix("http://").split(":")
+        self.port = int(port)
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def send(self, path: str, body: dict[str, Any]) -> asyncio.StreamReader:
+        if self.streams is None:
+            self.streams = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.streams
+        data = json.dumps(body).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n"
+        )
+        writer.write(head.encode() + data)
+        return reader
+
+    async def json(self, path: str, body: dict[str, Any]) -> Any:
+        """A JSON answer (uvicorn sends it with a Content-Length)."""
+        reader = await self.send(path, body)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        return json.loads(await reader.readexactly(length))
+
+    async def stream(self, path: str, body: dict[str, Any], abort: bool) -> None:
+        """A streamed answer (chunked) read to its last chunk, or up to its first event and
+        then the connection closed (the server aborts the request)."""
+        reader = await self.send(path, body)
+        read = b""
+        while not read.endswith(b"\r\n0\r\n\r\n"):
+            read += await reader.read(65536)
+            if abort and b"data:" in read:
+                await self.close()
+                return
+
+    async def close(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
+            self.streams = None
+
+
+async def _replay_question(
+    servers: dict[Role, Server], question: str, requests: list[tuple[Role, RequestLog]]
+) -> None:
+    """One question's HTTP work with no router: the prompt rendered on both servers at once
+    (``/tokenize`` then ``/detokenize``), then its completions requests in order, each as the
+    router sent it; a request the router aborted is closed after its first token."""
+    connections = {role: _Connection(servers[role]) for role in ROLES}
+
+    async def render(role: Role) -> None:
+        server, connection = servers[role], connections[role]
+        messages = [{"role": "user", "content": question}]
+        body = {"model": server.model, "messages": messages, "add_generation_prompt": True}
+        ids = await connection.json("/tokenize", body)
+        await connection.json("/detokenize", {"model": server.model, "tokens": ids["tokens"]})
+
+    try:
+        await asyncio.gather(*(render(role) for role in ROLES))
+        for role, log in requests:
+            body = {**log.params, "prompt": log.prompt, "stream": True}
+            await connections[role].stream("/v1/completions", body, abort=not log.finished)
+    finally:
+        for connection in connections.values():
+            await connection.close()
+
+
+async def replay_batch(
+    servers: dict[Role, Server], questions: Sequence[str], logs: dict[Role, list[RequestLog]]
+) -> float:
+    """Wall time of a batch's requests (``logs``, from the servers) replayed by a minimal
+    client (:class:`_Connection`, two connections per question), all questions at once: the
+    floor of the batch, what the servers and HTTP cost with no router and next to no client
+    (the logs must come from the batch of ``questions``)."""
+    per_question: dict[str, list[tuple[Role, RequestLog]]] = {q: [] for q in questions}
+    for role in ROLES:
+        for log in logs[role]:
+            question = next(q for q in questions if q in log.prompt)
+            per_question[question].append((role, log))
+    for requests in per_question.values():
+        requests.sort(key=lambda item: item[1].received_s or 0.0)
+    fresh(*servers.values())
+    t0 = time.perf_counter()
+    await asyncio.gather(*(_replay_question(servers, q, r) for q, r in per_question.items()))
+    return time.perf_counter() - t0
+
+
+async def run_batch(
+    emu: Emulation, cfg: Config, size: int, rep: int, replay: bool = False
+) -> BatchSample:
+    """One ``abatch`` of ``size`` questions, timed; with ``replay``, also its floor."""
     servers: dict[Role, Server] = {"small": cfg.small, "large": cfg.large}
     fresh(cfg.small, cfg.large)
-    inputs: list[LanguageModelInput] = [
-        f"Batch question {size}.{rep}.{i}: what is 6 times 7?" for i in range(size)
-    ]
+    questions = [f"Batch question {size}.{rep}.{i}: what is 6 times 7?" for i in range(size)]
+    inputs: list[LanguageModelInput] = list(questions)
     cpu0, server0, t0 = time.process_time(), server_cpu(servers), time.perf_counter()
     msgs = await cfg.router.abatch(inputs, config={"max_concurrency": size})
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
@@ -450,7 +545,9 @@ async def run_batch(emu: Emulation, cfg: Config, size: int, rep: int) -> BatchSa
         for _, g, cost in costs
         if g.started_s is not None
     ]
+    floor = await replay_batch(servers, questions, logs) if replay else None
     return BatchSample(
+        floor_wall_s=floor,
         size=size,
         wall_s=wall,
         ideal_per_question_s=sum(cost for _, _, cost in costs) / size,

@@ -37,13 +37,20 @@ RESULTS = results_path("client_cpu")
 CHILD = Path(__file__).resolve().parent / "_client_cpu_child.py"
 
 
+def spread(values: list[float | None]) -> str:
+    """Median (min–max) of the values measured; "—" where none was (an older checkout)."""
+    xs = [x for x in values if x is not None]
+    return f"{med(xs):.3f} ({min(xs):.3f}–{max(xs):.3f})" if xs else "—"
+
+
 def summarize(runs: list[dict[str, Any]], sizes: list[int]) -> str:
     by_package: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         by_package.setdefault(run["package"], []).append(run)
     header = ["version", "runs", "1 call: latency / busy (median)", "1 call: client CPU ms"]
     for size in sizes:
-        header += [f"{size} at once: throughput / ideal", f"{size}: CPU µs / streamed token",
+        header += [f"{size} at once: throughput / ideal", f"{size}: floor / ideal",
+                   f"{size}: throughput / floor", f"{size}: CPU µs / streamed token",
                    f"{size}: CPU / wall (client; small, large servers)"]  # fmt: skip
     rows: list[list[str]] = []
     for package, group in by_package.items():
@@ -56,9 +63,9 @@ def summarize(runs: list[dict[str, Any]], sizes: list[int]) -> str:
         for size in sizes:
             bs = [b for r in group for b in r["batches"] if b["size"] == size]
             row += [
-                f"{med([b['throughput_over_ideal'] for b in bs]):.3f} "
-                f"({min(b['throughput_over_ideal'] for b in bs):.3f}–"
-                f"{max(b['throughput_over_ideal'] for b in bs):.3f})",
+                spread([b["throughput_over_ideal"] for b in bs]),
+                spread([b.get("floor_over_ideal") for b in bs]),
+                spread([b.get("throughput_over_floor") for b in bs]),
                 f"{med([b['cpu_us_per_token'] for b in bs]):.0f}",
                 f"{med([b['client_cpu_over_wall'] for b in bs]):.2f}; "
                 + ", ".join(
