@@ -41,6 +41,7 @@ from langchain_glimprouter.errors import (
     MalformedStreamError,
     StreamInterruptedError,
 )
+from langchain_glimprouter.http.network import async_transport
 from langchain_glimprouter.routing.wire import Chunk, parse_chunk
 
 _LIMITS = httpx2.Limits(max_connections=512, max_keepalive_connections=64, keepalive_expiry=4.0)
@@ -240,7 +241,7 @@ class BackendClient:
         if own is not None:
             return own.with_options(**self._settings())
         http = self.backend.http_async_client or httpx2.AsyncClient(
-            transport=httpx2.AsyncHTTPTransport(limits=_LIMITS, verify=self._ssl_context()),
+            transport=async_transport(self.base_url, _LIMITS, self._ssl_context()),
             timeout=self._timeout,
         )
         return openai.AsyncOpenAI(api_key=self._key(), http_client=http, **self._settings())

@@ -162,3 +162,64 @@ def test_small_failing_mid_step_hands_the_step_to_large(pair: Any) -> None:
     assert rec["small_failures"] == 1
     assert all(s["model"] == "large" for s in rec["steps"])
     assert msg.content == "The answer is 42."
+
+
+# The async path runs on the router's own asyncio network backend (http/network.py): the same
+# faults end the same way there.
+
+
+@pytest.mark.parametrize("role", ["small", "large"])
+async def test_async_cut_streams_resume_without_duplicating_text(pair: Any, role: str) -> None:
+    small, large = pair
+    (small if role == "small" else large).faults = Faults(cut_after=2, cut_count=1)
+    msg = await router_for(small, large).ainvoke(QUESTION)
+    assert steps_of(msg) == EXPECTED
+    assert msg.additional_kwargs["reasoning_content"] == "\n\n".join(EXPECTED)
+    assert msg.response_metadata["glimprouter"]["resumed_streams"] == 1
+
+
+async def test_async_transient_http_errors_are_retried(pair: Any) -> None:
+    small, large = pair
+    large.faults = Faults(status=503, status_from=1, status_count=1)
+    msg = await router_for(small, large).ainvoke(QUESTION)
+    assert steps_of(msg) == EXPECTED
+    assert msg.response_metadata["glimprouter"]["retries"] == 1
+
+
+async def test_async_repeated_cuts_end_in_a_typed_error(pair: Any) -> None:
+    small, large = pair
+    large.faults = Faults(cut_after=1, cut_count=100)
+    with pytest.raises(StreamInterruptedError, match=r"\[large backend"):
+        await router_for(small, large, max_retries=1).ainvoke(QUESTION)
+
+
+async def test_async_stall_times_out(pair: Any) -> None:
+    small, large = pair
+    small.faults = Faults(stall_s=3.0)
+    started = time.monotonic()
+    with pytest.raises(BackendTimeoutError, match="small backend"):
+        await router_for(small, large, timeout=0.3).ainvoke(QUESTION)
+    assert time.monotonic() - started < 2.0
+
+
+async def test_async_malformed_event_mid_stream_is_resumed(pair: Any) -> None:
+    small, large = pair
+    small.faults = Faults(garbage=True, garbage_after=2, garbage_count=1)
+    msg = await router_for(small, large).ainvoke(QUESTION)
+    assert steps_of(msg) == EXPECTED
+    assert msg.response_metadata["glimprouter"]["resumed_streams"] == 1
+
+
+async def test_async_small_backend_down_raises(pair: Any) -> None:
+    small, large = pair
+    small.stop()
+    with pytest.raises(BackendUnreachableError, match=r"small backend.*cannot connect"):
+        await router_for(small, large, max_retries=0).ainvoke(QUESTION)
+
+
+async def test_async_stream_left_early_aborts_the_request(pair: Any) -> None:
+    small, large = pair
+    model = router_for(small, large)
+    async for _ in model.astream(QUESTION):
+        break  # leave after the first chunk: the pair fixture checks both servers go idle
+    assert small.requests[-1].finished is False

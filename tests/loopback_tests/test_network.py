@@ -1,0 +1,63 @@
+"""The asyncio network backend on real sockets: reads, timeouts, a server that closes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import httpcore2
+import pytest
+
+from langchain_glimprouter.http.network import AsyncioBackend
+
+
+async def serve(handler: object) -> tuple[asyncio.Server, int]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)  # type: ignore[arg-type]
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_reads_what_arrived_and_sees_the_server_close() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"echo:" + request[:4])
+        await writer.drain()
+        writer.close()
+
+    server, port = await serve(handler)
+    async with server:
+        stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=2)
+        await stream.write(b"GET / HTTP/1.1\r\n\r\n", timeout=2)
+        assert await stream.read(5, timeout=2) == b"echo:"
+        assert await stream.read(100, timeout=2) == b"GET "
+        assert await stream.read(100, timeout=2) == b""  # closed by the server
+        assert stream.get_extra_info("is_readable") is True  # an idle connection to drop
+        await stream.aclose()
+        with pytest.raises(httpcore2.WriteError):
+            await stream.write(b"more", timeout=1)
+
+
+async def test_a_silent_server_is_a_read_timeout_and_cancelling_stays_a_cancel() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(5)
+
+    server, port = await serve(handler)
+    async with server:
+        stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=2)
+        assert stream.get_extra_info("is_readable") is False
+        with pytest.raises(httpcore2.ReadTimeout):
+            await stream.read(10, timeout=0.05)
+        task = asyncio.ensure_future(stream.read(10, timeout=5))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await stream.aclose()
+        server.close()
+
+
+async def test_nobody_listening_is_a_connect_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening
+        with pytest.raises(httpcore2.ConnectError):
+            await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=2)
