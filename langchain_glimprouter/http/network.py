@@ -24,9 +24,15 @@ from typing import Any
 import httpcore2
 import httpx2
 
+_HIGH_WATER = 256 * 1024  # bytes buffered before the socket stops being read
+_LOW_WATER = 64 * 1024  # ... and below which it is read again
+
 
 class _Protocol(asyncio.Protocol):
-    """The bytes a connection received, and futures to wait for more or for a drained write."""
+    """The bytes a connection received, and futures to wait for more or for a drained write.
+
+    A reader that falls behind (a slow consumer of a long stream) pauses the socket's reads once
+    ``_HIGH_WATER`` bytes wait, so the server feels back-pressure instead of the buffer growing."""
 
     def __init__(self) -> None:
         self.buffer = bytearray()
@@ -36,6 +42,7 @@ class _Protocol(asyncio.Protocol):
         self.readable: asyncio.Future[None] | None = None
         self.writable: asyncio.Future[None] | None = None
         self.paused = False
+        self.reading_paused = False
 
     @staticmethod
     def _wake(future: asyncio.Future[None] | None) -> None:
@@ -49,6 +56,16 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         self._wake(self.readable)
+        if len(self.buffer) > _HIGH_WATER and not self.reading_paused and self.transport:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def consumed(self) -> None:
+        """Read the socket again once the reader has caught up."""
+        if self.reading_paused and len(self.buffer) < _LOW_WATER and self.transport:
+            self.reading_paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -111,6 +128,7 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
         if p.buffer:
             data = bytes(p.buffer[:max_bytes])
             del p.buffer[:max_bytes]
+            p.consumed()
             return data
         if p.error is not None:
             raise httpcore2.ReadError(f"the connection broke: {p.error}") from p.error

@@ -8,7 +8,7 @@ import socket
 import httpcore2
 import pytest
 
-from langchain_glimprouter.http.network import AsyncioBackend
+from langchain_glimprouter.http.network import _HIGH_WATER, AsyncioBackend
 
 
 async def serve(handler: object) -> tuple[asyncio.Server, int]:
@@ -61,3 +61,24 @@ async def test_nobody_listening_is_a_connect_error() -> None:
         port = sock.getsockname()[1]  # bound, not listening
         with pytest.raises(httpcore2.ConnectError):
             await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=2)
+
+
+async def test_a_reader_that_falls_behind_pauses_the_socket_and_loses_nothing() -> None:
+    body = bytes(range(256)) * 16 * 1024  # 4 MiB
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(body)
+        await writer.drain()
+        writer.close()
+
+    server, port = await serve(handler)
+    async with server:
+        stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=2)
+        await asyncio.sleep(0.3)  # the server writes all it can; nobody reads
+        buffered = len(stream._p.buffer)  # type: ignore[attr-defined]
+        assert 0 < buffered <= _HIGH_WATER + 512 * 1024, buffered  # paused, not 4 MiB
+        received = bytearray()
+        while chunk := await stream.read(65536, timeout=2):
+            received += chunk
+        assert received == body
+        await stream.aclose()
