@@ -6,7 +6,9 @@ server in a process of its own), one run measures side by side, interleaved:
 * **in process**: ``router.astream(question)`` in this process;
 * **proxy**: the same router served by uvicorn in a process of its own (built by
   ``app_from_env`` from ``router_env``, as ``glimprouter proxy --workers N`` does), read by an
-  httpx client streaming ``/v1/chat/completions`` (SSE) from this process;
+  httpx2 client streaming ``/v1/chat/completions`` (SSE) from this process, on the router's
+  own asyncio transport: the lightest client at hand, since it shares the cores with what is
+  measured (in a deployment it runs elsewhere);
 
 at 1 stream (``--reps`` calls each) and at 64 concurrent streams (``--batch-reps`` batches
 each): time to first token (the first reasoning or answer text; median, and proxy minus in
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 
 from benchmarks import bench_router as br
 from benchmarks._common import (
@@ -55,6 +58,7 @@ from benchmarks._common import (
 )
 from langchain_glimprouter import GlimpRouterChatModel
 from langchain_glimprouter.cli.servers import free_port
+from langchain_glimprouter.http.network import async_transport
 from langchain_glimprouter.proxy import router_env
 
 RESULTS = results_path("proxy_overhead")
@@ -108,7 +112,7 @@ async def in_process(router: GlimpRouterChatModel, question: str) -> Stream:
                   "".join(answer))  # fmt: skip
 
 
-async def via_proxy(client: httpx.AsyncClient, url: str, question: str) -> Stream:
+async def via_proxy(client: httpx2.AsyncClient, url: str, question: str) -> Stream:
     """A streamed ``/v1/chat/completions`` read as raw SSE."""
     body = {"model": SERVED, "messages": [{"role": "user", "content": question}], "stream": True}
     t0 = time.perf_counter()
@@ -226,8 +230,9 @@ async def measure(
     proxy_pid: int, servers: dict[br.Role, br.Server], loads: list[list[float]],
 ) -> dict[str, list[Batch]]:  # fmt: skip
     """Warm-ups, then the batches of every concurrency, sides alternating who goes first."""
-    limits = httpx.Limits(max_connections=max(CONCURRENCY), max_keepalive_connections=64)
-    async with httpx.AsyncClient(timeout=120, limits=limits, trust_env=False) as client:
+    limits = httpx2.Limits(max_connections=max(CONCURRENCY), max_keepalive_connections=64)
+    transport = async_transport(root, limits, verify=False)  # the router's own, lightest client
+    async with httpx2.AsyncClient(timeout=120, transport=transport, trust_env=False) as client:
         url = f"{root}/v1/chat/completions"
         sides: dict[str, Call] = {
             "in_process": lambda q: in_process(router, q),
