@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import httpcore2
 import httpx2
@@ -50,8 +50,8 @@ class _Protocol(asyncio.Protocol):
             future.set_result(None)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A transport, though not always an instance of asyncio.Transport (uvloop's is not).
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data

@@ -3,7 +3,6 @@ way a caller stops a call (cancel, break, Ctrl-C) closing its stream so the serv
 
 from __future__ import annotations
 
-import asyncio
 import io
 import socket
 import threading
@@ -23,7 +22,7 @@ from langchain_glimprouter.cli.servers import free_port
 from langchain_glimprouter.http.client import BackendClient
 from langchain_glimprouter.routing.ops import is_retryable
 from scripted_server import Script
-from tests.support.pair import router_for
+from tests.support.pair import cancel_mid_stream, router_for
 
 QUESTION = "What is 6 times 7?"
 
@@ -49,17 +48,7 @@ async def test_cancelling_closes_every_stream(servers: Any) -> None:
         small=Script(steps=["a b c d e f g h i j k l m n o p"] * 3, h_init=0.1),
         decode_s=0.05,
     )
-    task = asyncio.create_task(router_for(small, large).ainvoke(QUESTION))
-    for _ in range(500):  # until a step streams (each takes 0.8 s), however busy the machine
-        if small.active == 1:
-            break
-        await asyncio.sleep(0.01)
-    assert small.active == 1
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert small.wait_idle(timeout=2)
-    assert not small.requests[-1].finished
+    await cancel_mid_stream(router_for(small, large).ainvoke(QUESTION), small)  # 0.8 s a step
 
 
 def test_breaking_out_of_a_stream_closes_it(servers: Any) -> None:

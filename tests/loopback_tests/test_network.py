@@ -1,14 +1,21 @@
-"""The asyncio network backend on real sockets: reads, timeouts, a server that closes."""
+"""The asyncio network backend on real sockets: reads, timeouts, a server that closes; on
+asyncio's own loop and on uvloop (which uvicorn picks where it is installed)."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpcore2
 import pytest
 
 from langchain_glimprouter.http.network import _HIGH_WATER, AsyncioBackend
+from scripted_server import Script
+from tests.support.pair import cancel_mid_stream, router_for
+
+T = TypeVar("T")
 
 
 async def serve(handler: object) -> tuple[asyncio.Server, int]:
@@ -82,3 +89,44 @@ async def test_a_reader_that_falls_behind_pauses_the_socket_and_loses_nothing() 
             received += chunk
         assert received == body
         await stream.aclose()
+
+
+def on_uvloop(work: Callable[[], Awaitable[T]]) -> T:
+    """``work()`` run to its end on a uvloop event loop."""
+    uvloop = pytest.importorskip("uvloop")
+    loop = uvloop.new_event_loop()
+    try:
+        return loop.run_until_complete(work())
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize(
+    "test",
+    [
+        test_reads_what_arrived_and_sees_the_server_close,
+        test_a_silent_server_is_a_read_timeout_and_cancelling_stays_a_cancel,
+        test_a_reader_that_falls_behind_pauses_the_socket_and_loses_nothing,
+    ],
+    ids=["reads", "timeouts", "back-pressure"],
+)
+def test_the_same_on_uvloop(test: Callable[[], Awaitable[None]]) -> None:
+    on_uvloop(test)
+
+
+def test_a_routed_call_and_a_cancelled_one_on_uvloop(servers: Any) -> None:
+    """uvloop's transports are no ``asyncio.Transport`` instances: the backend must not care."""
+    small, large = servers(
+        small=Script(steps=["a b c d"] * 3, h_init=[0.1, 5.0, 0.1]), decode_s=0.01
+    )
+    router = router_for(small, large)
+    message = on_uvloop(lambda: router.ainvoke("What is 6 times 7?"))
+    record = message.response_metadata["glimprouter"]
+    assert (record["n_steps"], record["n_large_steps"]) == (3, 1)
+    assert message.content == "The answer is 42."
+
+    slow_small, slow_large = servers(
+        small=Script(steps=["a b c d e f g h i j k l m n o p"] * 3, h_init=0.1), decode_s=0.05
+    )
+    slow = router_for(slow_small, slow_large)
+    on_uvloop(lambda: cancel_mid_stream(slow.ainvoke("And 7 times 6?"), slow_small))

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
+
+import pytest
 
 from langchain_glimprouter import Backend, GlimpRouterChatModel
 from scripted_server import Script
@@ -51,3 +54,19 @@ def replica_router(small: list[Served], large: list[Served]) -> GlimpRouterChatM
     return GlimpRouterChatModel(
         small=backend(small, "s"), large=backend(large, "l"), threshold=1.0, max_retries=0
     )
+
+
+async def cancel_mid_stream(work: Awaitable[Any], server: Any) -> None:
+    """Start ``work``, cancel it once ``server`` (scripted, on a socket) streams a completion,
+    and check that the server saw the request end unfinished: aborted, not left running."""
+    task = asyncio.ensure_future(work)
+    for _ in range(500):  # until a completion streams, however busy the machine
+        if server.active == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert server.active == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.to_thread(server.wait_idle, 2)
+    assert not server.requests[-1].finished
