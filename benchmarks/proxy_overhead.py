@@ -5,20 +5,24 @@ server in a process of its own), one run measures side by side, interleaved:
 
 * **in process**: ``router.astream(question)`` in this process;
 * **proxy**: the same router served by uvicorn in a process of its own (built by
-  ``app_from_env`` from ``router_env``, as ``glimprouter proxy --workers N`` does), read by an
-  httpx2 client streaming ``/v1/chat/completions`` (SSE) from this process, on the router's
-  own asyncio transport: the lightest client at hand, since it shares the cores with what is
+  ``app_from_env`` from ``router_env``, as ``glimprouter proxy --workers N`` does) on what
+  uvicorn picks when the proxy extra is installed (httptools and uvloop), read by an httpx2
+  client streaming ``/v1/chat/completions`` (SSE) from this process, on the router's own
+  asyncio transport: the lightest client at hand, since it shares the cores with what is
   measured (in a deployment it runs elsewhere);
+* **proxy_h11**: the same on uvicorn's pure-Python fallbacks (``--http h11 --loop asyncio``),
+  what a proxy gets where httptools or uvloop are not installed;
 
 at 1 stream (``--reps`` calls each) and at 64 concurrent streams (``--batch-reps`` batches
 each): time to first token (the first reasoning or answer text; median, and proxy minus in
 process) and throughput at 64 (streams per second, proxy / in process), with the CPU time of
-this process, the proxy's and the servers' during the batches. Goals: at most 5 ms added to the
+this process, the proxy's and the servers' during the batches; the sides alternate, who goes
+first rotating each repetition. Goals: at most 5 ms added to the
 time to first token, throughput at 64 at least 0.9 of in process.
 
 Run from the repository root::
 
-    .venv/bin/python -m benchmarks.proxy_overhead                          # about 3 minutes
+    .venv/bin/python -m benchmarks.proxy_overhead                          # about 4 minutes
     .venv/bin/python -m benchmarks.proxy_overhead --reps 3 --batch-reps 1  # about 1 minute
 
 A table goes to stdout, the numbers to ``benchmarks/results/proxy_overhead.json``.
@@ -28,6 +32,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -66,6 +72,8 @@ RATE = 0.25
 SERVED = "glimprouter"
 FACTORY = "langchain_glimprouter.proxy:app_from_env"
 CONCURRENCY = (1, 64)
+PROXIES = {"proxy": [], "proxy_h11": ["--http", "h11", "--loop", "asyncio"]}
+"""The proxied sides and their uvicorn flags (none: uvicorn's own choice)."""
 GOAL_TTFT_MS, GOAL_THROUGHPUT = 5.0, 0.9
 
 
@@ -143,20 +151,26 @@ def cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def proxy_server() -> str:
-    """What uvicorn serves the proxy with here (its "auto" picks httptools and uvloop if found)."""
+def proxy_servers() -> dict[str, str]:
+    """What uvicorn serves each proxied side with here ("auto" picks httptools and uvloop if
+    found)."""
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    return f"uvicorn, one worker, {http}, {loop}"
+    return {"proxy": f"uvicorn, one worker, {http}, {loop}",
+            "proxy_h11": "uvicorn, one worker, h11, asyncio"}  # fmt: skip
 
 
-def start_proxy(router: GlimpRouterChatModel) -> tuple[subprocess.Popen[bytes], str]:
-    """uvicorn serving ``app_from_env`` for ``router`` in a child process; its root URL."""
+def start_proxy(
+    router: GlimpRouterChatModel, flags: list[str]
+) -> tuple[subprocess.Popen[bytes], str]:
+    """uvicorn (with ``flags``) serving ``app_from_env`` for ``router`` in a child process; its
+    root URL."""
     port = free_port()
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, **router_env(router, SERVED), "PYTHONPATH": path}
     command = [sys.executable, "-m", "uvicorn", "--factory", FACTORY, "--host", "127.0.0.1",
                "--port", str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip
+    command += flags
     process = subprocess.Popen(command, env=env, cwd=ROOT)
     root = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -203,7 +217,7 @@ def correct(emu: br.Emulation, stream: Stream) -> bool:
 
 
 def summary(emu: br.Emulation, batches: dict[str, list[Batch]], size: int) -> dict[str, Any]:
-    """Medians at one concurrency, in process against proxy."""
+    """Medians at one concurrency, in process against each proxy."""
     row: dict[str, Any] = {"concurrency": size}
     for side, runs in batches.items():
         runs = [b for b in runs if b.size == size]
@@ -219,37 +233,49 @@ def summary(emu: br.Emulation, batches: dict[str, list[Batch]], size: int) -> di
             "all_correct": all(correct(emu, s) for s in streams),
             "streams": len(streams),
         }
-    inside, proxied = row["in_process"], row["proxy"]
-    row["added_ttft_ms"] = proxied["median_ttft_ms"] - inside["median_ttft_ms"]
-    row["throughput_ratio"] = proxied["streams_per_s"] / inside["streams_per_s"]
+    inside = row["in_process"]
+    row["added_ttft_ms"] = {
+        side: row[side]["median_ttft_ms"] - inside["median_ttft_ms"] for side in PROXIES
+    }
+    row["throughput_ratio"] = {
+        side: row[side]["streams_per_s"] / inside["streams_per_s"] for side in PROXIES
+    }
     return row
 
 
 async def measure(
-    emu: br.Emulation, args: argparse.Namespace, router: GlimpRouterChatModel, root: str,
-    proxy_pid: int, servers: dict[br.Role, br.Server], loads: list[list[float]],
+    emu: br.Emulation, args: argparse.Namespace, router: GlimpRouterChatModel,
+    proxies: dict[str, tuple[int, str]], servers: dict[br.Role, br.Server],
+    loads: list[list[float]],
 ) -> dict[str, list[Batch]]:  # fmt: skip
-    """Warm-ups, then the batches of every concurrency, sides alternating who goes first."""
+    """Warm-ups, then the batches of every concurrency, the sides rotating who goes first.
+    ``proxies``: each proxied side's process id and root URL."""
     limits = httpx2.Limits(max_connections=max(CONCURRENCY), max_keepalive_connections=64)
-    transport = async_transport(root, limits, verify=False)  # the router's own, lightest client
-    async with httpx2.AsyncClient(timeout=120, transport=transport, trust_env=False) as client:
-        url = f"{root}/v1/chat/completions"
-        sides: dict[str, Call] = {
-            "in_process": lambda q: in_process(router, q),
-            "proxy": lambda q: via_proxy(client, url, q),
+    async with contextlib.AsyncExitStack() as stack:
+        first_pid = next(iter(proxies.values()))[0]  # for in process: 0 s of proxy CPU
+        sides: dict[str, tuple[Call, int]] = {
+            "in_process": (functools.partial(in_process, router), first_pid)
         }
-        for side, call in sides.items():  # first-call costs (/v1/models), and a small batch
-            await batch(call, 1, f"warm-{side}", proxy_pid, servers)
-            await batch(call, 4, f"warm4-{side}", proxy_pid, servers)
+        for side, (pid, root) in proxies.items():
+            transport = async_transport(root, limits, verify=False)  # the lightest client
+            client = await stack.enter_async_context(
+                httpx2.AsyncClient(timeout=120, transport=transport, trust_env=False)
+            )
+            url = f"{root}/v1/chat/completions"
+            sides[side] = (functools.partial(via_proxy, client, url), pid)
+        for side, (call, pid) in sides.items():  # first-call costs (/v1/models), a small batch
+            await batch(call, 1, f"warm-{side}", pid, servers)
+            await batch(call, 4, f"warm4-{side}", pid, servers)
         runs: dict[str, list[Batch]] = {side: [] for side in sides}
         plan = [(1, rep) for rep in range(args.reps)] + [
             (max(CONCURRENCY), rep) for rep in range(args.batch_reps)
         ]
+        names = list(sides)
         for size, rep in plan:
-            order = list(sides) if rep % 2 == 0 else list(reversed(sides))
-            for side in order:
-                runs[side].append(await batch(sides[side], size, f"{size}.{rep}", proxy_pid,
-                                              servers))  # fmt: skip
+            shift = rep % len(names)
+            for side in names[shift:] + names[:shift]:
+                call, pid = sides[side]
+                runs[side].append(await batch(call, size, f"{size}.{rep}.{side}", pid, servers))
             if size > 1 or rep == args.reps - 1:
                 loads.append(load_average())
                 print(f"{size} stream(s), repetition {rep + 1} done, load {loads[-1]}",
@@ -270,16 +296,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = br.parse_args([])
     small_script, large_script = br.scripts(emu, RATE)
     small, large = br.start_all(emu, opts, [(small_script, "small"), (large_script, "large")])
-    proxy: subprocess.Popen[bytes] | None = None
+    processes: list[subprocess.Popen[bytes]] = []
     try:
         router = br.make_router(small, large, br.THRESHOLD, "stream")
-        proxy, root = start_proxy(router)
+        proxies: dict[str, tuple[int, str]] = {}
+        for side, flags in PROXIES.items():
+            process, root = start_proxy(router, flags)
+            processes.append(process)
+            proxies[side] = (process.pid, root)
         servers: dict[br.Role, br.Server] = {"small": small, "large": large}
-        runs = asyncio.run(measure(emu, args, router, root, proxy.pid, servers, loads))
+        runs = asyncio.run(measure(emu, args, router, proxies, servers, loads))
     finally:
-        if proxy is not None:
-            proxy.terminate()
-            proxy.wait(10)
+        for process in processes:
+            process.terminate()
+            process.wait(10)
         small.stop()
         large.stop()
     elapsed = time.perf_counter() - started
@@ -287,8 +317,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     report(rows, args, elapsed, loads)
     results = {
         **run_header(),
-        "versions": {**br.versions(), **package_versions(("starlette", "prometheus-client"))},
-        "proxy_server": proxy_server(),
+        "versions": {
+            **br.versions(),
+            **package_versions(("starlette", "prometheus-client", "httptools", "uvloop")),
+        },
+        "proxy_servers": proxy_servers(),
         "load_average": load_record(loads),
         "elapsed_s": elapsed,
         "repetitions": {"single": args.reps, "batches": args.batch_reps},
@@ -310,28 +343,35 @@ def report(
         f"glimpse {RATE:.0%}, {args.reps} single calls and {args.batch_reps} batches of "
         f"{max(CONCURRENCY)} per side (medians); run took {elapsed:.0f} s, {load_summary(loads)}.\n"
     )
-    header = ["streams", "TTFT in process (ms)", "TTFT proxy (ms)", "added (ms)",
+    servers = proxy_servers()
+    header = ["streams", "proxy", "TTFT in process (ms)", "TTFT proxy (ms)", "added (ms)",
               "latency in process (s)", "latency proxy (s)", "streams/s in process",
               "streams/s proxy", "proxy / in process", "CPU ms/stream in process",
               "CPU ms/stream proxy: client + proxy"]  # fmt: skip
     lines = []
     for row in rows:
-        inside, proxied = row["in_process"], row["proxy"]
-        lines.append([row["concurrency"], inside["median_ttft_ms"], proxied["median_ttft_ms"],
-                      row["added_ttft_ms"], inside["median_latency_s"], proxied["median_latency_s"],
-                      inside["streams_per_s"], proxied["streams_per_s"], row["throughput_ratio"],
-                      1000 * inside["client_cpu_s_per_stream"],
-                      f"{1000 * proxied['client_cpu_s_per_stream']:.1f} + "
-                      f"{1000 * proxied['proxy_cpu_s_per_stream']:.1f}"])  # fmt: skip
+        inside = row["in_process"]
+        for side in PROXIES:
+            proxied = row[side]
+            lines.append([row["concurrency"], servers[side].removeprefix("uvicorn, one worker, "),
+                          inside["median_ttft_ms"], proxied["median_ttft_ms"],
+                          row["added_ttft_ms"][side], inside["median_latency_s"],
+                          proxied["median_latency_s"], inside["streams_per_s"],
+                          proxied["streams_per_s"], row["throughput_ratio"][side],
+                          1000 * inside["client_cpu_s_per_stream"],
+                          f"{1000 * proxied['client_cpu_s_per_stream']:.1f} + "
+                          f"{1000 * proxied['proxy_cpu_s_per_stream']:.1f}"])  # fmt: skip
     print(table(header, lines))
     single, many = rows[0], rows[-1]
-    ok = all(row[side]["all_correct"] for row in rows for side in ("in_process", "proxy"))
-    print(
-        f"\nAdded time to first token: {single['added_ttft_ms']:.2f} ms at 1 stream, "
-        f"{many['added_ttft_ms']:.2f} ms at {many['concurrency']} (goal <= {GOAL_TTFT_MS:g} ms); "
-        f"throughput at {many['concurrency']}: {many['throughput_ratio']:.3f} of in process "
-        f"(goal >= {GOAL_THROUGHPUT}). Every answer and route as scripted: {'yes' if ok else 'NO'}."
-    )
+    ok = all(row[side]["all_correct"] for row in rows for side in ("in_process", *PROXIES))
+    for side in PROXIES:
+        print(
+            f"\n{servers[side]}: added time to first token {single['added_ttft_ms'][side]:.2f} ms "
+            f"at 1 stream, {many['added_ttft_ms'][side]:.2f} ms at {many['concurrency']} (goal "
+            f"<= {GOAL_TTFT_MS:g} ms); throughput at {many['concurrency']}: "
+            f"{many['throughput_ratio'][side]:.3f} of in process (goal >= {GOAL_THROUGHPUT})."
+        )
+    print(f"Every answer and route as scripted: {'yes' if ok else 'NO'}.")
 
 
 if __name__ == "__main__":
