@@ -6,7 +6,7 @@ server in a process of its own), one run measures side by side, interleaved:
 * **in process**: ``router.astream(question)`` in this process;
 * **proxy**: the same router served by uvicorn in a process of its own (built by
   ``app_from_env`` from ``router_env``, as ``glimprouter proxy --workers N`` does) on what
-  uvicorn picks when the proxy extra is installed (httptools and uvloop), read by an httpx2
+  uvicorn picks here (httptools and uvloop, which the test extra installs), read by an httpx2
   client streaming ``/v1/chat/completions`` (SSE) from this process, on the router's own
   asyncio transport: the lightest client at hand, since it shares the cores with what is
   measured (in a deployment it runs elsewhere);
