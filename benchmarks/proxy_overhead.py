@@ -152,12 +152,17 @@ def cpu_of(pid: int) -> float:
 
 
 def proxy_servers() -> dict[str, str]:
-    """What uvicorn serves each proxied side with here ("auto" picks httptools and uvloop if
-    found)."""
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    return {"proxy": f"uvicorn, one worker, {http}, {loop}",
-            "proxy_h11": "uvicorn, one worker, h11, asyncio"}  # fmt: skip
+    """What uvicorn serves each proxied side with here: its ``--http``/``--loop`` flags, or
+    "auto", which picks httptools and uvloop if they are installed."""
+    auto = {
+        "--http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "--loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+    }
+    servers = {}
+    for side, flags in PROXIES.items():
+        chosen = {**auto, **dict(zip(flags[::2], flags[1::2], strict=True))}
+        servers[side] = f"uvicorn, one worker, {chosen['--http']}, {chosen['--loop']}"
+    return servers
 
 
 def start_proxy(
