@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -53,6 +54,29 @@ def started_requests(backend: Backend) -> int:
     """Requests that produced a first token, aborted ones included (request_success_total
     does not count requests whose client disconnected)."""
     return int(metric(backend, "vllm:time_to_first_token_seconds_count"))
+
+
+def settle(pair: Pair) -> None:
+    """Wait until neither server runs a request (aborts are counted asynchronously)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        running = sum(metric(b, "vllm:num_requests_running") for b in (pair.small, pair.large))
+        if running == 0:
+            time.sleep(0.3)
+            return
+        time.sleep(0.1)
+    pytest.fail("a request is still running on a server")
+
+
+def counts(pair: Pair) -> dict[str, int]:
+    """Requests each server started generating (aborted ones included) and tokens it generated."""
+    settle(pair)
+    return {
+        "small": started_requests(pair.small),
+        "large": started_requests(pair.large),
+        "small_tokens": int(metric(pair.small, "vllm:generation_tokens_total")),
+        "large_tokens": int(metric(pair.large, "vllm:generation_tokens_total")),
+    }
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

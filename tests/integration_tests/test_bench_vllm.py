@@ -5,42 +5,21 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from pathlib import Path
-
-import pytest
 
 from langchain_glimprouter.cli import main as cli
 from langchain_glimprouter.cli.bench.summary import SWEEP_FIELDS, read_sweep_csv
 
-from .conftest import Pair, metric, started_requests
+from .conftest import Pair, counts
 
 PNG = b"\x89PNG\r\n\x1a\n"
-BUDGETS = ["--max-reasoning-tokens", "48", "--max-tokens", "16", "--seed", "7"]
+REASONING_BUDGET = 48
+BUDGETS = ["--max-reasoning-tokens", str(REASONING_BUDGET), "--max-tokens", "16", "--seed", "7"]
 
 
 def server_flags(pair: Pair) -> list[str]:
     return ["--small-url", pair.small.base_url, "--small-model", pair.small.model,
             "--large-url", pair.large.base_url, "--large-model", pair.large.model]  # fmt: skip
-
-
-def counts(pair: Pair) -> dict[str, int]:
-    """Requests each server started (aborted ones included) and tokens it generated, once
-    neither server runs a request (aborts are counted asynchronously)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if sum(metric(b, "vllm:num_requests_running") for b in (pair.small, pair.large)) == 0:
-            time.sleep(0.3)
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("a request is still running on a server")
-    return {
-        "small": started_requests(pair.small),
-        "large": started_requests(pair.large),
-        "small_tokens": int(metric(pair.small, "vllm:generation_tokens_total")),
-        "large_tokens": int(metric(pair.large, "vllm:generation_tokens_total")),
-    }
 
 
 def test_bench_lines_match_the_server_metrics(vllm_pair: Pair, tmp_path: Path) -> None:
@@ -56,7 +35,7 @@ def test_bench_lines_match_the_server_metrics(vllm_pair: Pair, tmp_path: Path) -
     assert "Bench: glimpse, threshold 1.5: 3 questions, 0 failed" in out.getvalue()
     text = (tmp_path / "glimpse_1.5.jsonl").read_text()
     header, *lines = (json.loads(x) for x in text.splitlines())
-    assert header["config"]["max_reasoning_tokens"] == 48
+    assert header["config"]["max_reasoning_tokens"] == REASONING_BUDGET
     assert header["config"]["small_model"] == vllm_pair.small.model
     assert len(lines) == 3
     assert all("error" not in line for line in lines)
@@ -69,9 +48,14 @@ def test_bench_lines_match_the_server_metrics(vllm_pair: Pair, tmp_path: Path) -
     assert after["small"] - before["small"] == requests["small"]
     assert after["large"] - before["large"] == requests["large"] == large_steps + 3
     assert after["large_tokens"] - before["large_tokens"] == tokens["large"]
-    # An aborted glimpse may have decoded a few tokens more than the router counted.
+    # The router counts no token the small server did not decode. A stream it closes (the
+    # glimpse of a large step, a small step at </think>) decodes on until the abort reaches
+    # vLLM's engine: as many tokens as the scheduler gets to (0-3 usually, 8 once on a loaded
+    # 2-core machine), never more than the request's max_tokens, which the reasoning budget
+    # caps; at most one such stream per large step and one per question. That a close aborts
+    # the request is test_vllm_routing.py::test_closing_a_stream_aborts_it_on_vllm.
     extra = after["small_tokens"] - before["small_tokens"] - tokens["small"]
-    assert 0 <= extra <= 3 * large_steps
+    assert 0 <= extra <= REASONING_BUDGET * (large_steps + len(lines)), extra
 
 
 def test_bench_sweep_of_two_thresholds(vllm_pair: Pair, tmp_path: Path) -> None:

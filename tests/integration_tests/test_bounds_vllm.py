@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import math
 
-from .conftest import Pair
-from .test_vllm_routing import counts, messages, router
+from .conftest import Pair, counts
+from .test_vllm_routing import messages, router
 
 
 def test_a_close_call_is_escalated_with_1000_logprobs(vllm_pair: Pair) -> None:

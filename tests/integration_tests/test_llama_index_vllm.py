@@ -14,8 +14,8 @@ from langchain_glimprouter import GlimpRouterChatModel
 from langchain_glimprouter.llama_index import GlimpRouterLLM, GlimpRouterStepEvent
 from tests.support.llama_steps import Steps, listening
 
-from .conftest import Pair, started_requests
-from .test_vllm_routing import QUESTION, SYSTEM, settle
+from .conftest import Pair, settle, started_requests
+from .test_vllm_routing import QUESTION, SYSTEM
 
 TAU = 1.5
 """Inside SmolLM2's H_init range on this prompt (see test_vllm_routing): steps go both ways."""

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from .conftest import Pair
-from .test_vllm_routing import counts, messages, router
+from .conftest import Pair, counts
+from .test_vllm_routing import messages, router
 
 
 def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
