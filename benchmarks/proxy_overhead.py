@@ -151,18 +151,18 @@ def cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def proxy_servers() -> dict[str, str]:
-    """What uvicorn serves each proxied side with here: its ``--http``/``--loop`` flags, or
-    "auto", which picks httptools and uvloop if they are installed."""
+def proxy_stacks() -> dict[str, str]:
+    """The HTTP parser and event loop uvicorn serves each proxied side with here: its
+    ``--http``/``--loop`` flags, or "auto", which picks httptools and uvloop if installed."""
     auto = {
         "--http": "httptools" if importlib.util.find_spec("httptools") else "h11",
         "--loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
     }
-    servers = {}
+    stacks = {}
     for side, flags in PROXIES.items():
         chosen = {**auto, **dict(zip(flags[::2], flags[1::2], strict=True))}
-        servers[side] = f"uvicorn, one worker, {chosen['--http']}, {chosen['--loop']}"
-    return servers
+        stacks[side] = f"{chosen['--http']}, {chosen['--loop']}"
+    return stacks
 
 
 def start_proxy(
@@ -193,18 +193,23 @@ def start_proxy(
 
 
 async def batch(
-    call: Call, size: int, tag: str, proxy_pid: int, servers: dict[br.Role, br.Server]
+    call: Call, size: int, tag: str, proxy_pid: int | None, servers: dict[br.Role, br.Server]
 ) -> Batch:
-    """``size`` distinct questions streamed at once."""
+    """``size`` distinct questions streamed at once (``proxy_pid``: the proxy whose CPU time to
+    count, None in process)."""
+
+    def proxy_cpu() -> float:
+        return 0.0 if proxy_pid is None else cpu_of(proxy_pid)
+
     br.fresh(*servers.values())
     questions = [f"Question {tag}.{i}: what is 6 times 7?" for i in range(size)]
-    cpu0, proxy0, server0 = time.process_time(), cpu_of(proxy_pid), br.server_cpu(servers)
+    cpu0, proxy0, server0 = time.process_time(), proxy_cpu(), br.server_cpu(servers)
     t0 = time.perf_counter()
     streams = await asyncio.gather(*(call(q) for q in questions))
     wall = time.perf_counter() - t0
     cpu, proxy, server1 = (
         time.process_time() - cpu0,
-        cpu_of(proxy_pid) - proxy0,
+        proxy_cpu() - proxy0,
         br.server_cpu(servers),
     )
     assert server0 is not None
@@ -257,17 +262,16 @@ async def measure(
     ``proxies``: each proxied side's process id and root URL."""
     limits = httpx2.Limits(max_connections=max(CONCURRENCY), max_keepalive_connections=64)
     async with contextlib.AsyncExitStack() as stack:
-        first_pid = next(iter(proxies.values()))[0]  # for in process: 0 s of proxy CPU
-        sides: dict[str, tuple[Call, int]] = {
-            "in_process": (functools.partial(in_process, router), first_pid)
+        sides: dict[str, tuple[Call, int | None]] = {
+            "in_process": (functools.partial(in_process, router), None)
         }
-        for side, (pid, root) in proxies.items():
+        for side, (proxy_pid, root) in proxies.items():
             transport = async_transport(root, limits, verify=False)  # the lightest client
             client = await stack.enter_async_context(
                 httpx2.AsyncClient(timeout=120, transport=transport, trust_env=False)
             )
             url = f"{root}/v1/chat/completions"
-            sides[side] = (functools.partial(via_proxy, client, url), pid)
+            sides[side] = (functools.partial(via_proxy, client, url), proxy_pid)
         for side, (call, pid) in sides.items():  # first-call costs (/v1/models), a small batch
             await batch(call, 1, f"warm-{side}", pid, servers)
             await batch(call, 4, f"warm4-{side}", pid, servers)
@@ -326,7 +330,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             **br.versions(),
             **package_versions(("starlette", "prometheus-client", "httptools", "uvloop")),
         },
-        "proxy_servers": proxy_servers(),
+        "proxy_servers": {
+            side: f"uvicorn, one worker, {stack}" for side, stack in proxy_stacks().items()
+        },
         "load_average": load_record(loads),
         "elapsed_s": elapsed,
         "repetitions": {"single": args.reps, "batches": args.batch_reps},
@@ -348,7 +354,7 @@ def report(
         f"glimpse {RATE:.0%}, {args.reps} single calls and {args.batch_reps} batches of "
         f"{max(CONCURRENCY)} per side (medians); run took {elapsed:.0f} s, {load_summary(loads)}.\n"
     )
-    servers = proxy_servers()
+    stacks = proxy_stacks()
     header = ["streams", "proxy", "TTFT in process (ms)", "TTFT proxy (ms)", "added (ms)",
               "latency in process (s)", "latency proxy (s)", "streams/s in process",
               "streams/s proxy", "proxy / in process", "CPU ms/stream in process",
@@ -358,7 +364,7 @@ def report(
         inside = row["in_process"]
         for side in PROXIES:
             proxied = row[side]
-            lines.append([row["concurrency"], servers[side].removeprefix("uvicorn, one worker, "),
+            lines.append([row["concurrency"], stacks[side],
                           inside["median_ttft_ms"], proxied["median_ttft_ms"],
                           row["added_ttft_ms"][side], inside["median_latency_s"],
                           proxied["median_latency_s"], inside["streams_per_s"],
@@ -371,7 +377,8 @@ def report(
     ok = all(row[side]["all_correct"] for row in rows for side in ("in_process", *PROXIES))
     for side in PROXIES:
         print(
-            f"\n{servers[side]}: added time to first token {single['added_ttft_ms'][side]:.2f} ms "
+            f"\nuvicorn, one worker, {stacks[side]}: added time to first token "
+            f"{single['added_ttft_ms'][side]:.2f} ms "
             f"at 1 stream, {many['added_ttft_ms'][side]:.2f} ms at {many['concurrency']} (goal "
             f"<= {GOAL_TTFT_MS:g} ms); throughput at {many['concurrency']}: "
             f"{many['throughput_ratio'][side]:.3f} of in process (goal >= {GOAL_THROUGHPUT})."
