@@ -56,16 +56,22 @@ def started_requests(backend: Backend) -> int:
     return int(metric(backend, "vllm:time_to_first_token_seconds_count"))
 
 
-def settle(pair: Pair) -> None:
-    """Wait until neither server runs a request (aborts are counted asynchronously)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        running = sum(metric(b, "vllm:num_requests_running") for b in (pair.small, pair.large))
-        if running == 0:
-            time.sleep(0.3)
-            return
+def running(pair: Pair) -> float:
+    """Requests either server runs now."""
+    return sum(metric(b, "vllm:num_requests_running") for b in (pair.small, pair.large))
+
+
+def settle(pair: Pair, seconds: float = 10.0) -> float:
+    """Seconds until neither server runs a request (fails after ``seconds``); then a moment
+    more, since vLLM updates its other counters (aborts among them) asynchronously."""
+    started = time.monotonic()
+    while running(pair) > 0:
+        if time.monotonic() - started > seconds:
+            pytest.fail(f"a request still runs on a server {seconds:g} s on")
         time.sleep(0.1)
-    pytest.fail("a request is still running on a server")
+    took = time.monotonic() - started
+    time.sleep(0.3)
+    return took
 
 
 def counts(pair: Pair) -> dict[str, int]:

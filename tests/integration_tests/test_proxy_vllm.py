@@ -23,7 +23,7 @@ from langchain_glimprouter.proxy import create_app
 from tests.support.forced_answers import Report
 from tests.support.proxy import WEATHER_TOOL, ServedApp, sse_payloads
 
-from .conftest import Pair, metric, started_requests
+from .conftest import Pair, metric, running, settle, started_requests
 
 SYSTEM = "You are a careful math tutor. Reason step by step and put a blank line between steps."
 MESSAGES = [
@@ -52,20 +52,6 @@ def proxy(vllm_pair: Pair) -> Iterator[str]:
 def client(proxy: str) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=f"{proxy}/v1", api_key="unused", max_retries=0) as sdk:
         yield sdk
-
-
-def running(pair: Pair) -> float:
-    return sum(metric(b, "vllm:num_requests_running") for b in (pair.small, pair.large))
-
-
-def settle(pair: Pair, seconds: float = 10.0) -> float:
-    """Seconds until neither server runs a request (fails after ``seconds``)."""
-    started = time.monotonic()
-    while running(pair) > 0:
-        if time.monotonic() - started > seconds:
-            pytest.fail(f"a request still runs on a server {seconds:g} s on")
-        time.sleep(0.1)
-    return time.monotonic() - started
 
 
 def reasoning_tokens(record: dict[str, Any]) -> int:
