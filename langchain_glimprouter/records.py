@@ -127,3 +127,8 @@ class RoutingRecord(BaseModel):
     the answer is free text."""
     latency_s: float = 0.0
     steps: list[StepRecord] = Field(default_factory=list)
+    end_step: StepRecord | None = None
+    """The request that found the end of the chain where a step would start (its first token
+    was EOS or ``</think>``, or it wrote only whitespace): its requests and tokens are counted
+    in ``requests`` and ``tokens`` but it is not a step (not in ``steps`` or ``n_steps``). None
+    when the chain's last request wrote a step."""

@@ -62,6 +62,9 @@ class Due:
     index: int
 
 
+_REFUSED_SCHEMA = "The provided JSON schema contains features not supported by xgrammar."
+
+
 def error(status: int, type_: str, param: str, message: str) -> Answer:
     """A vLLM error answer."""
     body = {"error": {"message": message, "type": type_, "param": param, "code": status}}
@@ -111,6 +114,9 @@ class Faults:
     """... from the Nth completions request on ..."""
     status_count: int | None = None
     """... for this many requests (None: every one from then on)."""
+    refuse_schema: bool = False
+    """Answer HTTP 400 to a request with ``structured_outputs``, as vLLM does to a JSON schema
+    its grammar backend cannot compile."""
     cut_after: int | None = None
     """Break the connection (no finish, no [DONE]) after this many streamed tokens ..."""
     cut_count: int = 1
@@ -320,6 +326,8 @@ class ScriptedModel:
         failure = self.check_model(body) or self.validate(body, n_prompt)
         if failure is not None:
             return failure
+        if faults.refuse_schema and body.get("structured_outputs"):
+            return error(400, "BadRequestError", "structured_outputs", _REFUSED_SCHEMA)
         max_tokens = body.get("max_tokens", 16)
         budget = self.max_model_len - n_prompt
         budget = budget if max_tokens is None else min(max_tokens, budget)

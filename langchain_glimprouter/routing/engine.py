@@ -124,12 +124,14 @@ class _Run(Decisions):
             elif last_text is not None and text.strip() == last_text:
                 end, step.finish = "loop", "loop"
             last_text = text.strip()
-            if text.strip():
-                self.steps.append(text)
-                self.seps.append("" if end in ("think_end", "budget") else sep)
-                self.record.steps.append(step)
-                self.chain += text + self.seps[-1]
-                yield Emit(StepDone(step))
+            if not text.strip():  # the chain ended where a step would start: no step
+                self.record.end_step = step
+                continue
+            self.steps.append(text)
+            self.seps.append("" if end in ("think_end", "budget") else sep)
+            self.record.steps.append(step)
+            self.chain += text + self.seps[-1]
+            yield Emit(StepDone(step))
         if end == "think_end":
             closing = THINK_CLOSE + "\n\n"
         self.record.chain_end = end

@@ -11,12 +11,14 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import httpx
 import pytest
 
 from langchain_glimprouter import Backend
 from langchain_glimprouter.cli.servers import LocalServer, start_pair
+from tests.support.accounting import closed_early
 
 _ORDER = {"before_vllm_pair": 0, "after_vllm_pair": 2}
 """Where a marked test runs, whatever the file names: ``before_vllm_pair`` first (it starts vLLM
@@ -83,6 +85,28 @@ def counts(pair: Pair) -> dict[str, int]:
         "small_tokens": int(metric(pair.small, "vllm:generation_tokens_total")),
         "large_tokens": int(metric(pair.large, "vllm:generation_tokens_total")),
     }
+
+
+def assert_tokens(
+    after: dict[str, int], before: dict[str, int], rec: dict[str, Any], role: str, cap: int
+) -> None:
+    """The server decoded exactly the tokens the record counts for ``role``, or, for each stream
+    the router closed before its end (:func:`closed_early`), up to ``cap`` more: vLLM decodes on
+    until the abort reaches its engine, a number of tokens its scheduler decides and the
+    request's ``max_tokens`` (the reasoning budget) caps. That a close does abort is shown by
+    ``test_closing_a_stream_aborts_it_on_vllm``."""
+    extra = after[f"{role}_tokens"] - before[f"{role}_tokens"] - rec["tokens"][role]
+    closed = closed_early(rec)[role]
+    assert 0 <= extra <= cap * closed, (role, extra, closed)
+
+
+def tiny_model_missed(what: str) -> NoReturn:
+    """End a test whose every run kept the router's promises (each checked: its record against
+    the servers' counters, a parsed call or the reason there is none), but in which what the
+    tiny model sampled never showed the case it looks for (a chain that mixes both kinds of
+    step, a forced call the model completed): an expected failure that says so, as for the
+    standard tests the tiny model misses (docs/compatibility.md), never a silent pass."""
+    pytest.xfail(f"SmolLM2-135M on this machine: {what}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

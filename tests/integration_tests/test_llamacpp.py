@@ -31,9 +31,10 @@ from langchain_glimprouter import Backend, GlimpRouterChatModel
 from langchain_glimprouter.cli.servers import free_port
 from langchain_glimprouter.routing.entropy import first_token_entropy
 from langchain_glimprouter.routing.prompts import open_thinking, render_jinja
+from tests.support.accounting import closed_early, glimpse_requests, written
 from tests.support.llamacpp import LlamaCppServer
 
-from .conftest import Pair, metric, started_requests
+from .conftest import Pair, metric, started_requests, tiny_model_missed
 
 QUESTION = "Tom has 3 boxes with 12 apples in each box. He gives away 7. How many are left?"
 SYSTEM = "You are a careful math tutor. Reason step by step and put a blank line between steps."
@@ -152,9 +153,12 @@ def test_small_llamacpp_large_vllm_every_step_small(
     before["requests"] += 1
     before["finished"] += 1
     after = llama_counts(llamacpp)
-    # One llama.cpp request per step, each run to its end; the answer on vLLM.
-    assert delta(after, before) == {"requests": rec["n_steps"], "finished": rec["n_steps"]}
-    assert rec["requests"] == {"small": rec["n_steps"], "large": 1}
+    # One llama.cpp request per step, each run to its end (unless closed at </think>); the
+    # answer on vLLM.
+    assert rec["requests"] == glimpse_requests(rec) == {"small": len(written(rec)), "large": 1}
+    llama = delta(after, before)
+    assert llama["requests"] == rec["requests"]["small"]
+    assert llama["requests"] - closed_early(rec)["small"] <= llama["finished"] <= llama["requests"]
     large = delta(large_after, large_before)
     assert large["requests"] == 1
     assert large["tokens"] == rec["tokens"]["large"] == rec["answer_tokens"] >= 1
@@ -172,39 +176,41 @@ def test_small_llamacpp_zero_threshold_sends_nothing_to_it(
     assert rec["n_large_steps"] == rec["n_steps"]
     assert all(step["h_init"] is None for step in rec["steps"])
     assert after == before  # not even a rendering request: llama.cpp is rendered client-side
-    assert delta(large_after, large_before)["requests"] == rec["n_steps"] + 1
-    assert rec["requests"] == {"small": 0, "large": rec["n_steps"] + 1}
+    assert rec["requests"] == glimpse_requests(rec) == {"small": 0, "large": len(written(rec)) + 1}
+    assert delta(large_after, large_before)["requests"] == rec["requests"]["large"]
 
 
 def test_aborted_glimpses_stop_on_llamacpp(llamacpp: LlamaCppServer, vllm_pair: Pair) -> None:
     """Mixed routing with the small model on llama.cpp: every intervened step's glimpse is
-    closed after its first token, and the server stops generating for it."""
+    closed after its first token with content. Each run is held to the server's log; seeds are
+    tried until a chain mixes both kinds of step (sampling decides)."""
     tau = 1.5
-    for seed in range(1, 7):  # sampling decides the chain: find one with both kinds of step
+    for seed in range(1, 7):
         before, large_before = llama_counts(llamacpp), vllm_counts(vllm_pair.large)
-        model = router(llamacpp.backend(), vllm_pair.large, tau, seed=seed)
-        msg = model.invoke(MESSAGES)
+        msg = router(llamacpp.backend(), vllm_pair.large, tau, seed=seed).invoke(MESSAGES)
         after, large_after = llama_counts(llamacpp), vllm_counts(vllm_pair.large)
         rec = msg.response_metadata["glimprouter"]
+        large_steps = [s for s in rec["steps"] if s["model"] == "large"]
+        small_steps = [s for s in rec["steps"] if s["model"] == "small"]
+        assert all(s["h_init"] > tau for s in large_steps)
+        assert all(s["h_init"] <= tau for s in small_steps)
+        llama = delta(after, before)
+        # Delegated: one request run to its end. Intervened: the glimpse, closed after its
+        # first token with content (and the whitespace it read past), plus one vLLM request.
+        assert llama["requests"] == rec["requests"]["small"] == glimpse_requests(rec)["small"]
+        assert delta(large_after, large_before)["requests"] == rec["requests"]["large"]
+        assert rec["requests"]["large"] == glimpse_requests(rec)["large"]
+        for step in large_steps:  # the whitespace read past is one token or more
+            assert step["wasted_tokens"] >= 2 if step["skipped"] else step["wasted_tokens"] == 1
+        # Every delegated step ran to its end (but one closed at </think>); a cut glimpse
+        # whose whole step was shorter than the time the server takes to notice the close may
+        # still have finished, so at most every request did.
+        closed = closed_early(rec)["small"]
+        assert len(small_steps) - (rec["chain_end"] == "think_end") <= llama["finished"]
+        assert llama["requests"] - closed <= llama["finished"] <= llama["requests"]
         if 0 < rec["n_large_steps"] < rec["n_steps"]:
-            break
-    else:
-        pytest.fail(f"no chain mixed small and large steps at tau={tau}")
-    large_steps = [s for s in rec["steps"] if s["model"] == "large"]
-    small_steps = [s for s in rec["steps"] if s["model"] == "small"]
-    assert all(s["h_init"] > tau for s in large_steps)
-    assert all(s["h_init"] <= tau for s in small_steps)
-    llama = delta(after, before)
-    # Delegated: one request run to its end. Intervened: the glimpse, closed after one token,
-    # plus one vLLM request.
-    assert llama["requests"] == rec["requests"]["small"] == rec["n_steps"]
-    assert delta(large_after, large_before)["requests"] == rec["requests"]["large"]
-    assert rec["requests"]["large"] == len(large_steps) + 1
-    assert all(s["wasted_tokens"] == 1 for s in large_steps)
-    # Every delegated step ran to its end; the cut glimpses never did, though the server served
-    # later requests. (A glimpse whose whole step was shorter than the time the server takes to
-    # notice the close may still have finished.)
-    assert len(small_steps) <= llama["finished"] < llama["requests"]
+            return
+    tiny_model_missed(f"no chain mixed small and large steps at tau={tau}")
 
 
 def test_closing_a_stream_stops_the_generation(llamacpp: LlamaCppServer) -> None:
@@ -213,7 +219,9 @@ def test_closing_a_stream_stops_the_generation(llamacpp: LlamaCppServer) -> None
     request at a time) does."""
     before = llama_counts(llamacpp)
     prompt = "<|im_start|>user\nTell a long story.<|im_end|>\n<|im_start|>assistant\n"
-    body = {"model": NAME, "prompt": prompt, "max_tokens": 300, "logprobs": 20, "stream": True}
+    # EOS and <|im_end|> (ids 0 and 2) banned: the story cannot end before the close does
+    body = {"model": NAME, "prompt": prompt, "max_tokens": 300, "logprobs": 20, "stream": True,
+            "logit_bias": {"0": -100, "2": -100}}  # fmt: skip
     with httpx.Client(timeout=60) as http:
         with http.stream("POST", llamacpp.base_url + "/completions", json=body) as response:
             first = next(line for line in response.iter_lines() if line.startswith("data: {"))
@@ -226,26 +234,25 @@ def test_closing_a_stream_stops_the_generation(llamacpp: LlamaCppServer) -> None
 
 def test_small_vllm_large_llamacpp(llamacpp: LlamaCppServer, vllm_pair: Pair) -> None:
     """The other way round: every step's glimpse on vLLM, interventions and the answer on
-    llama.cpp, whose requests always run to their end."""
+    llama.cpp, whose requests always run to their end (unless closed at </think>). Seeds are
+    tried until a step goes to the large model (sampling decides)."""
     tau = 1.5
     for seed in range(1, 7):
         before, small_before = llama_counts(llamacpp), vllm_counts(vllm_pair.small)
         msg = router(vllm_pair.small, llamacpp.backend(), tau, seed=seed).invoke(MESSAGES)
         after, small_after = llama_counts(llamacpp), vllm_counts(vllm_pair.small)
         rec = msg.response_metadata["glimprouter"]
+        large_steps = [s for s in rec["steps"] if s["model"] == "large"]
+        assert all(s["h_init"] is not None and s["h_init"] > tau for s in large_steps)
+        assert rec["requests"] == glimpse_requests(rec)
+        assert delta(small_after, small_before)["requests"] == rec["requests"]["small"]
+        llama = delta(after, before)
+        assert llama["requests"] == rec["requests"]["large"]
+        assert llama["requests"] - closed_early(rec)["large"] <= llama["finished"]
+        assert llama["finished"] <= llama["requests"]
+        assert rec["tokens"]["large"] >= rec["answer_tokens"]  # counted from the stream
+        assert isinstance(msg.content, str)
+        assert msg.response_metadata["model_name"] == NAME
         if rec["n_large_steps"] >= 1:
-            break
-    else:
-        pytest.fail(f"no step went to the large model at tau={tau}")
-    large_steps = [s for s in rec["steps"] if s["model"] == "large"]
-    assert all(s["h_init"] is not None and s["h_init"] > tau for s in large_steps)
-    assert delta(small_after, small_before)["requests"] == rec["requests"]["small"]
-    assert rec["requests"]["small"] == rec["n_steps"]
-    assert rec["requests"]["large"] == len(large_steps) + 1
-    assert delta(after, before) == {
-        "requests": rec["requests"]["large"],
-        "finished": rec["requests"]["large"],
-    }
-    assert rec["tokens"]["large"] >= rec["answer_tokens"] > 0  # counted from the stream
-    assert isinstance(msg.content, str)
-    assert msg.response_metadata["model_name"] == NAME
+            return
+    tiny_model_missed(f"no step went to the large model at tau={tau}")

@@ -68,6 +68,11 @@ MAY_MISS = {
         "needs the Chinese and Japanese names copied into a forced call; the tiny model may "
         "loop on them until max_tokens"
     ),
+    "test_tool_calling_with_no_arguments": (
+        "needs a forced call with no arguments within max_tokens=100; the grammar fixes the "
+        "name and the empty object but allows whitespace around them, which the tiny model "
+        "may repeat until max_tokens"
+    ),
     "test_bind_runnables_as_tools": CLOSED_STRINGS,
     "test_structured_output": CLOSED_STRINGS,
     "test_structured_output_async": CLOSED_STRINGS,

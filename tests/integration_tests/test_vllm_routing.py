@@ -15,8 +15,9 @@ from langchain_core.prompts import ChatPromptTemplate
 
 from langchain_glimprouter import STEP_EVENT, GlimpRouterChatModel
 from langchain_glimprouter.http.client import BackendClient
+from tests.support.accounting import glimpse_requests, written
 
-from .conftest import Pair, counts, metric, settle
+from .conftest import Pair, assert_tokens, counts, metric, settle, tiny_model_missed
 
 QUESTION = "Tom has 3 boxes with 12 apples in each box. He gives away 7. How many are left?"
 SYSTEM = "You are a careful math tutor. Reason step by step and put a blank line between steps."
@@ -46,10 +47,12 @@ def test_every_step_small_at_infinite_threshold(vllm_pair: Pair) -> None:
         assert 0.0 <= step["residual_mass"] <= 1.0
         assert step["first_token"]
     # One small request per step (the glimpse is the step), the answer on the large server.
-    assert after["small"] - before["small"] == rec["requests"]["small"] == rec["n_steps"]
+    expected = glimpse_requests(rec)
+    assert expected == {"small": len(written(rec)), "large": 1}
+    assert after["small"] - before["small"] == rec["requests"]["small"] == expected["small"]
     assert after["large"] - before["large"] == rec["requests"]["large"] == 1
     assert rec["wasted_small_tokens"] == 0
-    assert after["small_tokens"] - before["small_tokens"] == rec["tokens"]["small"]
+    assert_tokens(after, before, rec, "small", cap=96)
 
 
 def test_every_step_large_at_zero_threshold(vllm_pair: Pair) -> None:
@@ -62,40 +65,38 @@ def test_every_step_large_at_zero_threshold(vllm_pair: Pair) -> None:
     assert rec["intervention_rate"] == 1.0
     assert all(step["h_init"] is None for step in rec["steps"])
     assert after["small"] == before["small"]
-    assert after["large"] - before["large"] == rec["requests"]["large"] == rec["n_steps"] + 1
+    assert after["large"] - before["large"] == rec["requests"]["large"] == len(written(rec)) + 1
+    assert_tokens(after, before, rec, "large", cap=96)
 
 
 def test_routing_record_matches_server_counts(vllm_pair: Pair) -> None:
     """A threshold inside SmolLM2's H_init range (about 0.1 to 2.5 nats on this prompt; the
-    first step starts at 2.5) mixes delegations and interventions."""
+    first step starts at 2.5) mixes delegations and interventions. Every run's record must
+    match the servers' counters; sampling decides whether a chain mixes both kinds of step, so
+    seeds are tried until one does."""
     tau = 1.5
-    for seed in range(1, 9):  # sampling decides the chain: find one with both kinds of step
+    for seed in range(1, 9):
         before = counts(vllm_pair)
         msg = router(vllm_pair, tau, max_reasoning_tokens=160, seed=seed).invoke(messages())
         after = counts(vllm_pair)
         rec = msg.response_metadata["glimprouter"]
+        large_steps = [s for s in written(rec) if s["model"] == "large"]
+        assert all(s["h_init"] > tau for s in rec["steps"] if s["model"] == "large")
+        assert all(s["h_init"] <= tau for s in rec["steps"] if s["model"] == "small")
+        # Delegated: one request. Intervened: the aborted glimpse plus one large request.
+        expected = glimpse_requests(rec)
+        assert after["small"] - before["small"] == rec["requests"]["small"] == expected["small"]
+        assert after["large"] - before["large"] == rec["requests"]["large"] == expected["large"]
+        assert rec["wasted_small_tokens"] == sum(s["wasted_tokens"] for s in large_steps)
+        # Usually exactly one token; a busy vLLM packs the tokens its API server had no time
+        # to send into one chunk, so the first may hold several.
+        assert all(s["wasted_tokens"] >= 1 for s in large_steps if s["h_init"] is not None)
+        # The router counts no token the server did not decode (closed glimpses: assert_tokens).
+        assert_tokens(after, before, rec, "small", cap=160)
+        assert_tokens(after, before, rec, "large", cap=160)
         if 0 < rec["n_large_steps"] < rec["n_steps"]:
-            break
-    else:
-        pytest.fail(f"no chain mixed small and large steps at tau={tau:.3f}")
-    large_steps = [s for s in rec["steps"] if s["model"] == "large"]
-    small_steps = [s for s in rec["steps"] if s["model"] == "small"]
-    assert all(s["h_init"] > tau for s in large_steps)
-    assert all(s["h_init"] <= tau for s in small_steps)
-    # Delegated: one request. Intervened: the aborted glimpse plus one large request.
-    assert after["small"] - before["small"] == rec["requests"]["small"] == rec["n_steps"]
-    assert after["large"] - before["large"] == rec["requests"]["large"] == len(large_steps) + 1
-    assert rec["wasted_small_tokens"] == sum(s["wasted_tokens"] for s in large_steps)
-    # Usually exactly one token; a busy vLLM packs the tokens its API server had no time to
-    # send into one chunk, so the first may hold several.
-    assert all(s["wasted_tokens"] >= 1 for s in large_steps)
-    # The router counts no token the server did not decode. A closed glimpse (or a small step
-    # closed at </think>) decodes on until the abort reaches vLLM's engine, a number of tokens
-    # the scheduler decides and the request's max_tokens (the reasoning budget) caps; that
-    # the close does abort it is shown by test_closing_a_stream_aborts_it_on_vllm.
-    extra = after["small_tokens"] - before["small_tokens"] - rec["tokens"]["small"]
-    assert 0 <= extra <= 160 * (len(large_steps) + 1), extra
-    assert after["large_tokens"] - before["large_tokens"] == rec["tokens"]["large"]
+            return
+    tiny_model_missed(f"no chain mixed small and large steps at tau={tau}")
 
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
@@ -173,7 +174,9 @@ async def test_async_stream_events_and_lcel(vllm_pair: Pair) -> None:
     assert total.additional_kwargs["reasoning_content"] == "\n\n".join(
         s["text"] for s in rec["steps"]
     )
-    assert [b["type"] for b in total.content_blocks] == ["reasoning", "text"]
+    # the answer block unless the model ended its answer at once (EOS right after </think>)
+    answered = ["text"] if total.text or rec["answer_tokens"] > 1 else []
+    assert [b["type"] for b in total.content_blocks] == ["reasoning", *answered]
     assert total.usage_metadata is not None
     assert total.usage_metadata["output_tokens"] > 0
 
@@ -204,6 +207,8 @@ def test_separate_probe_costs_a_request_per_step(vllm_pair: Pair) -> None:
     msg = router(vllm_pair, math.inf, probe="separate").invoke(messages())
     after = counts(vllm_pair)
     rec = msg.response_metadata["glimprouter"]
-    assert rec["requests"]["small"] == 2 * rec["n_steps"]
+    assert rec["requests"] == glimpse_requests(rec)
+    assert rec["requests"]["small"] >= 2 * rec["n_steps"]  # a probe and the step, each step
     assert after["small"] - before["small"] == rec["requests"]["small"]
-    assert rec["wasted_small_tokens"] == rec["n_steps"]
+    assert rec["wasted_small_tokens"] == sum(s["wasted_tokens"] for s in written(rec))
+    assert all(s["wasted_tokens"] == 1 for s in rec["steps"])  # each probe's one token

@@ -16,8 +16,8 @@ import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.runnables import Runnable
 
-from langchain_glimprouter import IncompleteAnswerError
-from scripted_server import Script, ScriptedServer
+from langchain_glimprouter import BackendResponseError, IncompleteAnswerError
+from scripted_server import Faults, Script, ScriptedServer
 from tests.support.forced_answers import Report, get_weather
 from tests.support.pair import LARGE_STEPS, SMALL_STEPS, router_for
 
@@ -67,13 +67,19 @@ def assert_invalid_call_says_why(message: AIMessage, *needles: str) -> None:
         assert invalid["error"] == error
 
 
+FORCED = ["any", "required", True, "get_weather",
+          {"type": "function", "function": {"name": "get_weather"}}]  # fmt: skip
+"""Every way ``bind_tools`` forces a call."""
+
+
+@pytest.mark.parametrize("tool_choice", FORCED, ids=["any", "required", "true", "name", "dict"])
 @pytest.mark.parametrize("mode", MODES)
 def test_a_forced_call_cut_at_max_tokens_is_an_invalid_call_that_says_why(
-    servers: Servers, mode: str
+    servers: Servers, mode: str, tool_choice: Any
 ) -> None:
     small, large = pair(servers, CALL)
-    router = router_for(small, large, max_tokens=3).bind_tools([get_weather], tool_choice="any")
-    message = run(router, mode)
+    router = router_for(small, large, max_tokens=3)
+    message = run(router.bind_tools([get_weather], tool_choice=tool_choice), mode)
     assert isinstance(message, AIMessage)
     assert message.response_metadata["finish_reason"] == "length"
     assert_invalid_call_says_why(message, "max_tokens=3", "raise max_tokens")
@@ -130,6 +136,25 @@ def test_after_a_chain_cut_short_the_forced_call_is_whole_or_says_why(
     assert_invalid_call_says_why(cut, "max_tokens=4")
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_a_schema_the_server_refuses_is_a_typed_error_sent_once(
+    servers: Servers, mode: str
+) -> None:
+    """A server that cannot compile the schema answers 400: a BackendResponseError that
+    quotes it, not retried, never an empty message."""
+    small, large = pair(servers, CALL)
+    large.faults = Faults(refuse_schema=True)
+    forced = router_for(small, large).bind_tools([get_weather], tool_choice="any")
+    with pytest.raises(BackendResponseError, match="not supported by xgrammar") as caught:
+        run(forced, mode)
+    assert caught.value.status_code == 400
+    structured = router_for(small, large).with_structured_output(Report)
+    with pytest.raises(BackendResponseError, match="not supported by xgrammar"):
+        run(structured, mode)
+    answers = [r for r in large.requests if r.params.get("structured_outputs")]
+    assert len(answers) == 2  # one per call: a refused schema is not retried
+
+
 def test_an_unforced_call_left_open_is_kept_as_an_invalid_call(servers: Servers) -> None:
     small, large = pair(servers, "Let me check.\n<tool_call>\n")
     message = router_for(small, large).bind_tools([get_weather]).invoke("Weather?")
@@ -173,6 +198,37 @@ def test_structured_output_with_raw_keeps_the_message_and_the_error(
     assert isinstance(out["parsing_error"], IncompleteAnswerError)
     raw = out["raw"]
     assert "max_tokens=2" in raw.response_metadata["glimprouter"]["answer_error"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "steps", "chain_end"),
+    [
+        ({"max_reasoning_tokens": 6}, None, "budget"),
+        ({}, ["I think.", "I think.", "I think.", "I think."], "loop"),
+    ],
+)
+@pytest.mark.parametrize("method", ["json_schema", "function_calling", "json_mode"])
+@pytest.mark.parametrize("mode", MODES)
+def test_after_a_chain_cut_short_the_structured_answer_is_whole_or_raises(
+    servers: Servers,
+    mode: str,
+    method: str,
+    settings: dict[str, Any],
+    steps: list[str] | None,
+    chain_end: str,
+) -> None:
+    report = '{"city": "Oslo", "degrees": 4}'
+    answer = f'<tool_call>\n{{"name": "Report", "arguments": {report}}}' if method == (
+        "function_calling"
+    ) else report  # fmt: skip
+    small, large = pair(servers, answer, steps)
+    router = router_for(small, large, **settings)
+    whole = run(router.with_structured_output(Report, method=method, include_raw=True), mode)
+    assert whole["raw"].response_metadata["glimprouter"]["chain_end"] == chain_end
+    assert whole["parsed"] == Report(city="Oslo", degrees=4)
+    cut = router_for(small, large, max_tokens=3, **settings)
+    with pytest.raises(IncompleteAnswerError, match="max_tokens=3"):
+        run(cut.with_structured_output(Report, method=method), mode)
 
 
 def test_typeddict_output_is_never_a_silently_cut_dict(servers: Servers) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from scripted_server import Script
+from tests.support.accounting import closed_early, glimpse_requests
 from tests.support.pair import H_INIT, LARGE_STEPS, SMALL_STEPS, router_for
 
 QUESTION = "What is 6 times 7?"
@@ -78,6 +79,55 @@ def test_requests_per_step_and_wasted_tokens(servers: Any) -> None:
     # The large server: one request per intervened step, plus the answer.
     assert len(completions(large)) == rec["requests"]["large"] == 3
     assert_tokens_match(rec["tokens"]["small"], small_logs)
+    # The closing glimpse wrote no step, and the record says so: every request is accounted.
+    end = rec["end_step"]
+    assert (end["model"], end["text"], end["finish"]) == ("small", "", "think_end")
+    assert end["index"] == rec["n_steps"] == 4
+    assert glimpse_requests(rec) == rec["requests"]
+    assert closed_early(rec) == {"small": 3, "large": 1}  # at most
+
+
+@pytest.mark.parametrize(
+    ("threshold", "end_with_think", "writer", "expected"),
+    [
+        (math.inf, True, "small", {"small": 3, "large": 1}),
+        (math.inf, False, "small", {"small": 3, "large": 1}),
+        (0.0, True, "large", {"small": 0, "large": 4}),
+        (0.0, False, "large", {"small": 0, "large": 4}),
+        # "</think>" glimpsed at 2.0 nats: the large model takes the step, and ends the chain
+        (1.0, True, "large", {"small": 3, "large": 2}),
+        # EOS at once: nothing to measure, the small stream has ended the chain
+        (1.0, False, "small", {"small": 3, "large": 1}),
+    ],
+)
+def test_a_chain_that_ends_at_a_step_start_accounts_for_its_last_request(
+    servers: Any, threshold: float, end_with_think: bool, writer: str, expected: dict[str, int]
+) -> None:
+    """The model's first token of a step ends the chain (EOS, or "</think>"): that request
+    wrote no step, and the record keeps it as ``end_step``, not as a step."""
+    steps = ["step zero", "step one"]
+    small, large = servers(
+        Script(steps=steps, h_init=[0.1, 0.2, 2.0], end_with_think=end_with_think),
+        Script(steps=steps, end_with_think=end_with_think),
+    )
+    rec = router_for(small, large, threshold=threshold).invoke(QUESTION)
+    rec = rec.response_metadata["glimprouter"]
+    assert rec["n_steps"] == 2
+    assert rec["chain_end"] == ("think_end" if end_with_think else "eos")
+    assert rec["requests"] == expected == glimpse_requests(rec)
+    end = rec["end_step"]
+    assert (end["index"], end["text"]) == (2, "")
+    assert end["model"] == writer
+
+
+def test_a_step_that_ends_the_chain_itself_leaves_no_end_step(servers: Any) -> None:
+    steps = ["step zero", "done.</think>"]
+    small, large = servers(Script(steps=steps, end_with_think=False), Script(steps=steps))
+    rec = router_for(small, large, threshold=math.inf).invoke(QUESTION)
+    rec = rec.response_metadata["glimprouter"]
+    assert [s["text"] for s in rec["steps"]] == ["step zero", "done."]
+    assert rec["end_step"] is None
+    assert rec["requests"] == glimpse_requests(rec) == {"small": 2, "large": 1}
 
 
 def test_threshold_zero_never_calls_the_small_server(servers: Any) -> None:
