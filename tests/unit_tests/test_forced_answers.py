@@ -67,6 +67,11 @@ def assert_invalid_call_says_why(message: AIMessage, *needles: str) -> None:
         assert invalid["error"] == error
 
 
+CUT_CHAINS = [
+    ({"max_reasoning_tokens": 6}, None, "budget"),
+    ({}, ["I think.", "I think.", "I think.", "I think."], "loop"),
+]
+"""Chains cut short before the answer: by the reasoning budget, by the loop guard."""
 FORCED = ["any", "required", True, "get_weather",
           {"type": "function", "function": {"name": "get_weather"}}]  # fmt: skip
 """Every way ``bind_tools`` forces a call."""
@@ -107,13 +112,7 @@ def test_a_server_that_ignores_the_constraint_is_named(servers: Servers, mode: s
     assert_invalid_call_says_why(message, "structured outputs")
 
 
-@pytest.mark.parametrize(
-    ("settings", "steps", "chain_end"),
-    [
-        ({"max_reasoning_tokens": 6}, None, "budget"),
-        ({}, ["I think.", "I think.", "I think.", "I think."], "loop"),
-    ],
-)
+@pytest.mark.parametrize(("settings", "steps", "chain_end"), CUT_CHAINS)
 @pytest.mark.parametrize("mode", MODES)
 def test_after_a_chain_cut_short_the_forced_call_is_whole_or_says_why(
     servers: Servers,
@@ -200,13 +199,7 @@ def test_structured_output_with_raw_keeps_the_message_and_the_error(
     assert "max_tokens=2" in raw.response_metadata["glimprouter"]["answer_error"]
 
 
-@pytest.mark.parametrize(
-    ("settings", "steps", "chain_end"),
-    [
-        ({"max_reasoning_tokens": 6}, None, "budget"),
-        ({}, ["I think.", "I think.", "I think.", "I think."], "loop"),
-    ],
-)
+@pytest.mark.parametrize(("settings", "steps", "chain_end"), CUT_CHAINS)
 @pytest.mark.parametrize("method", ["json_schema", "function_calling", "json_mode"])
 @pytest.mark.parametrize("mode", MODES)
 def test_after_a_chain_cut_short_the_structured_answer_is_whole_or_raises(
