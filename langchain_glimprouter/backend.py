@@ -81,6 +81,26 @@ class Backend(BaseModel):
         return server_root(self.base_url)
 
 
+IDENTIFYING = ("base_url", "model", "chat_template", "chat_template_kwargs", "extra_body",
+               "tool_parser")  # fmt: skip
+"""The fields of a :class:`Backend` that can change what its server writes for a call: they
+are part of the router's identifying params, so LangChain's cache tells two routers apart that
+differ in one of them."""
+NOT_IDENTIFYING = ("api_key", "timeout", "max_retries", "headers", "session_header", "replicas",
+                   "client", "async_client", "http_client", "http_async_client")  # fmt: skip
+"""The fields that only say how to reach the server (never part of a cache key: keys and
+clients stay out of it); replicas serve the same model."""
+
+
+def identity(backend: Backend) -> dict[str, Any]:
+    """What identifies ``backend``'s answers (:data:`IDENTIFYING`), JSON-serialisable."""
+    return {
+        name: repr(value) if name == "tool_parser" else value
+        for name in IDENTIFYING
+        if (value := getattr(backend, name)) not in (None, {})
+    }
+
+
 def server_root(base_url: str) -> str:
     """``http://host:8000/v1`` -> ``http://host:8000``."""
     url = base_url.rstrip("/")

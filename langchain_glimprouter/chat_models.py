@@ -48,7 +48,7 @@ from langchain_glimprouter._settings import (
     setting_names,
 )
 from langchain_glimprouter._structured import StructuredOutputMethod, structured_output
-from langchain_glimprouter.backend import DEFAULT_TIMEOUT, Backend
+from langchain_glimprouter.backend import DEFAULT_TIMEOUT, Backend, identity
 from langchain_glimprouter.errors import InvalidArgumentError
 from langchain_glimprouter.http.client import BackendClient, count_tokens
 from langchain_glimprouter.http.drivers import adrive, drive
@@ -262,8 +262,8 @@ class GlimpRouterChatModel(BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {
-            "small": {"base_url": self.small.base_url, "model": self.small.model},
-            "large": {"base_url": self.large.base_url, "model": self.large.model},
+            "small": identity(self.small),
+            "large": identity(self.large),
             **self.router_settings,
         }
 

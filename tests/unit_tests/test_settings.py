@@ -17,13 +17,16 @@ import sys
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from langchain_glimprouter import Backend, GlimpRouterChatModel, routing
 from langchain_glimprouter._settings import DERIVED, NOT_PER_CALL, RENAMED, route_settings
+from langchain_glimprouter.backend import IDENTIFYING, NOT_IDENTIFYING
 from langchain_glimprouter.chat_models import ROUTER_SETTINGS
 from langchain_glimprouter.cli.bench.runner import model_config
 from langchain_glimprouter.cli.flags import FLAGS, NOT_FLAGS, add_router_flags, router_values
 from langchain_glimprouter.routing.settings import RouteSettings
+from langchain_glimprouter.routing.tool_calls import HermesToolCallParser
 
 SMALL = Backend(base_url="http://small.invalid/v1", model="s")
 LARGE = Backend(base_url="http://large.invalid/v1", model="l")
@@ -66,6 +69,44 @@ def test_routers_differing_in_one_setting_are_different_models(name: str) -> Non
     assert base._identifying_params != other._identifying_params
     # LangChain's cache key is built from these params: it must tell the two apart too.
     assert base._get_llm_string() != other._get_llm_string()
+
+
+# A value other than the default for every Backend field that identifies its answers.
+OTHER_BACKEND: dict[str, Any] = {
+    "base_url": "http://other.invalid/v1",
+    "model": "other",
+    "chat_template": "{{ messages[0]['content'] }}",
+    "chat_template_kwargs": {"enable_thinking": False},
+    "extra_body": {"top_k": 5},
+    "tool_parser": type("OtherParser", (HermesToolCallParser,), {})(),
+}
+
+
+def test_every_backend_field_identifies_answers_or_says_why_not() -> None:
+    assert set(IDENTIFYING) == set(OTHER_BACKEND)
+    assert set(IDENTIFYING) | set(NOT_IDENTIFYING) == set(Backend.model_fields)
+    assert not set(IDENTIFYING) & set(NOT_IDENTIFYING)
+
+
+@pytest.mark.parametrize("name", IDENTIFYING)
+@pytest.mark.parametrize("role", ["small", "large"])
+def test_routers_differing_in_one_backend_field_are_different_models(name: str, role: str) -> None:
+    base = router()
+    backend = getattr(base, role).model_copy(update={name: OTHER_BACKEND[name]})
+    other = base.model_copy(update={role: backend})
+    assert base._get_llm_string() != other._get_llm_string()
+    json.dumps(other._identifying_params)  # a cache key must serialise
+
+
+def test_how_a_server_is_reached_is_not_part_of_the_cache_key() -> None:
+    reached = SMALL.model_copy(update={
+        "api_key": SecretStr("sk-secret"), "timeout": 5.0, "max_retries": 0,
+        "headers": {"X-Team": "a"}, "session_header": "x-session-id",
+        "replicas": ["http://replica.invalid/v1"],
+    })  # fmt: skip
+    other = router().model_copy(update={"small": reached})
+    assert router()._get_llm_string() == other._get_llm_string()
+    assert "sk-secret" not in other._get_llm_string()
 
 
 def test_seed_alone_changes_the_cache_key() -> None:
