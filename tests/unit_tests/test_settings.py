@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from langchain_glimprouter import Backend, GlimpRouterChatModel, routing
 from langchain_glimprouter._settings import DERIVED, NOT_PER_CALL, RENAMED, route_settings
-from langchain_glimprouter.backend import IDENTIFYING, NOT_IDENTIFYING
+from langchain_glimprouter.backend import IDENTIFYING, NOT_IDENTIFYING, identity
 from langchain_glimprouter.chat_models import ROUTER_SETTINGS
 from langchain_glimprouter.cli.bench.runner import model_config
 from langchain_glimprouter.cli.flags import FLAGS, NOT_FLAGS, add_router_flags, router_values
@@ -138,6 +138,15 @@ def test_the_bench_header_records_every_setting() -> None:
     assert config["threshold"] == 0.9
     json.dumps(config)  # a results file line is strict JSON
     assert model_config(router(threshold=math.inf))["threshold"] == "inf"
+
+
+@pytest.mark.parametrize("name", [n for n in IDENTIFYING if n not in ("base_url", "model")])
+def test_the_bench_header_records_what_identifies_each_backend(name: str) -> None:
+    large = LARGE.model_copy(update={name: OTHER_BACKEND[name]})
+    config = model_config(GlimpRouterChatModel(small=SMALL, large=large))
+    assert config[f"large_{name}"] == identity(large)[name]
+    assert f"small_{name}" not in config or name == "tool_parser"  # defaults are not written
+    json.dumps(config)
 
 
 def test_every_setting_has_a_flag_or_a_reason() -> None:

@@ -31,6 +31,7 @@ from typing import Any, Literal, TextIO
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
+from langchain_glimprouter.backend import identity
 from langchain_glimprouter.chat_models import GlimpRouterChatModel
 from langchain_glimprouter.cli.bench.grading import BenchItem, grade
 from langchain_glimprouter.cli.bench.progress import Progress
@@ -92,7 +93,9 @@ def jsonable(value: Any) -> Any:
 
 def model_config(model: BaseChatModel) -> dict[str, Any]:
     """The settings of ``model`` that a results file records: for a router its models, URLs,
-    strategy, threshold, budgets and sampling; for another chat model its class name."""
+    what else identifies each backend's answers (templates, extra_body, tool parser; see
+    :data:`~langchain_glimprouter.backend.IDENTIFYING`), strategy, threshold, budgets and
+    sampling; for another chat model its class name."""
     if not isinstance(model, GlimpRouterChatModel):
         return {"chat_model": type(model).__name__}
     config: dict[str, Any] = {
@@ -101,6 +104,10 @@ def model_config(model: BaseChatModel) -> dict[str, Any]:
         "small_url": model.small.base_url,
         "large_url": model.large.base_url,
     }
+    for role in ("small", "large"):  # the rest of what identifies each backend's answers
+        for name, value in identity(getattr(model, role)).items():
+            if name not in ("base_url", "model"):
+                config[f"{role}_{name}"] = value
     config.update(model.router_settings)
     return jsonable(config)  # type: ignore[no-any-return]
 
