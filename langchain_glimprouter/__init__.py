@@ -3,7 +3,9 @@
 The package has four rooms: :mod:`~langchain_glimprouter.routing` (the step loop, sans-I/O: no
 LangChain, no HTTP), :mod:`~langchain_glimprouter.http` (the client and the drivers that run the
 loop), the LangChain surface (:mod:`~langchain_glimprouter.chat_models` and its helpers) and the
-tooling (:mod:`~langchain_glimprouter.cli`). The names below are imported on first use, so that
+tooling (:mod:`~langchain_glimprouter.cli`). Two more surfaces sit over the chat model as extras:
+LlamaIndex's (:mod:`~langchain_glimprouter.llama_index`) and the OpenAI-compatible server
+(:mod:`~langchain_glimprouter.proxy`). The names below are imported on first use, so that
 ``import langchain_glimprouter.routing`` loads neither LangChain nor an HTTP client.
 """
 

@@ -86,6 +86,13 @@ SPECS: dict[Strategy, StrategySpec] = {
 }
 STRATEGIES: tuple[Strategy, ...] = tuple(SPECS)
 
+
+def spec_named(name: object) -> StrategySpec | None:
+    """The spec of the strategy called ``name``; None for no such strategy (a name read from a
+    results file, say)."""
+    return next((spec for spec in SPECS.values() if spec.name == name), None)
+
+
 JUDGE_PROMPT = (
     "\n\nQuality check of the step above, from 0 (wrong or useless) to 9 (correct and "
     "useful). Score:"

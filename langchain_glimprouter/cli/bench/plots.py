@@ -23,6 +23,7 @@ from typing import Any
 from langchain_glimprouter.cli.bench.runner import BASELINES, read_results
 from langchain_glimprouter.cli.bench.summary import Summary, as_float
 from langchain_glimprouter.errors import InvalidArgumentError
+from langchain_glimprouter.routing.strategies import spec_named
 
 MATPLOTLIB_HINT = (
     'matplotlib is not installed: no plots. pip install "langchain-glimprouter[bench]" for them.'
@@ -83,12 +84,12 @@ def write_sweep_plots(summaries: Sequence[Summary], out_dir: str | os.PathLike[s
             ax.annotate(
                 f"τ={s.threshold}", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8
             )
-    styles = {"large_only": ("s", "tab:red", "large only"), "small_only": ("^", "tab:green",
-              "small only")}  # fmt: skip
+    styles = {"large": ("s", "tab:red", "large only"), "small": ("^", "tab:green", "small only")}
     for s in baselines:
         if s.latency_mean_s is None:
             continue
-        marker, color, name = styles[s.strategy]
+        spec = spec_named(s.strategy)
+        marker, color, name = styles[spec.writer if spec and spec.writer else "large"]
         ax.errorbar([s.latency_mean_s], [s.accuracy], fmt=marker, color=color, markersize=10,
                     xerr=_spans([s.latency_mean_ci], [s.latency_mean_s]),
                     yerr=_spans([s.accuracy_ci], [s.accuracy]), capsize=3, label=name)  # fmt: skip
@@ -258,7 +259,8 @@ def analyze(paths: Sequence[str | os.PathLike[str]]) -> Analysis:
         config, lines = read_results(path)
         for line in lines:
             questions += 1
-            measured = (line.get("strategy") or config.get("strategy")) == "step_entropy"
+            spec = spec_named(line.get("strategy") or config.get("strategy"))
+            measured = spec is not None and spec.measure == "mean_entropy"
             for step in line.get("steps") or []:
                 if (h := as_float(step.get("h_init"))) is not None and math.isfinite(h):
                     h_init.append(h)

@@ -45,6 +45,7 @@ from langchain_glimprouter.cli.bench.summary import (
     write_sweep_csv,
 )
 from langchain_glimprouter.errors import GlimpRouterError, InvalidArgumentError
+from langchain_glimprouter.routing.strategies import SPECS
 
 ModelSource = BaseChatModel | Callable[[], BaseChatModel]
 """A chat model, or a function that builds one (called once per run)."""
@@ -56,7 +57,8 @@ CHOICE_INSTRUCTION = (
     "Please reason step by step, and put the letter of your final choice within \\boxed{}."
 )
 """Appended to a multiple-choice question, after its lettered options."""
-BASELINES: tuple[str, ...] = ("large_only", "small_only")
+BASELINES: tuple[str, ...] = tuple(name for name, spec in SPECS.items() if spec.decider == "none")
+"""The strategies in which one model writes everything (``--baselines``)."""
 _NOT_COMPARED = frozenset({"small_url", "large_url", "data", "concurrency"})
 
 

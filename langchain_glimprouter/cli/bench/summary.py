@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_glimprouter import stats
+from langchain_glimprouter.routing.strategies import spec_named
 
 SWEEP_FIELDS: tuple[str, ...] = (
     "threshold",
@@ -243,7 +244,11 @@ def summarize(
 
 def large_only(summaries: Sequence[Summary]) -> Summary | None:
     """The large-only baseline among ``summaries``, if the sweep ran it."""
-    return next((s for s in summaries if s.strategy == "large_only"), None)
+    for summary in summaries:
+        spec = spec_named(summary.strategy)
+        if spec is not None and spec.writer == "large":
+            return summary
+    return None
 
 
 def comparison_table(summaries: Sequence[Summary]) -> str:
