@@ -66,6 +66,7 @@ from langchain_glimprouter import GlimpRouterChatModel
 from langchain_glimprouter.cli.servers import free_port
 from langchain_glimprouter.http.network import async_transport
 from langchain_glimprouter.proxy import router_env
+from langchain_glimprouter.reasoning_fields import reasoning_of
 
 RESULTS = results_path("proxy_overhead")
 RATE = 0.25
@@ -135,7 +136,7 @@ async def via_proxy(client: httpx2.AsyncClient, url: str, question: str) -> Stre
             event = json.loads(line[6:])
             for choice in event.get("choices", []):
                 delta = choice.get("delta", {})
-                if first is None and (delta.get("content") or delta.get("reasoning_content")):
+                if first is None and (delta.get("content") or reasoning_of(delta)):
                     first = time.perf_counter()
                 answer.append(delta.get("content") or "")
             if "n_steps" in event.get("glimprouter", {}):

@@ -54,19 +54,25 @@ class Backend(BaseModel):
     ``--routing-logic session --session-key <header>``, semantic-router's ``x-session-id``, a
     load balancer's header affinity): each conversation then stays on one replica, whose prefix
     cache keeps hitting. The id is a hash of the conversation's opening messages, the same key
-    that picks among ``replicas``; it holds no text of them. None: no such header."""
+    that picks among ``replicas``; it holds no text of them. None: no such header.
+
+    Cookies need no setting: what a server or gateway sets (llm-d's ``llm-d-session``, the pod
+    it chose) is kept per conversation and sent back only with that conversation's requests,
+    on the clients the router builds (not on ``client`` / ``http_client``, whose jar is yours)."""
     replicas: list[str] = Field(default_factory=list)
     """More API roots serving the same model. A conversation sticks to one of them (so its
     prefix cache keeps hitting); a replica that is down is skipped."""
     client: openai.OpenAI | None = Field(default=None, exclude=True, repr=False)
     """Your own openai SDK client (custom auth, proxy, gateway). The router uses a copy with
     this backend's base_url (or replica), timeout, headers and max_retries=0 (retries are the
-    router's), sharing its connection pool and authentication."""
+    router's), sharing its connection pool, authentication and cookie jar: the jar is yours, and
+    httpx's default one sends the cookies any answer set with every later request, whatever
+    the conversation (the router's own clients keep cookies per conversation)."""
     async_client: openai.AsyncOpenAI | None = Field(default=None, exclude=True, repr=False)
     """The async twin of ``client``, for ainvoke/astream/abatch."""
     http_client: httpx2.Client | None = Field(default=None, exclude=True, repr=False)
     """An httpx2 client (proxies, certificates, transports) for the SDK clients the router
-    builds, when ``client`` is not set."""
+    builds, when ``client`` is not set; its cookie jar is yours, as for ``client``."""
     http_async_client: httpx2.AsyncClient | None = Field(default=None, exclude=True, repr=False)
     """The async twin of ``http_client``."""
 

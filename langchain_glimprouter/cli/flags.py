@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import types
 import typing
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from langchain_glimprouter.backend import Backend
 from langchain_glimprouter.chat_models import ROUTER_SETTINGS, GlimpRouterChatModel
 from langchain_glimprouter.errors import InvalidArgumentError
+from langchain_glimprouter.routing.decisions import ROLES
 
 NOT_FLAGS = {
     "step_delimiter": "a step ends at a blank line, as the paper's models write",
@@ -105,25 +106,49 @@ def build_router(small: Backend, large: Backend, values: Mapping[str, Any]) -> G
         raise InvalidArgumentError(f"invalid router settings: {problems}") from None
 
 
+BACKEND_FLAGS = ("session_header",)
+"""Backend fields with a flag per server (``--small-session-header``,
+``--large-session-header``), derived as the router flags are: help from the field."""
+
+
 def add_server_flags(
     parser: argparse.ArgumentParser, required: bool = True, system: bool = True
 ) -> None:
-    """``--small-url``, ``--small-model``, ``--large-url``, ``--large-model`` and (unless
-    ``system`` is false: the messages come from elsewhere) ``--system``."""
+    """``--small-url``, ``--small-model``, ``--large-url``, ``--large-model``, the
+    :data:`BACKEND_FLAGS` of each and (unless ``system`` is false: the messages come from
+    elsewhere) ``--system``."""
     parser.add_argument("--small-url", required=required, help="e.g. http://localhost:8001/v1")
     parser.add_argument("--small-model", required=required)
     parser.add_argument("--large-url", required=required)
     parser.add_argument("--large-model", required=required)
+    for role in ROLES:
+        for name in BACKEND_FLAGS:
+            words = (Backend.model_fields[name].description or "").split(". ")[0].rstrip(".")
+            text = f"for the {role} server: {words[:1].lower()}{words[1:]} (default none)"
+            parser.add_argument(
+                f"--{role}-{name.replace('_', '-')}",
+                dest=f"{role}_{name}",
+                default=None,
+                metavar=name.rsplit("_", 1)[-1].upper(),
+                help=text.replace("%", "%%"),
+            )
     if system:
         parser.add_argument("--system", default=None, help="optional system message")
 
 
-def backends(args: argparse.Namespace) -> tuple[Backend, Backend]:
-    """The small and the large backend of the server flags."""
-    return (
-        Backend(base_url=args.small_url, model=args.small_model),
-        Backend(base_url=args.large_url, model=args.large_model),
-    )
+def backends(
+    args: argparse.Namespace, started: Sequence[tuple[str, str]] = ()
+) -> tuple[Backend, Backend]:
+    """The small and the large backend of the server flags; ``started``: the URL and served
+    model of each when the command started its own servers (the other flags still apply)."""
+    flags = [(args.small_url, args.small_model), (args.large_url, args.large_model)]
+    small, large = started or flags
+
+    def backend(role: str, url: str, model: str) -> Backend:
+        settings = {name: getattr(args, f"{role}_{name}") for name in BACKEND_FLAGS}
+        return Backend(base_url=url, model=model, **settings)
+
+    return backend("small", *small), backend("large", *large)
 
 
 def messages(question: str, system: str | None) -> list[BaseMessage]:

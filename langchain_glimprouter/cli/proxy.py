@@ -223,7 +223,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                 except (RuntimeError, TimeoutError) as exc:
                     print(f"error: {exc}", file=sys.stderr)
                     return 2
-                small, large = (Backend(base_url=s.base_url, model=s.served_name) for s in started)
+                small, large = backends(args, [(s.base_url, s.served_name) for s in started])
                 print(f"  small: {small.base_url}   large: {large.base_url}\n", file=out)
             else:
                 small, large = backends(args)

@@ -41,6 +41,7 @@ from langchain_glimprouter.errors import (
     MalformedStreamError,
     StreamInterruptedError,
 )
+from langchain_glimprouter.http.cookies import SessionCookies, no_jar
 from langchain_glimprouter.http.network import async_transport
 from langchain_glimprouter.routing.wire import Chunk, parse_chunk
 
@@ -195,6 +196,11 @@ class BackendClient:
         # per-request headers: no Authorization header unless there is a key, or the caller's
         # own client (sync or async) brings its authentication
         self._aheaders: dict[str, Any] = {} if api_key or backend.async_client else dict(_NO_AUTH)
+        # Cookies per conversation on the pools the router builds; a caller's client has its jar.
+        cookies = SessionCookies()
+        self._cookies = SessionCookies(0) if backend.client or backend.http_client else cookies
+        own_async = backend.async_client or backend.http_async_client
+        self._acookies = SessionCookies(0) if own_async else cookies
         self._ssl: ssl.SSLContext | None = None
         self._sync: _Pools[openai.OpenAI] | None = None
         self._async: tuple[asyncio.AbstractEventLoop, _Pools[openai.AsyncOpenAI]] | None = None
@@ -233,6 +239,7 @@ class BackendClient:
         http = self.backend.http_client or httpx2.Client(
             transport=httpx2.HTTPTransport(limits=_LIMITS, verify=self._ssl_context()),
             timeout=self._timeout,
+            cookies=no_jar(),
         )
         return openai.OpenAI(api_key=self._key(), http_client=http, **self._settings())
 
@@ -243,6 +250,7 @@ class BackendClient:
         http = self.backend.http_async_client or httpx2.AsyncClient(
             transport=async_transport(self.base_url, _LIMITS, self._ssl_context()),
             timeout=self._timeout,
+            cookies=no_jar(),
         )
         return openai.AsyncOpenAI(api_key=self._key(), http_client=http, **self._settings())
 
@@ -338,9 +346,12 @@ class BackendClient:
         headers = session_headers(self.backend, session, self._headers)
         try:
             with self._pools().lease() as client:
-                answer = self._send(client, method, path, body, headers)
+                answer = self._send(
+                    client, method, path, body, self._cookies.headers(session, url, headers)
+                )
         except (openai.APIError, httpx2.HTTPError) as exc:
             raise self._error(exc, url) from exc
+        self._cookies.keep(session, getattr(answer, "http_response", answer))
         return self._decode(answer, url)
 
     async def arequest_json(
@@ -351,9 +362,12 @@ class BackendClient:
         headers = session_headers(self.backend, session, self._aheaders)
         try:
             with self._apools().lease() as client:
-                answer = await self._send(client, method, path, body, headers)
+                answer = await self._send(
+                    client, method, path, body, self._acookies.headers(session, url, headers)
+                )
         except (openai.APIError, httpx2.HTTPError) as exc:
             raise self._error(exc, url) from exc
+        self._acookies.keep(session, getattr(answer, "http_response", answer))
         return self._decode(answer, url)
 
     def _event(self, line: bytes, url: str) -> Chunk | None:
@@ -388,13 +402,15 @@ class BackendClient:
         """Open a streamed ``/v1/completions`` request; leaving the block aborts it."""
         url = self._url("/v1/completions")
         create = completions_kwargs({**body, "stream": True})
+        headers = session_headers(self.backend, session, self._headers)
         try:
             with (
                 self._pools().lease() as client,
                 client.completions.with_streaming_response.create(
-                    **create, extra_headers=session_headers(self.backend, session, self._headers)
+                    **create, extra_headers=self._cookies.headers(session, url, headers)
                 ) as response,
             ):
+                self._cookies.keep(session, response.http_response)
                 yield self._chunks(response.http_response.iter_bytes(), url)
         except (openai.APIError, httpx2.HTTPError) as exc:
             raise self._error(exc, url) from exc
@@ -426,8 +442,9 @@ class BackendClient:
         try:
             with self._apools().lease() as client:
                 async with client.completions.with_streaming_response.create(
-                    **create, extra_headers=headers
+                    **create, extra_headers=self._acookies.headers(session, url, headers)
                 ) as response:
+                    self._acookies.keep(session, response.http_response)
                     yield self._achunks(response.http_response.aiter_bytes(), url)
         except (openai.APIError, httpx2.HTTPError) as exc:
             raise self._error(exc, url) from exc

@@ -161,12 +161,16 @@ class GlimpRouterLLM(FunctionCallingLLM):
         allow_parallel_tool_calls: bool = False,
         **kwargs: Any,
     ) -> ChatResponse:
-        """Keep only the first tool call unless parallel calls are allowed."""
+        """Keep only the first tool call unless parallel calls are allowed, in the blocks and
+        in ``additional_kwargs["tool_calls"]`` (the OpenAI-style list) alike."""
         if not allow_parallel_tool_calls:
-            blocks = response.message.blocks
-            calls = [b for b in blocks if isinstance(b, ToolCallBlock)]
-            response.message.blocks = [b for b in blocks if not isinstance(b, ToolCallBlock)]
-            response.message.blocks.extend(calls[:1])
+            message = response.message
+            calls = [b for b in message.blocks if isinstance(b, ToolCallBlock)]
+            message.blocks = [b for b in message.blocks if not isinstance(b, ToolCallBlock)]
+            message.blocks.extend(calls[:1])
+            extra = message.additional_kwargs
+            if extra.get("tool_calls"):
+                extra["tool_calls"] = extra["tool_calls"][:1]
         return response
 
     def get_tool_calls_from_response(

@@ -16,12 +16,14 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
 
+from langchain_glimprouter.reasoning_fields import NAMES
+
 EXTENSION = "glimprouter"
 """The one field the proxy adds to OpenAI's objects: the routing record, or a step of it."""
 
 
 def reasoning_fields(text: str) -> dict[str, str]:
-    return {"reasoning_content": text, "reasoning": text}
+    return dict.fromkeys(NAMES, text)
 
 
 def usage(message: BaseMessage) -> dict[str, Any]:

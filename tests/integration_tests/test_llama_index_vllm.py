@@ -75,14 +75,34 @@ def test_chat_routes_steps_to_both_models(vllm_pair: Pair, steps: Steps) -> None
     assert response.raw["model_name"] == vllm_pair.large.model
 
 
-def test_stream_chat_is_cumulative_with_the_record_last(vllm_pair: Pair, steps: Steps) -> None:
-    responses = list(llm(vllm_pair, seed=3).stream_chat(messages()))
+def assert_cumulative(responses: list[ChatResponse], steps: Steps) -> None:
+    """The deltas add up to the last response's text and chain, which alone has the record."""
     last = responses[-1]
     assert "".join(r.delta or "" for r in responses) == (last.message.content or "")
     chain = "".join(r.additional_kwargs.get("thinking_delta", "") for r in responses)
     assert chain == last.message.additional_kwargs["reasoning_content"]
     assert all("glimprouter" not in r.additional_kwargs for r in responses[:-1])
     assert assert_wired(last, steps.seen)["n_steps"] >= 1
+
+
+def test_stream_chat_is_cumulative_with_the_record_last(vllm_pair: Pair, steps: Steps) -> None:
+    assert_cumulative(list(llm(vllm_pair, seed=3).stream_chat(messages())), steps)
+
+
+CHEAP = {"max_reasoning_tokens": 48, "max_tokens": 12}
+"""Budgets of the async tests: the wiring shows in a few steps as in many."""
+
+
+async def test_achat_is_wired_as_chat(vllm_pair: Pair, steps: Steps) -> None:
+    response = await llm(vllm_pair, seed=3, **CHEAP).achat(messages())
+    assert assert_wired(response, steps.seen)["n_steps"] >= 1
+
+
+async def test_astream_chat_is_cumulative_with_the_record_last(
+    vllm_pair: Pair, steps: Steps
+) -> None:
+    stream = await llm(vllm_pair, seed=3, **CHEAP).astream_chat(messages())
+    assert_cumulative([r async for r in stream], steps)
 
 
 def get_weather(city: str) -> str:

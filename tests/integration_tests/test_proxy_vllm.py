@@ -20,9 +20,10 @@ from langchain_openai import ChatOpenAI
 
 from langchain_glimprouter import GlimpRouterChatModel
 from langchain_glimprouter.proxy import create_app
+from langchain_glimprouter.reasoning_fields import reasoning_of
 from tests.support.accounting import glimpse_requests, written
 from tests.support.forced_answers import Report
-from tests.support.proxy import WEATHER_TOOL, ServedApp, sse_payloads
+from tests.support.proxy import WEATHER_TOOL, ServedApp, chain_in, sse_payloads
 
 from .conftest import Pair, metric, running, settle, started_requests, tiny_model_missed
 
@@ -71,9 +72,9 @@ def test_openai_sdk_plain_answer_record_usage_and_headers(client: openai.OpenAI)
     reply = raw.parse()
     message = reply.choices[0].message
     record = extra(reply)["glimprouter"]
-    chain = extra(message)["reasoning_content"]
+    chain = reasoning_of(message)
     assert chain
-    assert extra(message)["reasoning"] == chain
+    assert extra(message)["reasoning"] == extra(message)["reasoning_content"] == chain
     assert isinstance(message.content, str)
     assert reply.model == SERVED
     assert record["n_steps"] >= 1
@@ -120,7 +121,7 @@ async def test_async_openai_sdk(proxy: str) -> None:
             messages=MESSAGES,
             seed=3,
         )
-    assert extra(reply.choices[0].message)["reasoning_content"]
+    assert reasoning_of(reply.choices[0].message)
     assert extra(reply)["glimprouter"]["n_steps"] >= 1
 
 
@@ -139,7 +140,7 @@ def test_openai_sdk_stream_reasoning_deltas_step_chunks_and_usage(client: openai
         mine = extra(chunk).get("glimprouter")
         if chunk.choices:
             delta = chunk.choices[0].delta
-            reasoning.append(extra(delta).get("reasoning_content") or "")
+            reasoning.append(reasoning_of(delta))
             answer.append(delta.content or "")
             finish.append(chunk.choices[0].finish_reason)
         elif mine is not None and "step" in mine:
@@ -281,7 +282,7 @@ def test_a_client_leaving_mid_stream_stops_both_servers(proxy: str, vllm_pair: P
         assert response.status_code == 200
         deltas = 0
         for line in response.iter_lines():
-            if '"reasoning_content"' in line or '"content"' in line:
+            if chain_in(line) or '"content"' in line:
                 deltas += 1
             if deltas >= 3 and (busy := running(vllm_pair)) > 0:
                 break

@@ -15,6 +15,7 @@ import pytest
 from langchain_openai import ChatOpenAI
 
 from langchain_glimprouter.proxy import create_app
+from langchain_glimprouter.reasoning_fields import reasoning_of
 from scripted_server import Faults, Script, ScriptedServer
 from tests.support.pair import router_for
 from tests.support.proxy import (
@@ -26,6 +27,7 @@ from tests.support.proxy import (
     WEATHER_TOOL,
     ServedApp,
     answering,
+    chain_in,
     sse_payloads,
 )
 
@@ -59,7 +61,7 @@ def test_the_openai_sdk_gets_the_chain_answer_usage_and_record(proxy: Proxy) -> 
     answer = sdk(app).chat.completions.create(model="glimprouter", messages=QUESTION)
     message = answer.choices[0].message
     assert message.content == "The answer is 42."
-    assert (message.model_extra or {})["reasoning_content"] == REASONING
+    assert reasoning_of(message) == REASONING
     assert answer.usage is not None
     assert answer.usage.completion_tokens_details is not None
     assert answer.usage.completion_tokens_details.reasoning_tokens
@@ -78,7 +80,7 @@ def test_the_openai_sdk_streams(proxy: Proxy) -> None:
         if "step" in extra.get("glimprouter", {}):
             steps.append(extra["glimprouter"]["step"]["model"])
         for choice in chunk.choices:
-            reasoning += (choice.delta.model_extra or {}).get("reasoning_content") or ""
+            reasoning += reasoning_of(choice.delta)
             content += choice.delta.content or ""
         last = chunk
     assert (reasoning, content) == (REASONING, "The answer is 42.")
@@ -178,7 +180,7 @@ def test_a_client_leaving_aborts_both_servers_requests(proxy: Proxy, leaving: st
     if leaving == "mid-stream":
         with httpx.stream("POST", url, json=body, headers=headers, timeout=10) as response:
             for line in response.iter_lines():
-                if "reasoning_content" in line:
+                if chain_in(line):
                     break  # a step is streaming: leave mid-answer
     else:
         with pytest.raises(httpx.ReadTimeout):

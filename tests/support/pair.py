@@ -16,6 +16,14 @@ SMALL_STEPS = ["small writes step zero", "small writes step one", "small writes 
                "small writes step three"]  # fmt: skip
 LARGE_STEPS = [s.replace("small", "large") for s in SMALL_STEPS]
 H_INIT = [0.2, 1.5, 0.1, 2.0, 0.0]  # the last: the glimpse that finds "</think>"
+RENDERS_PAST_REASONING = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% for key in ('reasoning', 'reasoning_content') %}{% if m[key] %}<think>{{ m[key] }}</think>"
+    "{% endif %}{% endfor %}{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""ChatML that renders an assistant message's chain under either name, if it is given one (so a
+test sees whether the router passes a past turn's chain to the template)."""
 
 
 class Served(Protocol):

@@ -14,6 +14,7 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 
+from langchain_glimprouter.reasoning_fields import reasoning_of
 from scripted_server import Script
 from tests.support.pair import LARGE_STEPS, SMALL_STEPS
 
@@ -72,6 +73,13 @@ def deltas(payloads: list[Any], field: str) -> str:
         if isinstance(payload, dict)
         for choice in payload.get("choices", [])
     )
+
+
+def chain_in(line: str) -> str:
+    """The chain of thought a line of a stream carries, under either of its names (none: "")."""
+    if not line.startswith("data: {"):
+        return ""
+    return "".join(reasoning_of(c["delta"]) for c in json.loads(line[6:]).get("choices", []))
 
 
 class ServedApp:

@@ -4,6 +4,7 @@ completion in every mode, tools, the step events on the dispatcher, history, err
 from __future__ import annotations
 
 import importlib
+import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -244,15 +245,31 @@ def test_a_forced_call_cut_short_says_why(servers: Servers, stream: bool) -> Non
     assert invalid["args"].startswith("<tool_call>")
 
 
-def test_only_the_first_call_is_kept_unless_parallel_calls_are_allowed(servers: Servers) -> None:
+def cities(llm: GlimpRouterLLM, response: ChatResponse) -> tuple[list[str], list[str]]:
+    """The cities of the response's tool calls: in its blocks, in additional_kwargs."""
+    listed = response.message.additional_kwargs.get("tool_calls", [])
+    return (
+        [s.tool_kwargs["city"] for s in llm.get_tool_calls_from_response(response)],
+        [json.loads(c["function"]["arguments"])["city"] for c in listed],
+    )
+
+
+@pytest.mark.parametrize("sync", [True, False])
+async def test_only_the_first_call_is_kept_unless_parallel_calls_are_allowed(
+    servers: Servers, sync: bool
+) -> None:
     two = f"{CALL}\n</tool_call>\n{CALL.replace('Oslo', 'Rome')}\n</tool_call>"
     llm, _, _ = llm_for(servers, two)
     tool = FunctionTool.from_defaults(fn=get_weather)
-    one = llm.chat_with_tools([tool], user_msg="Weather?")
-    assert [s.tool_kwargs["city"] for s in llm.get_tool_calls_from_response(one)] == ["Oslo"]
-    both = llm.chat_with_tools([tool], user_msg="Weather?", allow_parallel_tool_calls=True)
-    cities = [s.tool_kwargs["city"] for s in llm.get_tool_calls_from_response(both)]
-    assert cities == ["Oslo", "Rome"]
+    chat = llm.chat_with_tools if sync else llm.achat_with_tools
+
+    async def answer(**kwargs: Any) -> ChatResponse:
+        response = chat([tool], user_msg="Weather?", **kwargs)
+        return response if isinstance(response, ChatResponse) else await response
+
+    assert cities(llm, await answer()) == (["Oslo"], ["Oslo"])
+    both = await answer(allow_parallel_tool_calls=True)
+    assert cities(llm, both) == (["Oslo", "Rome"], ["Oslo", "Rome"])
 
 
 class Weather(BaseModel):

@@ -1,10 +1,12 @@
-"""Small pure pieces: SSE parsing, error mapping, thinking-block handling, templates."""
+"""Small pure pieces: SSE parsing, error mapping, thinking-block handling, templates, the
+chain's two field names."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
 from langchain_glimprouter.backend import Backend
 from langchain_glimprouter.errors import (
@@ -13,6 +15,7 @@ from langchain_glimprouter.errors import (
     InvalidArgumentError,
 )
 from langchain_glimprouter.http.client import error_from_response
+from langchain_glimprouter.reasoning_fields import reasoning_of
 from langchain_glimprouter.routing.generation import Holdback
 from langchain_glimprouter.routing.prompts import open_thinking, render_jinja
 from langchain_glimprouter.routing.wire import parse_chunk
@@ -113,3 +116,13 @@ def test_holdback_never_releases_think_close() -> None:
     fresh = Holdback(lead="")
     assert fresh.delta("   ") == ""  # whitespace alone is not a step yet
     assert fresh.delta("   x<", final=True) == "   x<"
+
+
+def test_the_chain_is_read_under_either_name() -> None:
+    assert reasoning_of({"content": "42", "reasoning": "new"}) == "new"  # vLLM since #27752
+    assert reasoning_of({"content": "42", "reasoning_content": "old"}) == "old"  # before
+    assert reasoning_of({"reasoning": None, "reasoning_content": "old"}) == "old"
+    assert reasoning_of({"content": "42"}) == ""
+    delta = ChoiceDelta.model_validate({"content": "", "reasoning": "sdk"})  # the SDK's extra
+    assert reasoning_of(delta) == "sdk"
+    assert reasoning_of(ChoiceDelta(content="42")) == ""

@@ -105,13 +105,15 @@ def test_no_server_flags_serve_the_tiny_pair_and_stop_it(calls: Calls) -> None:
 
 
 def test_server_flags_front_running_servers(calls: Calls) -> None:
-    flags = [*SERVERS, "--threshold", "0.4", "--strategy", "random", "--target-rate", "0.3"]
+    flags = [*SERVERS, "--threshold", "0.4", "--strategy", "random", "--target-rate", "0.3",
+             "--small-session-header", "x-user-id"]  # fmt: skip
     assert cli.main(["proxy", *flags, "--served-name", "mine"], out=io.StringIO()) == 0
     assert calls.started == []
     assert calls.stopped == []
     (router, options), = calls.routers  # fmt: skip
     assert (router.small.base_url, router.small.model) == ("http://s:1/v1", "sm")
     assert (router.large.base_url, router.large.model) == ("http://l:2/v1", "lg")
+    assert (router.small.session_header, router.large.session_header) == ("x-user-id", None)
     assert (router.threshold, router.strategy, router.target_rate) == (0.4, "random", 0.3)
     default = GlimpRouterChatModel.model_fields["max_reasoning_tokens"].default
     assert router.max_reasoning_tokens == default  # the tiny pair's budgets are its own
@@ -143,7 +145,8 @@ def test_api_key_from_the_flag_or_the_environment(
 def test_workers_run_the_factory_with_the_routers_environment(calls: Calls) -> None:
     from langchain_glimprouter.proxy import app_from_env
 
-    flags = [*SERVERS, "--workers", "3", "--threshold", "0.7", "--api-key", "k", "--seed", "5"]
+    flags = [*SERVERS, "--workers", "3", "--threshold", "0.7", "--api-key", "k", "--seed", "5",
+             "--large-session-header", "x-session-id"]  # fmt: skip
     before = dict(os.environ)
     assert cli.main(["proxy", *flags, "--served-name", "gr"], out=io.StringIO()) == 0
     assert calls.routers == []  # each worker builds its own app
@@ -155,6 +158,7 @@ def test_workers_run_the_factory_with_the_routers_environment(calls: Calls) -> N
     fields = json.loads(env["GLIMPROUTER_PROXY_ROUTER"])
     assert (fields["threshold"], fields["seed"]) == (0.7, 5)
     assert fields["small"]["base_url"] == "http://s:1/v1"
+    assert fields["large"]["session_header"] == "x-session-id"
     assert dict(os.environ) == before  # put back once uvicorn returns
     for name, value in env.items():
         os.environ[name] = value

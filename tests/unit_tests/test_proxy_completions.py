@@ -12,7 +12,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from langchain_glimprouter.proxy import create_app
-from tests.support.pair import router_for
+from tests.support.pair import RENDERS_PAST_REASONING, router_for
 from tests.support.proxy import (
     ANSWER_SCHEMA,
     CALL,
@@ -176,6 +176,23 @@ async def test_history_with_tool_calls_reaches_the_servers_as_from_the_chat_mode
     )
     assert proxied == [r.prompt for r in large.requests]
     assert "Sunny, 24 C" in proxied[0]
+
+
+@pytest.mark.parametrize("key", ["reasoning_content", "reasoning"])
+async def test_a_past_turns_reasoning_is_not_resent_under_either_key(
+    servers: Any, key: str
+) -> None:
+    """An assistant message's chain (vLLM's name, or DeepSeek's) stays out of the prompt, as the
+    Qwen3 and DeepSeek-R1 templates leave it out; its answer goes in."""
+    small, large = servers(chat_template=RENDERS_PAST_REASONING)
+    past = {"role": "assistant", "content": "First answer.", key: "THOUGHT OF THE FIRST TURN"}
+    history = [{"role": "user", "content": "First question?"}, past, *QUESTION]
+    response = await post(create_app(router_for(small, large)), messages=history)
+    assert response.status_code == 200, response.text
+    for server in (small, large):
+        prompt = server.requests[0].prompt
+        assert "First answer." in prompt
+        assert "THOUGHT" not in prompt
 
 
 async def test_openai_fields_and_router_settings_reach_the_router(servers: Any) -> None:

@@ -7,10 +7,17 @@ import math
 from typing import Any
 
 import pytest
+from langchain_core.messages import AIMessage, HumanMessage
 
 from scripted_server import Script
 from tests.support.accounting import closed_early, glimpse_requests
-from tests.support.pair import H_INIT, LARGE_STEPS, SMALL_STEPS, router_for
+from tests.support.pair import (
+    H_INIT,
+    LARGE_STEPS,
+    RENDERS_PAST_REASONING,
+    SMALL_STEPS,
+    router_for,
+)
 
 QUESTION = "What is 6 times 7?"
 
@@ -338,3 +345,16 @@ def test_a_server_without_tokenize_says_so() -> None:
     with pytest.raises(BackendResponseError, match="no /tokenize endpoint") as caught:
         count_tokens(NoTokenize(), {"prompt": "hi"})  # type: ignore[arg-type]
     assert (caught.value.status_code, caught.value.role) == (404, "large")
+
+
+@pytest.mark.parametrize("key", ["reasoning_content", "reasoning"])
+def test_past_reasoning_is_not_resent_under_either_key(servers: Any, key: str) -> None:
+    """A previous turn's chain (vLLM's and DeepSeek's name for it) stays out of the prompt, as
+    the Qwen3 and DeepSeek-R1 templates leave it out; its answer goes in."""
+    small, large = servers(chat_template=RENDERS_PAST_REASONING)
+    past = AIMessage("First answer.", additional_kwargs={key: "THOUGHT OF THE FIRST TURN"})
+    router_for(small, large).invoke([HumanMessage("First question?"), past, HumanMessage(QUESTION)])
+    for server in (small, large):
+        prompt = server.requests[0].prompt
+        assert "First answer." in prompt
+        assert "THOUGHT" not in prompt

@@ -23,8 +23,16 @@ from langchain_glimprouter import Backend, GlimpRouterChatModel, routing
 from langchain_glimprouter._settings import DERIVED, NOT_PER_CALL, RENAMED, route_settings
 from langchain_glimprouter.backend import IDENTIFYING, NOT_IDENTIFYING, identity
 from langchain_glimprouter.chat_models import ROUTER_SETTINGS
+from langchain_glimprouter.cli import main as cli
 from langchain_glimprouter.cli.bench.runner import model_config
-from langchain_glimprouter.cli.flags import FLAGS, NOT_FLAGS, add_router_flags, router_values
+from langchain_glimprouter.cli.flags import (
+    BACKEND_FLAGS,
+    FLAGS,
+    NOT_FLAGS,
+    add_router_flags,
+    backends,
+    router_values,
+)
 from langchain_glimprouter.routing.settings import RouteSettings
 from langchain_glimprouter.routing.tool_calls import HermesToolCallParser
 
@@ -172,6 +180,31 @@ def test_a_command_routes_only_with_the_flags_it_declares() -> None:
     parser.add_argument("--target-rate", type=float)  # the command's own, as calibrate's
     add_router_flags(parser, without=("target_rate",))
     assert "target_rate" not in router_values(parser.parse_args(["--target-rate", "0.25"]))
+
+
+SERVERS = ["--small-url", "http://s:1/v1", "--small-model", "sm",
+           "--large-url", "http://l:2/v1", "--large-model", "lg"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "command", [["ask", "Why?"], ["proxy"], ["bench"], ["calibrate", "--target-rate", "0.3"]]
+)
+def test_every_command_on_two_servers_sets_each_servers_session_header(
+    command: list[str],
+) -> None:
+    assert BACKEND_FLAGS == ("session_header",)  # a new one: add it to this test
+    parser = cli.parser()
+    small, large = backends(parser.parse_args([*command, *SERVERS]))
+    assert (small.session_header, large.session_header) == (None, None)
+    headers = ["--small-session-header", "x-user-id", "--large-session-header", "x-session-id"]
+    small, large = backends(parser.parse_args([*command, *SERVERS, *headers]))
+    assert (small.base_url, small.model, large.model) == ("http://s:1/v1", "sm", "lg")
+    assert (small.session_header, large.session_header) == ("x-user-id", "x-session-id")
+    # A command that started its own servers: their URLs, and the flags still apply.
+    started = [("http://a/v1", "a"), ("http://b/v1", "b")]
+    small, large = backends(parser.parse_args([*command, *SERVERS, *headers]), started)
+    assert (small.base_url, large.model) == ("http://a/v1", "b")
+    assert (small.session_header, large.session_header) == ("x-user-id", "x-session-id")
 
 
 def test_the_routing_core_imports_neither_langchain_nor_http() -> None:

@@ -201,7 +201,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             except (RuntimeError, TimeoutError) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
-            small, large = (Backend(base_url=s.base_url, model=s.served_name) for s in servers)
+            small, large = backends(args, [(s.base_url, s.served_name) for s in servers])
         else:
             small, large = backends(args)
         return asyncio.run(_bench_runs(args, data, items, small, large, out))
