@@ -12,9 +12,10 @@ from llama_index.core.tools import FunctionTool
 
 from langchain_glimprouter import GlimpRouterChatModel
 from langchain_glimprouter.llama_index import GlimpRouterLLM, GlimpRouterStepEvent
+from tests.support.accounting import glimpse_requests
 from tests.support.llama_steps import Steps, listening
 
-from .conftest import Pair, settle, started_requests
+from .conftest import Pair, settle, started_requests, tiny_model_missed
 from .test_vllm_routing import QUESTION, SYSTEM
 
 TAU = 1.5
@@ -56,7 +57,9 @@ def assert_wired(response: ChatResponse, events: list[GlimpRouterStepEvent]) -> 
 
 
 def test_chat_routes_steps_to_both_models(vllm_pair: Pair, steps: Steps) -> None:
-    for seed in range(1, 9):  # sampling decides the chain: find one with both kinds of step
+    """Each chat held to the servers' counters; seeds are tried until a chain mixes both kinds
+    of step (sampling decides)."""
+    for seed in range(1, 9):
         steps.seen.clear()
         settle(vllm_pair)
         before = started_requests(vllm_pair.small), started_requests(vllm_pair.large)
@@ -64,15 +67,15 @@ def test_chat_routes_steps_to_both_models(vllm_pair: Pair, steps: Steps) -> None
         settle(vllm_pair)
         after = started_requests(vllm_pair.small), started_requests(vllm_pair.large)
         record = assert_wired(response, steps.seen)
+        assert all(s["h_init"] > TAU for s in record["steps"] if s["model"] == "large")
+        assert all(s["h_init"] <= TAU for s in record["steps"] if s["model"] == "small")
+        assert after[0] - before[0] == record["requests"]["small"]  # the servers saw these calls
+        assert after[1] - before[1] == record["requests"]["large"]
+        assert record["requests"] == glimpse_requests(record)
+        assert response.raw["model_name"] == vllm_pair.large.model
         if 0 < record["n_large_steps"] < record["n_steps"]:
-            break
-    else:
-        pytest.fail(f"no chain mixed small and large steps at tau={TAU}")
-    assert all(s["h_init"] > TAU for s in record["steps"] if s["model"] == "large")
-    assert all(s["h_init"] <= TAU for s in record["steps"] if s["model"] == "small")
-    assert after[0] - before[0] == record["requests"]["small"]  # the servers saw these calls
-    assert after[1] - before[1] == record["requests"]["large"]
-    assert response.raw["model_name"] == vllm_pair.large.model
+            return
+    tiny_model_missed(f"no chain mixed small and large steps at tau={TAU}")
 
 
 def assert_cumulative(responses: list[ChatResponse], steps: Steps) -> None:
@@ -122,11 +125,12 @@ def test_a_required_tool_is_parsed_into_a_tool_selection(vllm_pair: Pair) -> Non
         )
         selections = model.get_tool_calls_from_response(response, error_on_no_tool_call=False)
         if selections:
-            break
-        misses.append(response.raw["glimprouter"]["answer_error"])
-    else:
-        pytest.fail(f"no forced call parsed in 5 seeds: {misses}")
-    assert [s.tool_name for s in selections] == ["get_weather"]
-    assert set(selections[0].tool_kwargs) == {"city"}  # the schema's, enforced by the server
-    assert response.raw["glimprouter"]["answer_error"] is None
-    assert all(m and m.startswith("tool_choice forced a tool call, but ") for m in misses)
+            assert [s.tool_name for s in selections] == ["get_weather"]
+            assert set(selections[0].tool_kwargs) == {"city"}  # the schema's, by the server
+            assert response.raw["glimprouter"]["answer_error"] is None
+            return
+        error = response.raw["glimprouter"]["answer_error"]  # a miss says why
+        assert error is not None
+        assert error.startswith("tool_choice forced a tool call, but "), error
+        misses.append(error)
+    tiny_model_missed(f"no forced call completed in 5 seeds, each said why: {misses}")
