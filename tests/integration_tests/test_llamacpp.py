@@ -31,7 +31,7 @@ from langchain_glimprouter import Backend, GlimpRouterChatModel
 from langchain_glimprouter.cli.servers import free_port
 from langchain_glimprouter.routing.entropy import first_token_entropy
 from langchain_glimprouter.routing.prompts import open_thinking, render_jinja
-from tests.support.accounting import closed_early, glimpse_requests, written
+from tests.support.accounting import assert_all_small, closed_early, glimpse_requests, written
 from tests.support.llamacpp import LlamaCppServer
 
 from .conftest import Pair, metric, started_requests, tiny_model_missed
@@ -132,14 +132,8 @@ def test_small_llamacpp_large_vllm_every_step_small(
     after, large_after = llama_counts(llamacpp), vllm_counts(vllm_pair.large)
     rec = msg.response_metadata["glimprouter"]
     assert rec["n_steps"] >= 1
-    assert rec["n_large_steps"] == 0
     assert rec["steps"][0]["index"] == 0
-    for step in rec["steps"]:
-        assert step["model"] == "small"
-        assert step["h_init"] is not None
-        assert step["h_init"] >= 0
-        assert 0.0 <= step["residual_mass"] <= 1.0
-        assert step["first_token"]
+    assert_all_small(rec)
     # Step 0's H_init is the entropy of the server's own top-20 after the rendered prompt.
     backend = llamacpp.backend()
     prompt = open_thinking(render_jinja(backend.chat_template or "", PLAIN,

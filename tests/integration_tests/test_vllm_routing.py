@@ -15,7 +15,7 @@ from langchain_core.prompts import ChatPromptTemplate
 
 from langchain_glimprouter import STEP_EVENT, GlimpRouterChatModel
 from langchain_glimprouter.http.client import BackendClient
-from tests.support.accounting import glimpse_requests, written
+from tests.support.accounting import assert_all_small, glimpse_requests, written
 
 from .conftest import Pair, assert_tokens, counts, metric, settle, tiny_model_missed
 
@@ -39,13 +39,7 @@ def test_every_step_small_at_infinite_threshold(vllm_pair: Pair) -> None:
     after = counts(vllm_pair)
     rec = msg.response_metadata["glimprouter"]
     assert rec["n_steps"] >= 1
-    assert rec["n_large_steps"] == 0
-    for step in rec["steps"]:
-        assert step["model"] == "small"
-        assert step["h_init"] is not None
-        assert step["h_init"] >= 0
-        assert 0.0 <= step["residual_mass"] <= 1.0
-        assert step["first_token"]
+    assert_all_small(rec)
     # One small request per step (the glimpse is the step), the answer on the large server.
     expected = glimpse_requests(rec)
     assert expected == {"small": len(written(rec)), "large": 1}

@@ -41,3 +41,15 @@ def closed_early(rec: dict[str, Any]) -> dict[str, int]:
         closed["small"] += 1
         closed["large"] += 1
     return closed
+
+
+def assert_all_small(rec: dict[str, Any]) -> None:
+    """Every step of a ``threshold=inf`` call: written by the small model, with a glimpse
+    measured on a real first token (H_init >= 0, a residual mass in [0, 1])."""
+    assert rec["n_large_steps"] == 0
+    for step in rec["steps"]:
+        assert step["model"] == "small"
+        assert step["h_init"] is not None
+        assert step["h_init"] >= 0
+        assert 0.0 <= step["residual_mass"] <= 1.0
+        assert step["first_token"]
