@@ -25,7 +25,8 @@ from the variables that ``router_env(router, served_name, api_key=...)`` writes
       note ``top_logprobs`` is the router's glimpse k), validated as the constructor validates.
     * ``model`` is ``served_name`` or the large backend's model name. ``user``, ``metadata``,
       ``store``, ``parallel_tool_calls``, ``n=1``, zero penalties and ``logprobs=false`` are
-      accepted and ignored; any other field is refused with a 400 that names it.
+      accepted and ignored; any other field is refused with a 400 that names it. A field
+      whose value is null is one not given, as in OpenAI's API.
 
     The extension field ``glimprouter``: on a ``chat.completion``, the routing record (a
     ``RoutingRecord`` dict: ``n_steps``, ``n_large_steps``, ``intervention_rate``,

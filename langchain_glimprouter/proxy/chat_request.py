@@ -21,10 +21,10 @@ HARMLESS: dict[str, tuple[Any, ...] | None] = {
     "metadata": None,
     "store": None,
     "parallel_tool_calls": None,
-    "n": (None, 1),
-    "frequency_penalty": (None, 0),
-    "presence_penalty": (None, 0),
-    "logprobs": (None, False),
+    "n": (1,),
+    "frequency_penalty": (0,),
+    "presence_penalty": (0,),
+    "logprobs": (False,),
 }
 """Fields accepted and ignored: with any value (None), or only with one of these values."""
 OWN = frozenset(
@@ -55,10 +55,13 @@ def parse_chat_request(body: Any, router: GlimpRouterChatModel, served_name: str
 
     The router settings (``threshold``, ``max_reasoning_tokens``, ``temperature``, ...) are
     passed on as the call's keywords, which the router validates as its constructor does;
-    ``max_completion_tokens`` is the answer's budget, as ``max_tokens`` is.
+    ``max_completion_tokens`` is the answer's budget, as ``max_tokens`` is. A field whose
+    value is null is one not given, as in OpenAI's API (so ``model`` and ``messages`` are
+    still required).
     """
     if not isinstance(body, dict):
         raise bad("the request body must be a JSON object.")
+    body = {name: value for name, value in body.items() if value is not None}
     settings = set(router.router_settings) - NOT_PER_CALL
     _refuse_unsupported(body, settings)
     model = body.get("model")
@@ -71,8 +74,7 @@ def parse_chat_request(body: Any, router: GlimpRouterChatModel, served_name: str
             param="model",
             code="model_not_found",
         )
-    stream = body.get("stream") or False
-    options = body.get("stream_options") or {}
+    stream, options = body.get("stream", False), body.get("stream_options", {})
     if not isinstance(stream, bool) or not isinstance(options, dict):
         raise bad("stream must be a boolean and stream_options an object.", "stream")
     kwargs = {name: body[name] for name in settings if name in body}
@@ -130,7 +132,7 @@ def _stop(raw: Any) -> list[str] | None:
 def _answer_kwargs(body: dict[str, Any]) -> dict[str, Any]:
     """tools, tool_choice and response_format, as ``bind_tools`` / ``with_structured_output``
     pass them (a ``{"type": "text"}`` response_format is no constraint)."""
-    answer = {name: body[name] for name in ANSWER_KWARGS if body.get(name) is not None}
+    answer = {name: body[name] for name in ANSWER_KWARGS if name in body}
     form = answer.get("response_format", {})
     if not isinstance(form, dict):
         raise bad("response_format must be an object.", "response_format")

@@ -12,6 +12,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from langchain_glimprouter.proxy import create_app
+from langchain_glimprouter.proxy.chat_request import HARMLESS, OWN
 from tests.support.pair import router_for
 from tests.support.proxy import (
     ANSWER_SCHEMA,
@@ -195,6 +196,22 @@ async def test_openai_fields_and_router_settings_reach_the_router(servers: Any) 
     assert response.json()["choices"][0]["finish_reason"] == "length"
 
 
+async def test_a_null_field_is_one_not_given(servers: Any) -> None:
+    """As OpenAI's API reads it, a field sent as null is one not sent: the router's own setting
+    holds (model and messages stay required, see below)."""
+    small, large = servers()
+    router = router_for(small, large)
+    app = create_app(router)
+    plain = await post(app, messages=QUESTION)
+    sent = [r.params for r in (*small.requests, *large.requests)]
+    small.reset(), large.reset()
+    optional = {*OWN, *HARMLESS, *router.router_settings, "logit_bias"} - {"model", "messages"}
+    nulls = await post(app, messages=QUESTION, **dict.fromkeys(optional))
+    assert nulls.status_code == 200, nulls.text
+    assert [r.params for r in (*small.requests, *large.requests)] == sent
+    assert nulls.json()["choices"] == plain.json()["choices"]
+
+
 @pytest.mark.parametrize(
     ("fields", "status", "words"),
     [
@@ -209,9 +226,12 @@ async def test_openai_fields_and_router_settings_reach_the_router(servers: Any) 
         ({"n": 2}, 400, "n=2"),
         ({"model": "gpt-4o"}, 404, "'gpt-4o' does not exist"),
         ({"model": None}, 400, "model is required"),
+        ({"messages": None}, 400, "messages must be a non-empty list"),
         ({"messages": []}, 400, "messages must be a non-empty list"),
         ({"messages": [{"role": "wizard", "content": "x"}]}, 400, "messages:"),
         ({"stop": [1]}, 400, "stop must be"),
+        ({"stream": 0}, 400, "stream must be a boolean"),
+        ({"stream_options": []}, 400, "stream_options an object"),
         ({"tool_choice": "required"}, 400, "needs tools"),
         ({"response_format": {"type": "xml"}}, 400, "response_format must be"),
     ],
