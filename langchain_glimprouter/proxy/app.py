@@ -104,7 +104,7 @@ class Proxy:
                 await self.read_json(request), self.router, self.served_name
             )
             stream = parsed.stream
-            call = self.router._prepare(parsed.messages, parsed.stop, dict(parsed.kwargs))
+            call = parsed.prepare(self.router)
             if stream:
                 # The first event is awaited here, so a call that fails at once (a backend
                 # down, a prompt too long) gets its HTTP status rather than a failed stream.

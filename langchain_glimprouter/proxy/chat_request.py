@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import BaseMessage, convert_to_messages
 
-from langchain_glimprouter._convert import ANSWER_KWARGS
+from langchain_glimprouter._convert import ANSWER_KWARGS, Call
 from langchain_glimprouter._settings import NOT_PER_CALL
+from langchain_glimprouter.errors import InvalidArgumentError
 from langchain_glimprouter.proxy.errors import ApiError
 
 if TYPE_CHECKING:
@@ -44,6 +45,18 @@ class ChatRequest:
     kwargs: dict[str, Any]
     stream: bool
     include_usage: bool
+    aliases: dict[str, str]
+    """The request's own name of a call keyword it gave under another name (``max_tokens``
+    given as ``max_completion_tokens``), for the ``param`` of an error."""
+
+    def prepare(self, router: GlimpRouterChatModel) -> Call:
+        """The router's call of this request (``_prepare``, which checks every setting as the
+        constructor does); an invalid one is a 400 whose ``param`` is the request's field."""
+        try:
+            return router._prepare(self.messages, self.stop, dict(self.kwargs))
+        except InvalidArgumentError as exc:
+            param = exc.param and self.aliases.get(exc.param, exc.param)
+            raise bad(str(exc), param) from None
 
 
 def bad(message: str, param: str | None = None, code: str = "invalid_value") -> ApiError:
@@ -75,13 +88,17 @@ def parse_chat_request(body: Any, router: GlimpRouterChatModel, served_name: str
             code="model_not_found",
         )
     stream, options = body.get("stream", False), body.get("stream_options", {})
-    if not isinstance(stream, bool) or not isinstance(options, dict):
-        raise bad("stream must be a boolean and stream_options an object.", "stream")
+    if not isinstance(stream, bool):
+        raise bad("stream must be a boolean.", "stream")
+    if not isinstance(options, dict):
+        raise bad("stream_options must be an object.", "stream_options")
     kwargs = {name: body[name] for name in settings if name in body}
+    aliases = {}
     if "max_completion_tokens" in body:
         if "max_tokens" in body and body["max_tokens"] != body["max_completion_tokens"]:
             raise bad("give max_tokens or max_completion_tokens, not both.", "max_tokens")
         kwargs["max_tokens"] = body["max_completion_tokens"]
+        aliases["max_tokens"] = "max_completion_tokens"
     kwargs.update(_answer_kwargs(body))
     return ChatRequest(
         model=model,
@@ -90,6 +107,7 @@ def parse_chat_request(body: Any, router: GlimpRouterChatModel, served_name: str
         kwargs=kwargs,
         stream=stream,
         include_usage=bool(options.get("include_usage")),
+        aliases=aliases,
     )
 
 
