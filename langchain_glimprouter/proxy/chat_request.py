@@ -157,6 +157,19 @@ def _answer_kwargs(body: dict[str, Any]) -> dict[str, Any]:
     if form.get("type") == "text":
         del answer["response_format"]
     tools = answer.get("tools", [])
-    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
-        raise bad("tools must be a list of tool objects.", "tools")
+    if not isinstance(tools, list) or not all(map(_is_function_tool, tools)):
+        raise bad(
+            "tools must be a list of {'type': 'function', 'function': {'name': ..., "
+            "'parameters': {...}}} objects.",
+            "tools",
+        )
     return answer
+
+
+def _is_function_tool(tool: Any) -> bool:
+    function = tool.get("function") if isinstance(tool, dict) else None
+    return (
+        tool.get("type") == "function"
+        and isinstance(function, dict)
+        and isinstance(function.get("name"), str)
+    )

@@ -243,6 +243,8 @@ async def test_a_null_field_is_one_not_given(servers: Any) -> None:
         ({"stop": [1]}, 400, "stop must be", "stop"),
         ({"stream": 0}, 400, "stream must be a boolean", "stream"),
         ({"stream_options": []}, 400, "stream_options must be an object", "stream_options"),
+        ({"tools": [{"name": "f"}]}, 400, "tools must be a list of", "tools"),
+        ({"tools": [{"type": "function"}]}, 400, "tools must be a list of", "tools"),
         ({"tool_choice": "required"}, 400, "needs tools", "tool_choice"),
         ({"tools": [WEATHER_TOOL], "tool_choice": "f"}, 400, "names no bound", "tool_choice"),
         ({"response_format": {"type": "xml"}}, 400, "response_format must be", "response_format"),
