@@ -109,7 +109,9 @@ def forced_tools(
     if tool_choice in (None, False, "auto", "none"):
         return None
     if not tools:
-        raise InvalidArgumentError(f"tool_choice={tool_choice!r} needs tools; bind some first.")
+        raise InvalidArgumentError(
+            f"tool_choice={tool_choice!r} needs tools; bind some first.", param="tool_choice"
+        )
     if tool_choice in (True, "any", "required"):
         return tools
     name: Any = tool_choice
@@ -120,7 +122,8 @@ def forced_tools(
         known = [t["function"]["name"] for t in tools]
         raise InvalidArgumentError(
             f"tool_choice={tool_choice!r} names no bound tool; use 'auto', 'none', 'any', "
-            f"'required', True or one of {known}."
+            f"'required', True or one of {known}.",
+            param="tool_choice",
         )
     return chosen
 
@@ -136,7 +139,8 @@ def answer_plan(
     if response_format is not None:
         if forced is not None:
             raise InvalidArgumentError(
-                "response_format and a forced tool_choice exclude each other."
+                "response_format and a forced tool_choice exclude each other.",
+                param="response_format",
             )
         kind = response_format.get("type")
         if kind == "json_object":
@@ -145,7 +149,8 @@ def answer_plan(
         if kind != "json_schema" or not isinstance(schema, dict):
             raise InvalidArgumentError(
                 "response_format must be {'type': 'json_object'} or {'type': 'json_schema', "
-                f"'json_schema': {{'schema': {{...}}}}}} (got {response_format!r})."
+                f"'json_schema': {{'schema': {{...}}}}}} (got {response_format!r}).",
+                param="response_format",
             )
         return AnswerConstraint(schema=schema), False
     if forced is not None:
@@ -284,14 +289,15 @@ def text_of(message: BaseMessage) -> str:
             kind = part.get("type") if isinstance(part, dict) else type(part).__name__
             raise InvalidArgumentError(
                 f"GlimpRouterChatModel takes text only; a {message.type} message has a "
-                f"{kind!r} content part. Send text, or describe the content in words."
+                f"{kind!r} content part. Send text, or describe the content in words.",
+                param="messages",
             )
     return "".join(parts)
 
 
 def to_openai_messages(messages: list[BaseMessage]) -> list[dict[str, Any]]:
     if not messages:
-        raise InvalidArgumentError("messages must not be empty.")
+        raise InvalidArgumentError("messages must not be empty.", param="messages")
     out: list[dict[str, Any]] = []
     for message in messages:
         if isinstance(message, HumanMessage):
@@ -305,7 +311,9 @@ def to_openai_messages(messages: list[BaseMessage]) -> list[dict[str, Any]]:
         elif isinstance(message, ChatMessage):
             role = message.role
         else:
-            raise InvalidArgumentError(f"unsupported message type {type(message).__name__}.")
+            raise InvalidArgumentError(
+                f"unsupported message type {type(message).__name__}.", param="messages"
+            )
         entry: dict[str, Any] = {"role": role, "content": text_of(message)}
         if isinstance(message, AIMessage) and message.tool_calls:
             entry["tool_calls"] = [
@@ -349,7 +357,8 @@ def prepare_call(
     if unknown:
         raise InvalidArgumentError(
             f"unsupported call arguments {sorted(unknown)}; supported: "
-            f"{sorted(per_call | ANSWER_KWARGS | {'model', 'stop'})}."
+            f"{sorted(per_call | ANSWER_KWARGS | {'model', 'stop'})}.",
+            param=min(unknown),
         )
     tools = [convert_to_openai_tool(t) for t in answer.get("tools") or []]
     constraint, parse = answer_plan(
@@ -365,7 +374,8 @@ def prepare_call(
         if controller is None or values["target_rate"] != controller.target_rate:
             raise InvalidArgumentError(
                 "threshold='auto' per call needs a router built with threshold='auto' and the "
-                "same target_rate (the controller lives across calls)."
+                "same target_rate (the controller lives across calls).",
+                param="threshold",
             )
         auto = controller
     check_settings(values)

@@ -63,12 +63,14 @@ def check_budgets(
     ):
         raise InvalidArgumentError(
             f"threshold must be >= 0 nats or 'auto' (got {threshold!r}); 0 sends every step to "
-            "the large model, math.inf every step to the small one."
+            "the large model, math.inf every step to the small one.",
+            param="threshold",
         )
     if max_reasoning_tokens <= 0 or max_tokens <= 0:
         raise BudgetError(
             "max_reasoning_tokens and max_tokens must be positive (got "
-            f"{max_reasoning_tokens} and {max_tokens})."
+            f"{max_reasoning_tokens} and {max_tokens}).",
+            param="max_reasoning_tokens" if max_reasoning_tokens <= 0 else "max_tokens",
         )
 
 
@@ -77,29 +79,37 @@ def check_strategy(
 ) -> None:
     """Refuse a strategy, threshold and target rate that do not go together."""
     if strategy not in STRATEGIES:
-        raise InvalidArgumentError(f"strategy must be one of {STRATEGIES} (got {strategy!r}).")
+        raise InvalidArgumentError(
+            f"strategy must be one of {STRATEGIES} (got {strategy!r}).", param="strategy"
+        )
     if target_rate is not None and not 0.0 <= target_rate <= 1.0:
-        raise InvalidArgumentError(f"target_rate must be in [0, 1] (got {target_rate}).")
+        raise InvalidArgumentError(
+            f"target_rate must be in [0, 1] (got {target_rate}).", param="target_rate"
+        )
     if threshold == "auto":
         if not SPECS[strategy].measured:
             raise InvalidArgumentError(
                 f"threshold='auto' needs a strategy with a measure (glimpse, step_entropy, "
-                f"step_ppl, specreason), not {strategy!r}."
+                f"step_ppl, specreason), not {strategy!r}.",
+                param="strategy",
             )
         if target_rate is None or not 0.0 < target_rate < 1.0:
             raise InvalidArgumentError(
                 "threshold='auto' needs target_rate in (0, 1): the share of steps to send to "
-                "the large model, e.g. target_rate=0.25."
+                "the large model, e.g. target_rate=0.25.",
+                param="target_rate",
             )
     elif SPECS[strategy].decider == "coin":
         if target_rate is None:
             raise InvalidArgumentError(
-                "strategy='random' needs target_rate: the probability of a large step."
+                "strategy='random' needs target_rate: the probability of a large step.",
+                param="target_rate",
             )
     elif target_rate is not None:
         raise InvalidArgumentError(
             "target_rate is used only with threshold='auto' or strategy='random'; remove it, "
-            "or set threshold='auto'."
+            "or set threshold='auto'.",
+            param="target_rate",
         )
 
 
@@ -114,22 +124,32 @@ def check_settings(values: Mapping[str, Any]) -> None:
     check_strategy(values["strategy"], values["threshold"], values["target_rate"])
     if values["max_step_tokens"] is not None and values["max_step_tokens"] < 1:
         raise InvalidArgumentError(
-            f"max_step_tokens must be >= 1 or None (got {values['max_step_tokens']})."
+            f"max_step_tokens must be >= 1 or None (got {values['max_step_tokens']}).",
+            param="max_step_tokens",
         )
     if values["top_logprobs"] < 1:
-        raise InvalidArgumentError(f"top_logprobs must be >= 1 (got {values['top_logprobs']}).")
+        raise InvalidArgumentError(
+            f"top_logprobs must be >= 1 (got {values['top_logprobs']}).", param="top_logprobs"
+        )
     if values["escalation_logprobs"] < 0:
         raise InvalidArgumentError(
             f"escalation_logprobs must be >= 0 (got {values['escalation_logprobs']}); 0 never "
-            "escalates."
+            "escalates.",
+            param="escalation_logprobs",
         )
     if values["max_retries"] < 0:
-        raise InvalidArgumentError(f"max_retries must be >= 0 (got {values['max_retries']}).")
+        raise InvalidArgumentError(
+            f"max_retries must be >= 0 (got {values['max_retries']}).", param="max_retries"
+        )
     found = delimiters(values["step_delimiter"])
     if not found or not all(found):
-        raise InvalidArgumentError("step_delimiter must not be empty (nor hold an empty one).")
+        raise InvalidArgumentError(
+            "step_delimiter must not be empty (nor hold an empty one).", param="step_delimiter"
+        )
     if values["entropy_estimator"] not in ESTIMATORS:
-        raise InvalidArgumentError(f"entropy_estimator must be one of {ESTIMATORS}.")
+        raise InvalidArgumentError(
+            f"entropy_estimator must be one of {ESTIMATORS}.", param="entropy_estimator"
+        )
 
 
 def overrides(fields: Mapping[str, FieldInfo], given: Mapping[str, Any]) -> dict[str, Any]:
@@ -141,7 +161,7 @@ def overrides(fields: Mapping[str, FieldInfo], given: Mapping[str, Any]) -> dict
             out[name] = _adapter(fields[name]).validate_python(value)
         except ValidationError as exc:
             problem = "; ".join(e["msg"] for e in exc.errors())
-            raise InvalidArgumentError(f"{name}={value!r}: {problem}.") from None
+            raise InvalidArgumentError(f"{name}={value!r}: {problem}.", param=name) from None
     return out
 
 

@@ -19,12 +19,17 @@ class InvalidArgumentError(GlimpRouterError):
     any request of a call; also when a server rejects ``top_logprobs`` above its cap.
     """
 
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        """The argument or setting at fault, when one is (the proxy's error ``param``)."""
+
 
 class LogprobsCapError(InvalidArgumentError):
     """The server refused more logprobs than its cap (vLLM's ``--max-logprobs``): ``cap``."""
 
     def __init__(self, message: str, *, cap: int) -> None:
-        super().__init__(message)
+        super().__init__(message, param="top_logprobs")
         self.cap = cap
 
 

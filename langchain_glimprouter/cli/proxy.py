@@ -69,8 +69,8 @@ def add_parser(commands: Any) -> None:
         "--workers",
         type=int,
         default=1,
-        help="uvicorn worker processes (default 1); with threshold 'auto' each has its own "
-        "controller",
+        help="uvicorn worker processes (default 1); each has its own /metrics and, with "
+        "threshold 'auto', its own controller",
     )
     sub.add_argument(
         "--api-key", default=None, help=f"bearer token clients must send (default: ${API_KEY_ENV})"

@@ -25,7 +25,8 @@ from the variables that ``router_env(router, served_name, api_key=...)`` writes
       note ``top_logprobs`` is the router's glimpse k), validated as the constructor validates.
     * ``model`` is ``served_name`` or the large backend's model name. ``user``, ``metadata``,
       ``store``, ``parallel_tool_calls``, ``n=1``, zero penalties and ``logprobs=false`` are
-      accepted and ignored; any other field is refused with a 400 that names it.
+      accepted and ignored; any other field is refused with a 400 that names it. A field
+      whose value is null is one not given, as in OpenAI's API.
 
     The extension field ``glimprouter``: on a ``chat.completion``, the routing record (a
     ``RoutingRecord`` dict: ``n_steps``, ``n_large_steps``, ``intervention_rate``,
@@ -45,8 +46,9 @@ from the variables that ``router_env(router, served_name, api_key=...)`` writes
 ``GET /metrics``
     Prometheus text format (:mod:`.metrics`).
 
-Errors are OpenAI's ``{"error": {"message", "type", "param", "code"}}``: 400 for what the
-request can fix (bad JSON or fields, invalid settings, ``context_length_exceeded``), 401 (a
+Errors are OpenAI's ``{"error": {"message", "type", "param", "code"}}``, ``param`` naming the
+request's field at fault when there is one: 400 for what the request can fix (bad JSON or
+fields, invalid settings, ``context_length_exceeded``), 401 (a
 missing or wrong key), 404 (``model_not_found``, unknown routes), 413 (a body over
 ``max_body_bytes``), 502 (a backend's bad or broken answer), 503 (a backend unreachable), 504
 (a backend timed out). A stream that fails after it started ends with one

@@ -42,14 +42,6 @@ def sse(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-async def _prepended(first: Any, rest: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
-    """``first``, then the items of ``rest`` (closed with this generator)."""
-    async with aclosing(rest):
-        yield first
-        async for item in rest:
-            yield item
-
-
 class Proxy:
     """One app's router, settings and metrics, and its endpoints."""
 
@@ -112,14 +104,15 @@ class Proxy:
                 await self.read_json(request), self.router, self.served_name
             )
             stream = parsed.stream
-            call = self.router._prepare(parsed.messages, parsed.stop, dict(parsed.kwargs))
+            call = parsed.prepare(self.router)
             if stream:
                 # The first event is awaited here, so a call that fails at once (a backend
                 # down, a prompt too long) gets its HTTP status rather than a failed stream.
                 events = self._routed(call, True, started)
                 first = await unless_disconnected(request.receive, anext(events))
                 streaming = True  # from here the stream counts the request when it ends
-                return EventStream(self._events(call, parsed, started, first, events))
+                streamed = StreamedCall(self, call, parsed, started, first, events)
+                return EventStream(streamed.events, streamed.close)
             message = await unless_disconnected(request.receive, self._collect(call, started))
         except ClientGone:
             self._end(stream, started, GONE)
@@ -166,37 +159,6 @@ class Proxy:
                     result = event
         return cast(AIMessage, chat_result(require_result(result), call).generations[0].message)
 
-    async def _events(
-        self,
-        call: Call,
-        parsed: ChatRequest,
-        started: float,
-        first: Any,
-        events: AsyncGenerator[Any, None],
-    ) -> AsyncGenerator[str, None]:
-        """The server-sent events of a streamed call from its ``first`` engine event and the
-        rest of its ``events``; a failure is the last event."""
-        shaper, chunker = Shaper(parsed.model), Chunker(call, None)
-        status, error = 200, None
-        try:
-            yield sse(shaper.first())
-            async with aclosing(_prepended(first, events)) as every:
-                async for event in every:
-                    for chunk in chunker.of(event):
-                        for payload in shaper.chunks(chunk, parsed.include_usage):
-                            yield sse(payload)
-            yield "data: [DONE]\n\n"
-        except (asyncio.CancelledError, GeneratorExit):
-            status = GONE
-            raise
-        except Exception as exc:
-            failure = api_error(exc)
-            status, error = failure.status, failure.code or type(exc).__name__
-            yield sse(failure.body())
-        finally:
-            self.metrics.in_flight.dec()
-            self._end(True, started, status, error)
-
     # -- the other endpoints ----------------------------------------------------------------------
 
     async def models(self, request: Request) -> Response:
@@ -234,6 +196,61 @@ class Proxy:
 
     async def metrics_text(self, request: Request) -> Response:
         return Response(self.metrics.exposition(), media_type=CONTENT_TYPE)
+
+
+class StreamedCall:
+    """A streamed call from its first engine event on: its server-sent events (a failure is
+    the last one), and its end (:meth:`close`), which closes the engine's events, aborting
+    both servers' requests, and counts the request once, whether or not the events were ever
+    read."""
+
+    def __init__(
+        self,
+        proxy: Proxy,
+        call: Call,
+        parsed: ChatRequest,
+        started: float,
+        first: Any,
+        engine: AsyncGenerator[Any, None],
+    ) -> None:
+        self.proxy, self.call, self.parsed, self.started = proxy, call, parsed, started
+        self.first, self.engine = first, engine
+        self.status: int = GONE
+        """The status counted: 499 (the client left) until the events end otherwise."""
+        self.error: str | None = None
+        self.events = self._sse()
+        """The call's server-sent events (none of its code runs until the first is asked for)."""
+
+    async def _sse(self) -> AsyncGenerator[str, None]:
+        shaper, chunker = Shaper(self.parsed.model), Chunker(self.call, None)
+
+        def texts(event: Any) -> list[str]:
+            chunks = chunker.of(event)
+            include_usage = self.parsed.include_usage
+            return [sse(p) for chunk in chunks for p in shaper.chunks(chunk, include_usage)]
+
+        try:
+            yield sse(shaper.first())
+            for text in texts(self.first):
+                yield text
+            async for event in self.engine:
+                for text in texts(event):
+                    yield text
+        except Exception as exc:
+            failure = api_error(exc)
+            self.status, self.error = failure.status, failure.code or type(exc).__name__
+            yield sse(failure.body())
+            return
+        yield "data: [DONE]\n\n"
+        self.status = 200
+
+    async def close(self) -> None:
+        try:
+            await self.events.aclose()
+            await self.engine.aclose()
+        finally:
+            self.proxy.metrics.in_flight.dec()
+            self.proxy._end(True, self.started, self.status, self.error)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

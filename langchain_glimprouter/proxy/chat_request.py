@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import BaseMessage, convert_to_messages
 
-from langchain_glimprouter._convert import ANSWER_KWARGS
+from langchain_glimprouter._convert import ANSWER_KWARGS, Call
 from langchain_glimprouter._settings import NOT_PER_CALL
+from langchain_glimprouter.errors import InvalidArgumentError
 from langchain_glimprouter.proxy.errors import ApiError
 
 if TYPE_CHECKING:
@@ -21,10 +22,10 @@ HARMLESS: dict[str, tuple[Any, ...] | None] = {
     "metadata": None,
     "store": None,
     "parallel_tool_calls": None,
-    "n": (None, 1),
-    "frequency_penalty": (None, 0),
-    "presence_penalty": (None, 0),
-    "logprobs": (None, False),
+    "n": (1,),
+    "frequency_penalty": (0,),
+    "presence_penalty": (0,),
+    "logprobs": (False,),
 }
 """Fields accepted and ignored: with any value (None), or only with one of these values."""
 OWN = frozenset(
@@ -44,6 +45,18 @@ class ChatRequest:
     kwargs: dict[str, Any]
     stream: bool
     include_usage: bool
+    aliases: dict[str, str]
+    """The request's own name of a call keyword it gave under another name (``max_tokens``
+    given as ``max_completion_tokens``), for the ``param`` of an error."""
+
+    def prepare(self, router: GlimpRouterChatModel) -> Call:
+        """The router's call of this request (``_prepare``, which checks every setting as the
+        constructor does); an invalid one is a 400 whose ``param`` is the request's field."""
+        try:
+            return router._prepare(self.messages, self.stop, dict(self.kwargs))
+        except InvalidArgumentError as exc:
+            param = exc.param and self.aliases.get(exc.param, exc.param)
+            raise bad(str(exc), param) from None
 
 
 def bad(message: str, param: str | None = None, code: str = "invalid_value") -> ApiError:
@@ -55,10 +68,13 @@ def parse_chat_request(body: Any, router: GlimpRouterChatModel, served_name: str
 
     The router settings (``threshold``, ``max_reasoning_tokens``, ``temperature``, ...) are
     passed on as the call's keywords, which the router validates as its constructor does;
-    ``max_completion_tokens`` is the answer's budget, as ``max_tokens`` is.
+    ``max_completion_tokens`` is the answer's budget, as ``max_tokens`` is. A field whose
+    value is null is one not given, as in OpenAI's API (so ``model`` and ``messages`` are
+    still required).
     """
     if not isinstance(body, dict):
         raise bad("the request body must be a JSON object.")
+    body = {name: value for name, value in body.items() if value is not None}
     settings = set(router.router_settings) - NOT_PER_CALL
     _refuse_unsupported(body, settings)
     model = body.get("model")
@@ -71,15 +87,18 @@ def parse_chat_request(body: Any, router: GlimpRouterChatModel, served_name: str
             param="model",
             code="model_not_found",
         )
-    stream = body.get("stream") or False
-    options = body.get("stream_options") or {}
-    if not isinstance(stream, bool) or not isinstance(options, dict):
-        raise bad("stream must be a boolean and stream_options an object.", "stream")
+    stream, options = body.get("stream", False), body.get("stream_options", {})
+    if not isinstance(stream, bool):
+        raise bad("stream must be a boolean.", "stream")
+    if not isinstance(options, dict):
+        raise bad("stream_options must be an object.", "stream_options")
     kwargs = {name: body[name] for name in settings if name in body}
+    aliases = {}
     if "max_completion_tokens" in body:
         if "max_tokens" in body and body["max_tokens"] != body["max_completion_tokens"]:
             raise bad("give max_tokens or max_completion_tokens, not both.", "max_tokens")
         kwargs["max_tokens"] = body["max_completion_tokens"]
+        aliases["max_tokens"] = "max_completion_tokens"
     kwargs.update(_answer_kwargs(body))
     return ChatRequest(
         model=model,
@@ -88,6 +107,7 @@ def parse_chat_request(body: Any, router: GlimpRouterChatModel, served_name: str
         kwargs=kwargs,
         stream=stream,
         include_usage=bool(options.get("include_usage")),
+        aliases=aliases,
     )
 
 
@@ -130,13 +150,26 @@ def _stop(raw: Any) -> list[str] | None:
 def _answer_kwargs(body: dict[str, Any]) -> dict[str, Any]:
     """tools, tool_choice and response_format, as ``bind_tools`` / ``with_structured_output``
     pass them (a ``{"type": "text"}`` response_format is no constraint)."""
-    answer = {name: body[name] for name in ANSWER_KWARGS if body.get(name) is not None}
+    answer = {name: body[name] for name in ANSWER_KWARGS if name in body}
     form = answer.get("response_format", {})
     if not isinstance(form, dict):
         raise bad("response_format must be an object.", "response_format")
     if form.get("type") == "text":
         del answer["response_format"]
     tools = answer.get("tools", [])
-    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
-        raise bad("tools must be a list of tool objects.", "tools")
+    if not isinstance(tools, list) or not all(map(_is_function_tool, tools)):
+        raise bad(
+            "tools must be a list of {'type': 'function', 'function': {'name': ..., "
+            "'parameters': {...}}} objects.",
+            "tools",
+        )
     return answer
+
+
+def _is_function_tool(tool: Any) -> bool:
+    function = tool.get("function") if isinstance(tool, dict) else None
+    return (
+        tool.get("type") == "function"
+        and isinstance(function, dict)
+        and isinstance(function.get("name"), str)
+    )

@@ -69,13 +69,15 @@ _MAPPED: tuple[tuple[type[GlimpRouterError], int, str, str], ...] = (
 
 def api_error(exc: Exception) -> ApiError:
     """What the client is told of ``exc``: a router error with its status (400 for what the
-    request can fix, 502 for a backend's bad answer, 503 unreachable, 504 timed out); anything
-    else is a 500 whose details stay in the proxy's log."""
+    request can fix, naming the field at fault as ``param``; 502 for a backend's bad answer,
+    503 unreachable, 504 timed out); anything else is a 500 whose details stay in the
+    proxy's log."""
     if isinstance(exc, ApiError):
         return exc
     for kind, status, type_, code in _MAPPED:
         if isinstance(exc, kind):
-            return ApiError(status, str(exc), type=type_, code=code)
+            param = exc.param if isinstance(exc, InvalidArgumentError) else None
+            return ApiError(status, str(exc), type=type_, code=code, param=param)
     log.error("internal error: %s: %s", type(exc).__name__, exc, exc_info=exc)
     return ApiError(
         500,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from starlette.responses import StreamingResponse
@@ -52,16 +52,25 @@ def _body(data: bytes, *, more: bool) -> Message:
 
 class EventStream(StreamingResponse):
     """A ``text/event-stream`` response of ``events`` (each the text of one event, ``data: ...
-    \\n\\n``) that closes them when the client disconnects, between events or while one is
-    being produced."""
+    \\n\\n``) that stops reading them when the client disconnects, between events or while one
+    is being produced.
 
-    def __init__(self, events: AsyncGenerator[str, None]) -> None:
+    ``close`` is awaited exactly once when the response ends, however it ends: done, failed,
+    or the client gone, even before the first event was asked for. ``events`` has not started
+    then, so closing it runs none of its code: what must happen at the end belongs in
+    ``close``, not in a ``finally`` of ``events``.
+    """
+
+    def __init__(self, events: AsyncIterator[str], close: Callable[[], Awaitable[None]]) -> None:
         super().__init__(events, media_type="text/event-stream")
-        self.events = events
+        self.events, self.close = events, close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        with contextlib.suppress(ClientGone):
-            await unless_disconnected(receive, self._pump(send))
+        try:
+            with contextlib.suppress(ClientGone):
+                await unless_disconnected(receive, self._pump(send))
+        finally:
+            await self.close()
 
     async def _pump(self, send: Send) -> None:
         start = {"type": "http.response.start", "status": self.status_code}
@@ -72,5 +81,3 @@ class EventStream(StreamingResponse):
             await send(_body(b"", more=False))
         except OSError:  # the client left while an event was being sent (ASGI 2.4)
             raise ClientGone from None
-        finally:
-            await self.events.aclose()

@@ -36,9 +36,10 @@ B = Backend(base_url="http://127.0.0.1:9/v1", model="m")
         ({"step_delimiter": ""}, InvalidArgumentError),
     ],
 )
-def test_invalid_settings(settings: dict[str, Any], error: type[Exception]) -> None:
-    with pytest.raises(error):
+def test_invalid_settings_are_named(settings: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error) as raised:
         GlimpRouterChatModel(small=B, large=B, **settings)
+    assert getattr(raised.value, "param", None) == next(iter(settings))
 
 
 def test_invalid_calls_fail_before_any_request(servers: Any) -> None:
@@ -59,8 +60,9 @@ def test_invalid_calls_fail_before_any_request(servers: Any) -> None:
 
 def test_top_logprobs_above_the_server_cap(servers: Any) -> None:
     small, large = servers(max_logprobs=5)
-    with pytest.raises(InvalidArgumentError, match="top_logprobs <= 5"):
+    with pytest.raises(InvalidArgumentError, match="top_logprobs <= 5") as raised:
         router_for(small, large, top_logprobs=6).invoke(QUESTION)
+    assert raised.value.param == "top_logprobs"
 
 
 def test_missing_logprobs_names_the_server_flag(servers: Any) -> None:

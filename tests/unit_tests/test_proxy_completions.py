@@ -12,6 +12,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from langchain_glimprouter.proxy import create_app
+from langchain_glimprouter.proxy.chat_request import HARMLESS, OWN
 from tests.support.pair import RENDERS_PAST_REASONING, router_for
 from tests.support.proxy import (
     ANSWER_SCHEMA,
@@ -25,6 +26,8 @@ from tests.support.proxy import (
     deltas,
     sse_payloads,
 )
+
+IMAGE = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}
 
 
 async def post(app: Any, **body: Any) -> Any:
@@ -212,37 +215,69 @@ async def test_openai_fields_and_router_settings_reach_the_router(servers: Any) 
     assert response.json()["choices"][0]["finish_reason"] == "length"
 
 
+async def test_a_null_field_is_one_not_given(servers: Any) -> None:
+    """As OpenAI's API reads it, a field sent as null is one not sent: the router's own setting
+    holds (model and messages stay required, see below)."""
+    small, large = servers()
+    router = router_for(small, large)
+    app = create_app(router)
+    plain = await post(app, messages=QUESTION)
+    sent = [r.params for r in (*small.requests, *large.requests)]
+    small.reset(), large.reset()
+    optional = {*OWN, *HARMLESS, *router.router_settings, "logit_bias"} - {"model", "messages"}
+    nulls = await post(app, messages=QUESTION, **dict.fromkeys(optional))
+    assert nulls.status_code == 200, nulls.text
+    assert [r.params for r in (*small.requests, *large.requests)] == sent
+    assert nulls.json()["choices"] == plain.json()["choices"]
+
+
 @pytest.mark.parametrize(
-    ("fields", "status", "words"),
+    ("fields", "status", "words", "param"),
     [
-        ({"threshold": -1}, 400, "threshold must be >= 0"),
-        ({"probe": "fast"}, 400, "probe='fast'"),
-        ({"target_rate": 0.3}, 400, "target_rate is used only"),
-        ({"max_reasoning_tokens": 0}, 400, "must be positive"),
-        ({"api_key": "x"}, 400, "unsupported fields ['api_key']"),
-        ({"logit_bias": {"1": 2}}, 400, "unsupported fields ['logit_bias']"),
-        ({"logprobs": True}, 400, "logprobs=True is not supported"),
-        ({"presence_penalty": 0.5}, 400, "presence_penalty=0.5"),
-        ({"n": 2}, 400, "n=2"),
-        ({"model": "gpt-4o"}, 404, "'gpt-4o' does not exist"),
-        ({"model": None}, 400, "model is required"),
-        ({"messages": []}, 400, "messages must be a non-empty list"),
-        ({"messages": [{"role": "wizard", "content": "x"}]}, 400, "messages:"),
-        ({"stop": [1]}, 400, "stop must be"),
-        ({"tool_choice": "required"}, 400, "needs tools"),
-        ({"response_format": {"type": "xml"}}, 400, "response_format must be"),
+        ({"threshold": -1}, 400, "threshold must be >= 0", "threshold"),
+        ({"threshold": "abc"}, 400, "threshold='abc'", "threshold"),
+        ({"threshold": "auto"}, 400, "needs a router built with threshold='auto'", "threshold"),
+        ({"probe": "fast"}, 400, "probe='fast'", "probe"),
+        ({"strategy": "bogus"}, 400, "strategy='bogus'", "strategy"),
+        ({"target_rate": 0.3}, 400, "target_rate is used only", "target_rate"),
+        ({"max_reasoning_tokens": 0}, 400, "must be positive", "max_reasoning_tokens"),
+        ({"max_tokens": -1}, 400, "must be positive", "max_tokens"),
+        ({"max_completion_tokens": -1}, 400, "must be positive", "max_completion_tokens"),
+        ({"max_completion_tokens": "x"}, 400, "valid integer", "max_completion_tokens"),
+        ({"top_logprobs": 0}, 400, "top_logprobs must be >= 1", "top_logprobs"),
+        ({"step_delimiter": ""}, 400, "step_delimiter must not be empty", "step_delimiter"),
+        ({"api_key": "x"}, 400, "unsupported fields ['api_key']", "api_key"),
+        ({"logit_bias": {"1": 2}}, 400, "unsupported fields ['logit_bias']", "logit_bias"),
+        ({"logprobs": True}, 400, "logprobs=True is not supported", "logprobs"),
+        ({"presence_penalty": 0.5}, 400, "presence_penalty=0.5", "presence_penalty"),
+        ({"n": 2}, 400, "n=2", "n"),
+        ({"model": "gpt-4o"}, 404, "'gpt-4o' does not exist", "model"),
+        ({"model": None}, 400, "model is required", "model"),
+        ({"messages": None}, 400, "messages must be a non-empty list", "messages"),
+        ({"messages": []}, 400, "messages must be a non-empty list", "messages"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, 400, "messages:", "messages"),
+        ({"messages": [IMAGE]}, 400, "takes text only", "messages"),
+        ({"stop": [1]}, 400, "stop must be", "stop"),
+        ({"stream": 0}, 400, "stream must be a boolean", "stream"),
+        ({"stream_options": []}, 400, "stream_options must be an object", "stream_options"),
+        ({"tools": [{"name": "f"}]}, 400, "tools must be a list of", "tools"),
+        ({"tools": [{"type": "function"}]}, 400, "tools must be a list of", "tools"),
+        ({"tool_choice": "required"}, 400, "needs tools", "tool_choice"),
+        ({"tools": [WEATHER_TOOL], "tool_choice": "f"}, 400, "names no bound", "tool_choice"),
+        ({"response_format": {"type": "xml"}}, 400, "response_format must be", "response_format"),
     ],
 )
-async def test_a_bad_request_is_refused_in_openai_shape(
-    app: Any, fields: dict[str, Any], status: int, words: str
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_bad_request_is_refused_in_openai_shape_naming_the_field(
+    app: Any, fields: dict[str, Any], status: int, words: str, param: str, stream: bool
 ) -> None:
-    response = await post(app, **{"messages": QUESTION, **fields})
+    response = await post(app, **{"messages": QUESTION, "stream": stream, **fields})
     assert response.status_code == status
     error = response.json()["error"]
     assert words in error["message"]
-    assert error["type"] == "invalid_request_error"
+    assert (error["type"], error["param"]) == ("invalid_request_error", param)
     if status == 404:
-        assert (error["code"], error["param"]) == ("model_not_found", "model")
+        assert error["code"] == "model_not_found"
 
 
 async def test_the_large_model_name_is_an_alias(app: Any) -> None:

@@ -3,6 +3,7 @@ with no socket."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -125,6 +126,56 @@ async def test_a_failure_mid_stream_is_the_last_event(servers: Any) -> None:
     assert payloads[-1]["error"]["code"] == "stream_interrupted"
     assert "[large backend at" in payloads[-1]["error"]["message"]
     assert "[DONE]" not in payloads
+
+
+async def test_a_client_leaving_as_the_stream_starts_is_counted_and_aborts_both_servers(
+    servers: Any,
+) -> None:
+    """The client leaves after the first engine event is in, while the response's headers are
+    being sent: the body's events never start, yet the request counts once (499) and both
+    servers' requests are closed before the app returns (not when the garbage collector
+    finalises the stream)."""
+    small, large = servers()
+    app = create_app(router_for(small, large))
+    body = json.dumps({**BODY, "stream": True}).encode()
+    headers_sent = asyncio.Event()
+    requests = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if requests:
+            return requests.pop()
+        await headers_sent.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers_sent.set()
+            await asyncio.Event().wait()  # still writing when the client leaves
+
+    hooks, dropped = sys.get_asyncgen_hooks(), []
+    sys.set_asyncgen_hooks(hooks.firstiter, dropped.append)  # the loop's finaliser closes none
+    try:
+        await app(asgi_scope("POST", "/v1/chat/completions"), receive, send)
+        running = (small.active, large.active)
+    finally:
+        sys.set_asyncgen_hooks(*hooks)
+        for generator in dropped:
+            await generator.aclose()
+    assert running == (0, 0)
+    assert not small.requests[-1].finished  # aborted mid-step
+    text = app.state.proxy.metrics.exposition().decode()
+    assert metric(text, 'glimprouter_proxy_requests_total{status="499",stream="true"}') == 1
+    assert metric(text, "glimprouter_proxy_requests_in_flight") == 0
+
+
+def asgi_scope(method: str, path: str) -> dict[str, Any]:
+    """An ASGI HTTP scope of a JSON request."""
+    return {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+        "query_string": b"", "headers": [(b"content-type", b"application/json")],
+        "server": ("proxy", 80), "client": ("client", 1),
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(
