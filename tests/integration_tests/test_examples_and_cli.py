@@ -14,6 +14,7 @@ from langchain_glimprouter.cli import main as cli
 from langchain_glimprouter.cli.servers import LocalServer
 
 from .conftest import Pair
+from .test_vllm_routing import QUESTION, SYSTEM
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -55,7 +56,8 @@ def test_ask_prints_steps_answer_and_summary(vllm_pair: Pair) -> None:
     out = io.StringIO()
     code = cli.main(
         [
-            "ask", "What is 12 times 7?",
+            # this prompt's first token is never EOS (not in SmolLM2's top 1000): a step 0
+            "ask", QUESTION, "--system", SYSTEM,
             "--small-url", vllm_pair.small.base_url, "--small-model", vllm_pair.small.model,
             "--large-url", vllm_pair.large.base_url, "--large-model", vllm_pair.large.model,
             "--threshold", "1.5", "--max-reasoning-tokens", "96", "--max-tokens", "24",
