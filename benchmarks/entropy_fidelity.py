@@ -8,10 +8,13 @@ distribution at every position of two kinds of real text:
   ``QUESTIONS``, each rendered with the model's chat template, the ``glimprouter demo`` system
   prompt and an opened ``<think>\\n`` (as the router renders its prompts). The logits are the
   model's own (temperature 1, as a server's logprobs). Every answer position is measured, and
-  separately the **step starts**, the only positions the router glimpses: the first answer
-  position and, after each ``"\\n\\n"`` of the answer, the prompt text up to it tokenized
-  afresh (the router sends text; a server tokenizes a trailing ``"\\n\\n"`` as one token
-  where the generated stream mostly has two ``"\\n"``, so these are forwarded separately);
+  separately the **step starts**: the first answer position and, after each ``"\\n\\n"`` of
+  the answer, the prompt text up to it tokenized afresh (the router sends text; a server
+  tokenizes a trailing ``"\\n\\n"`` as one token where the generated stream mostly has two
+  ``"\\n"``, so these are forwarded separately); and the **router's glimpses**, where the router
+  really measures: from each step start the model samples on (``--temperature``) while its
+  tokens are whitespace only, and the glimpse is the first position whose sampled token has
+  content (the glimpse reads past a lone ``"\\n"``, in the same stream);
 * **prose**: the paragraphs of ``README.md`` and ``docs/*.md`` (except ``docs/benchmarks.md``,
   mostly tables, which also carries this benchmark's results): fenced code, tables and headings
   dropped, one file's paragraphs joined by blank lines, cut into windows of ``--window`` tokens
@@ -26,6 +29,13 @@ disagreement; also each estimator's mean absolute error and bias, and the residu
 ``topk_bounds``'s decision as the router takes it (``EntropyBounds.decide`` on the top k, and
 for a close call again on the top 100 or 1000 of the same distribution: the escalation probe),
 with the probes it costs per step and how each decision was taken.
+
+``entropy.ESTIMATE_SHARE`` and ``entropy.LIKELY_SHARES`` (where the exact entropy lies in the
+gap of the bounds) were fitted on these texts. To see them out of sample, the script fits them
+again (:func:`fit`: the median share and the 0.1 % / 99.9 % quantiles, rounded out) on one half
+of the texts (questions and prose files alternately) and evaluates the decision with them on the
+other half, both ways, and fits on prose alone to evaluate on the answers and glimpses; and it
+checks the band against the shares at k = 100 and 1000, where the escalation probe applies it.
 
 It needs torch and transformers, which the package's environment lacks: run it with the Python
 of the vLLM environment (``make vllm-env`` builds it and the model folder), from the repository
@@ -43,13 +53,15 @@ Markdown tables go to stdout, the raw numbers to ``benchmarks/results/entropy_fi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import math
 import os
 import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +84,10 @@ THRESHOLDS = (0.01, 0.1, 0.6, 0.9, 1.8)
 KS = (5, 10, 20)
 ESCALATION_KS = (100, 1000)
 """The k of the 1-token escalation probe of ``topk_bounds``, simulated on the same logits."""
+GLIMPSE_READ = 8
+"""Tokens sampled on from a step start, at most, for the router's glimpse to read past."""
+MIN_GAP = 1e-6
+"""Bounds closer than this (nats) say nothing of where in the gap the exact entropy lies."""
 DELIMITER = "\n\n"
 THINK_OPEN = "<think>\n"
 SYSTEM = "You are a careful math tutor. Reason step by step and put a blank line between steps."
@@ -85,10 +101,14 @@ SUBSETS = (
     "step_starts",
     "delimiter_starts",
     "in_stream_delimiter_starts",
+    "router_glimpses",
+    "router_skipped",
 )
-"""Position sets: every answer and prose position ("all"); the router's glimpses ("step_starts":
-the first step's, and "delimiter_starts", those after a "\n\n", each on the prompt text as the
-router sends it, re-tokenized); and the answers' own positions after a "\n\n" as generated."""
+"""Position sets: every answer and prose position ("all"); the step starts ("step_starts": the
+first step's, and "delimiter_starts", those after a "\n\n", each on the prompt text as the
+router sends it, re-tokenized); the answers' own positions after a "\n\n" as generated; where
+the router measures ("router_glimpses": each step start read past whitespace-only tokens,
+"router_skipped" those that had some to read past)."""
 
 
 ENTROPY = load_package_module("routing.entropy")
@@ -153,13 +173,17 @@ class Positions:
         self.exact: list[float] = []
         self.est: dict[tuple[str, int], list[float]] = {(e, k): [] for e in ESTIMATORS for k in KS}
         self.residual: dict[int, list[float]] = {k: [] for k in KS}
-        self.kind: list[str] = []  # "answers", "prose", "glimpse_first" or "glimpse_delimiter"
+        self.kind: list[str] = []  # "answers", "prose", "glimpse_*" or "router_*"
+        self.unit: list[str] = []  # the text a position is in: "answers:<question>", "prose:<file>"
+        self.skipped: list[str] = []  # router glimpses: the whitespace read past
         self.top_rows: list[Any] = []  # the top max(ESCALATION_KS) log-probabilities per position
         self.bounds: dict[int, list[Any]] = {k: [] for k in (*KS, *ESCALATION_KS)}
         self.step_start: list[bool] = []  # an answer position right after "\n\n" in the stream
 
-    def add(self, logits: Any, kind: str, step_starts: Sequence[bool]) -> None:
-        """Measure every row of ``logits`` (positions x vocabulary)."""
+    def add(
+        self, logits: Any, kind: str, step_starts: Sequence[bool], unit: str, skipped: str = ""
+    ) -> None:
+        """Measure every row of ``logits`` (positions x vocabulary), all of text ``unit``."""
         torch = sys.modules["torch"]
         logp = torch.log_softmax(logits.to(torch.float64), dim=-1)
         exact = -(logp.exp() * logp).sum(dim=-1)
@@ -168,6 +192,8 @@ class Positions:
         for h, row, start in zip(exact.tolist(), wide.tolist(), step_starts, strict=True):
             self.exact.append(h)
             self.kind.append(kind)
+            self.unit.append(unit)
+            self.skipped.append(skipped)
             self.step_start.append(start)
             for k in self.bounds:
                 self.bounds[k].append(ENTROPY.entropy_bounds(row[:k], k))
@@ -185,12 +211,17 @@ class Positions:
             "step_starts": ("glimpse_first", "glimpse_delimiter"),
             "delimiter_starts": ("glimpse_delimiter",),
             "in_stream_delimiter_starts": ("answers",),
+            "router_glimpses": ("router_first", "router_delimiter"),
+            "router_skipped": ("router_first", "router_delimiter"),
         }[subset]
         stream = subset == "in_stream_delimiter_starts"
+        skipped = subset == "router_skipped"
         return [
             i
             for i, kind in enumerate(self.kind)
-            if kind in kinds and (self.step_start[i] or not stream)
+            if kind in kinds
+            and (self.step_start[i] or not stream)
+            and (self.skipped[i] or not skipped)
         ]
 
 
@@ -213,26 +244,12 @@ def generate_answers(
         for q in items
     ]
     answers: list[dict[str, Any]] = []
-    glimpses: list[str] = []
+    glimpses: list[tuple[str, str]] = []  # (the prompt text at a step start, its unit)
     tok.padding_side = "left"
     torch.manual_seed(args.seed)
     for first in range(0, len(prompts), args.batch):
         batch = prompts[first : first + args.batch]
-        enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.inference_mode():
-            out = model.generate(
-                **enc,
-                max_new_tokens=args.max_new_tokens,
-                do_sample=True,
-                temperature=args.temperature,
-                top_p=1.0,
-                top_k=0,
-                output_logits=True,
-                return_dict_in_generate=True,
-                pad_token_id=tok.pad_token_id,
-            )
-        new = out.sequences[:, enc.input_ids.shape[1] :]
-        logits = torch.stack(out.logits, dim=1)  # batch x new tokens x vocabulary, unprocessed
+        enc, new, logits = sample(torch, model, tok, batch, args.max_new_tokens, args.temperature)
         for b in range(len(batch)):
             ids = new[b].tolist()
             finished = tok.eos_token_id in ids
@@ -243,13 +260,17 @@ def generate_answers(
             # positions whose answer so far ends with the delimiter, in the generated tokens.
             after = [j > 0 and tok.decode(ids[:j]).endswith(DELIMITER) for j in range(n)]
             text = tok.decode(ids, skip_special_tokens=True)
-            pos.add(logits[b, :n], "answers", after)
-            pos.add(logits[b, :1], "glimpse_first", [False])
+            unit = f"answers:{QUESTIONS.index(items[first + b])}"
+            pos.add(logits[b, :n], "answers", after, unit)
+            pos.add(logits[b, :1], "glimpse_first", [False], unit)
+            at = content_start(tok, ids)  # the router's first glimpse reads past whitespace
+            skipped = tok.decode(ids[:at])
+            pos.add(logits[b, at : at + 1], "router_first", [False], unit, skipped)
             # Each later step start as the router glimpses it: the prompt text so far (the
             # steps cut at each first "\n\n", as a stop string cuts them), tokenized afresh.
             cut = text.find(DELIMITER)
             while cut >= 0:
-                glimpses.append(batch[b] + text[: cut + len(DELIMITER)])
+                glimpses.append((batch[b] + text[: cut + len(DELIMITER)], unit))
                 cut = text.find(DELIMITER, cut + len(DELIMITER))
             answers.append(
                 {
@@ -262,18 +283,46 @@ def generate_answers(
                     "prompt_tokens": int(enc.attention_mask[b].sum()),
                 }
             )
+    # Each later step start as the router glimpses it: the prompt text tokenized afresh, then
+    # sampled on in the same stream while the tokens are whitespace only.
     for first in range(0, len(glimpses), args.batch):
-        enc = tok(
-            glimpses[first : first + args.batch],
-            return_tensors="pt",
-            padding=True,
-            add_special_tokens=False,
-        )
-        positions = (enc.attention_mask.cumsum(-1) - 1).clamp(min=0)
-        with torch.inference_mode():
-            hidden = model.model(**enc, position_ids=positions).last_hidden_state[:, -1]
-            pos.add(model.lm_head(hidden), "glimpse_delimiter", [False] * len(hidden))
+        batch_glimpses = glimpses[first : first + args.batch]
+        texts = [text for text, _ in batch_glimpses]
+        _, new, logits = sample(torch, model, tok, texts, GLIMPSE_READ, args.temperature)
+        for b, (_, unit) in enumerate(batch_glimpses):
+            ids = new[b].tolist()
+            at = content_start(tok, ids)
+            pos.add(logits[b, :1], "glimpse_delimiter", [False], unit)
+            pos.add(logits[b, at : at + 1], "router_delimiter", [False], unit, tok.decode(ids[:at]))
     return answers
+
+
+def sample(
+    torch: Any, model: Any, tok: Any, texts: list[str], max_new_tokens: int, temperature: float
+) -> tuple[Any, Any, Any]:
+    """Sample on from each of ``texts`` (left-padded, one batch): the tokenized batch, the new
+    token ids, and the logits of each new position (batch x new tokens x vocabulary, raw)."""
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.inference_mode():
+        out = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=True,
+            temperature=temperature,
+            top_p=1.0,
+            top_k=0,
+            output_logits=True,
+            return_dict_in_generate=True,
+            pad_token_id=tok.pad_token_id,
+        )
+    new = out.sequences[:, enc.input_ids.shape[1] :]
+    return enc, new, torch.stack(out.logits, dim=1)
+
+
+def content_start(tok: Any, ids: Sequence[int]) -> int:
+    """Where the router's glimpse measures a stream of ``ids``: the first token with content
+    (each token spelled alone, as a server's logprobs spell it), or the first token if none."""
+    return next((j for j, i in enumerate(ids) if tok.decode([i]).strip()), 0)
 
 
 def measure_prose(
@@ -295,7 +344,9 @@ def measure_prose(
                 break
             with torch.inference_mode():
                 logits = model(torch.tensor([window])).logits[0, :-1]
-            pos.add(logits, "prose", [False] * (len(window) - 1))
+            pos.add(
+                logits, "prose", [False] * (len(window) - 1), f"prose:{PROSE_FILES.index(name)}"
+            )
             measured += len(window) - 1
         budget -= len(ids)
         sources.append(
@@ -369,34 +420,158 @@ def summarise(pos: Positions, subset: str) -> dict[str, Any]:
                     ),
                 }
             out["estimators"][f"{e}@{k}"] = row
-    out["decisions"] = {}
-    for k in KS:
-        for esc in (0, *ESCALATION_KS):
-            cells: dict[str, Any] = {}
-            for t in THRESHOLDS:
-                said, how = [], []
-                for i in idx:  # what the router decides: GlimpRouter's engine._bounded
-                    large, sure = pos.bounds[k][i].decide(t)
-                    if sure == "uncertain" and esc:
-                        large, again = pos.bounds[esc][i].decide(t)
-                        sure = "escalated" if again == "certain" else "probed, estimated"
-                    said.append(large)
-                    how.append("estimated" if sure == "uncertain" else sure)
-                large_exact = [h > t for h in exact]
-                n_large = sum(large_exact)
-                pairs = list(zip(large_exact, said, strict=True))
-                cells[str(t)] = {
-                    "agreement": sum(a == b for a, b in pairs) / n,
-                    "large_routed_small": share(sum(a and not b for a, b in pairs), n_large),
-                    "small_routed_large": share(sum(b and not a for a, b in pairs), n - n_large),
-                    "certain": how.count("certain") / n,
-                    "escalated": how.count("escalated") / n,
-                    "estimated": (how.count("estimated") + how.count("probed, estimated")) / n,
-                    "probes_per_step": (how.count("escalated") + how.count("probed, estimated"))
-                    / n,
-                    "large_rate": sum(said) / n,
+    out["decisions"] = {
+        f"{k}+{esc}": {str(t): decisions(pos, idx, k, esc, t) for t in THRESHOLDS}
+        for k in KS
+        for esc in (0, *ESCALATION_KS)
+    }
+    if subset.startswith("router_"):
+        skipped = [pos.skipped[i] for i in idx if pos.skipped[i]]
+        out["skipped"] = {
+            "share": len(skipped) / n,
+            "what": {repr(w): skipped.count(w) for w in sorted(set(skipped))},
+        }
+    return out
+
+
+def decisions(pos: Positions, idx: Sequence[int], k: int, esc: int, t: float) -> dict[str, Any]:
+    """``topk_bounds``'s decisions at ``idx`` with threshold ``t``, as the router takes them
+    (Decisions._bounded): on the top ``k``, and for a close call on the top ``esc`` (0: no
+    escalation); against the exact entropy's. ``extra_requests_per_step`` also counts the
+    ``/tokenize`` request of a probe after skipped whitespace (the skipped token's own id is
+    asked once per server, not per step)."""
+    said, how, extra = [], [], 0
+    for i in idx:
+        large, sure = pos.bounds[k][i].decide(t)
+        if sure == "uncertain" and esc:
+            large, again = pos.bounds[esc][i].decide(t)
+            sure = "escalated" if again == "certain" else "probed, estimated"
+            extra += 2 if pos.skipped[i] else 1
+        said.append(large)
+        how.append("estimated" if sure == "uncertain" else sure)
+    n = len(idx)
+    large_exact = [pos.exact[i] > t for i in idx]
+    n_large = sum(large_exact)
+    pairs = list(zip(large_exact, said, strict=True))
+    probes = how.count("escalated") + how.count("probed, estimated")
+    return {
+        "agreement": sum(a == b for a, b in pairs) / n,
+        "large_routed_small": share(sum(a and not b for a, b in pairs), n_large),
+        "small_routed_large": share(sum(b and not a for a, b in pairs), n - n_large),
+        "certain": how.count("certain") / n,
+        "escalated": how.count("escalated") / n,
+        "estimated": (how.count("estimated") + how.count("probed, estimated")) / n,
+        "probes_per_step": probes / n,
+        "extra_requests_per_step": extra / n,
+        "large_rate": sum(said) / n,
+    }
+
+
+# -- the fitted shares, out of sample ----------------------------------------------------------
+
+
+def gap_shares(pos: Positions, idx: Sequence[int], k: int) -> list[float]:
+    """Where the exact entropy lies in the gap of the top-``k`` bounds, as a share of it."""
+    shares = []
+    for i in idx:
+        b = pos.bounds[k][i]
+        if b.upper - b.lower > MIN_GAP:
+            shares.append((pos.exact[i] - b.lower) / (b.upper - b.lower))
+    return shares
+
+
+def fit(pos: Positions, idx: Sequence[int]) -> dict[str, Any]:
+    """``ESTIMATE_SHARE`` and ``LIKELY_SHARES`` as they were fitted, on the positions ``idx``:
+    the median share at k = 20, and the 0.1 % / 99.9 % quantiles of the shares rounded out to
+    0.01, for k >= 20 (the glimpse's 20 and the probes' 100 and 1000) and, wider, for k < 20."""
+
+    def band(ks: Sequence[int]) -> tuple[float, float]:
+        lows, highs = [], []
+        for k in ks:
+            q = statistics.quantiles(gap_shares(pos, idx, k), n=1000, method="inclusive")
+            lows.append(q[0])
+            highs.append(q[-1])
+        return math.floor(100 * min(lows)) / 100, math.ceil(100 * max(highs)) / 100
+
+    wide = (max(KS), *ESCALATION_KS)
+    low20, high20 = band(wide)
+    low1, high1 = band([k for k in KS if k < max(KS)])
+    return {
+        "ESTIMATE_SHARE": round(statistics.median(gap_shares(pos, idx, max(KS))), 2),
+        "LIKELY_SHARES": [[max(KS), low20, high20], [1, min(low1, low20), max(high1, high20)]],
+        "positions": len(idx),
+    }
+
+
+@contextlib.contextmanager
+def constants(fitted: dict[str, Any]) -> Iterator[None]:
+    """Decide with ``fitted``'s shares: ``entropy.py``'s module constants, which
+    ``EntropyBounds.estimate`` and ``.likely`` read at each call, replaced for a while."""
+    saved = ENTROPY.ESTIMATE_SHARE, ENTROPY.LIKELY_SHARES
+    ENTROPY.ESTIMATE_SHARE = fitted["ESTIMATE_SHARE"]
+    ENTROPY.LIKELY_SHARES = tuple(tuple(x) for x in fitted["LIKELY_SHARES"])
+    try:
+        yield
+    finally:
+        ENTROPY.ESTIMATE_SHARE, ENTROPY.LIKELY_SHARES = saved
+
+
+SPLITS = (
+    ("half A", "half B"),
+    ("half B", "half A"),
+    ("prose", "answers"),
+    ("prose", "router_glimpses"),
+)
+"""(fitted on, evaluated on): the halves alternate questions and prose files."""
+
+
+def split(pos: Positions, name: str) -> list[int]:
+    if name.startswith("half "):
+        half = "AB".index(name[-1])
+        return [i for i in pos.mask("all") if int(pos.unit[i].split(":")[1]) % 2 == half]
+    return pos.mask(name)
+
+
+def out_of_sample(pos: Positions) -> dict[str, Any]:
+    """The decision (top 20, probes at 1000) with shares fitted on one set, on another, next to
+    the shipped shares on that set (in sample for them)."""
+    shipped = {"ESTIMATE_SHARE": ENTROPY.ESTIMATE_SHARE,
+               "LIKELY_SHARES": [list(x) for x in ENTROPY.LIKELY_SHARES]}  # fmt: skip
+    out: dict[str, Any] = {"shipped": shipped, "all_data": fit(pos, pos.mask("all")), "splits": []}
+    for fitted_on, evaluated_on in SPLITS:
+        train, test = split(pos, fitted_on), split(pos, evaluated_on)
+        fitted = fit(pos, train)
+        row: dict[str, Any] = {"fitted_on": fitted_on, "evaluated_on": evaluated_on,
+                               "shares": fitted, "positions": len(test)}  # fmt: skip
+        for label, given in (("with_fitted", fitted), ("with_shipped", shipped)):
+            with constants(given):
+                row[label] = {
+                    str(t): {
+                        f"+{esc}": decisions(pos, test, max(KS), esc, t)
+                        for esc in (0, max(ESCALATION_KS))
+                    }
+                    for t in THRESHOLDS
                 }
-            out["decisions"][f"{k}+{esc}"] = cells
+        out["splits"].append(row)
+    return out
+
+
+def band_check(pos: Positions) -> dict[str, Any]:
+    """The shares at each k (the probes' 100 and 1000 too), and how many lie outside the band
+    ``LIKELY_SHARES`` gives that k: a close call there is decided on the estimate."""
+    out: dict[str, Any] = {}
+    for k in (*KS, *ESCALATION_KS):
+        shares = gap_shares(pos, pos.mask("all"), k)
+        low, high = next((lo, hi) for least, lo, hi in ENTROPY.LIKELY_SHARES if k >= least)
+        q = statistics.quantiles(shares, n=1000, method="inclusive")
+        out[str(k)] = {
+            "positions_with_a_gap": len(shares),
+            "q0.001": q[0],
+            "median": statistics.median(shares),
+            "q0.999": q[-1],
+            "band": [low, high],
+            "outside_band": sum(not low <= x < high for x in shares) / len(shares),
+        }
     return out
 
 
@@ -411,8 +586,9 @@ DECISION = f"{max(KS)}+{max(ESCALATION_KS)}"
 def print_tables(summaries: dict[str, Any]) -> None:
     for subset, title in (
         ("all", "every position"),
-        ("step_starts", "step starts (the router's glimpses)"),
+        ("step_starts", "step starts"),
         ("delimiter_starts", "step starts after a blank line only"),
+        ("router_glimpses", "the router's glimpses (step starts read past whitespace)"),
     ):
         s = summaries[subset]
         print(f"\n### Agreement with the exact entropy: {title} ({s['positions']} positions)\n")
@@ -448,30 +624,30 @@ def print_tables(summaries: dict[str, Any]) -> None:
         "per step, and how the decisions were taken\n"
     )
     print(
-        "| positions | threshold | escalation k | agree | probes per step | certain "
-        "| escalated | estimated |"
+        "| positions | threshold | escalation k | agree | probes per step | extra requests "
+        "per step | certain | escalated | estimated |"
     )
-    print("| --- " * 8 + "|")
-    for subset in ("all", "step_starts"):
+    print("| --- " * 9 + "|")
+    for subset in ("all", "step_starts", "router_glimpses"):
         for t in THRESHOLDS:
             for esc in (0, *ESCALATION_KS):
                 c = summaries[subset]["decisions"][f"{max(KS)}+{esc}"][str(t)]
                 lead = f"{subset} | {t}" if esc == 0 else " | "
                 print(
                     f"| {lead} | {esc or 'none'} | {pct(c['agreement'])} | "
-                    f"{c['probes_per_step']:.3f} | {pct(c['certain'])} | {pct(c['escalated'])} | "
-                    f"{pct(c['estimated'])} |"
+                    f"{c['probes_per_step']:.3f} | {c['extra_requests_per_step']:.3f} | "
+                    f"{pct(c['certain'])} | {pct(c['escalated'])} | {pct(c['estimated'])} |"
                 )
     print(
-        "\n### Threshold → share of step starts routed large (the paper's Table 5, on "
-        "SmolLM2's own step starts)\n"
+        "\n### Threshold → share of the router's glimpses routed large (the paper's Table 5, "
+        "on SmolLM2's own step starts)\n"
     )
     print(
         "| threshold | exact | renorm@20 | tail@20 | bounds decision (20, probes at 1000) | "
         "probes per step |"
     )
     print("| --- | --- | --- | --- | --- | --- |")
-    starts = summaries["step_starts"]
+    starts = summaries["router_glimpses"]
     for t in THRESHOLDS:
         renorm = starts["estimators"][f"topk_renormalized@{max(KS)}"]["thresholds"][str(t)]
         tail = starts["estimators"][f"topk_tail@{max(KS)}"]["thresholds"][str(t)]
@@ -498,6 +674,10 @@ def print_tables(summaries: dict[str, Any]) -> None:
                 + " | ".join(f"{est[e]['mae']:.3f} | {est[e]['bias']:+.3f}" for e in ESTIMATORS)
                 + f" | {r['median']:.3f} | {r['p90']:.3f} |"
             )
+    for subset in ("router_glimpses", "router_skipped"):
+        x = summaries[subset].get("skipped")
+        if x:
+            print(f"\n{subset}: {pct(x['share'])}% read past whitespace first: {x['what']}")
     print("\n### Exact entropy (nats)\n")
     print(
         "| positions | n | mean | p10 | median | p90 | "
@@ -513,6 +693,50 @@ def print_tables(summaries: dict[str, Any]) -> None:
             f"| {x['median']:.2f} | {x['p90']:.2f} | "
             + " | ".join(f"{pct(x['share_above'][str(t)])}%" for t in THRESHOLDS)
             + " |"
+        )
+
+
+def print_fits(fits: dict[str, Any], bands: dict[str, Any]) -> None:
+    """The out-of-sample tables (:func:`out_of_sample`) and the band check (:func:`band_check`)."""
+
+    def shares(f: dict[str, Any]) -> str:
+        (k20, lo20, hi20), (_, lo1, hi1) = f["LIKELY_SHARES"]
+        return (
+            f"{f['ESTIMATE_SHARE']:.2f}; [{lo20:.2f}, {hi20:.2f}) k≥{k20}, [{lo1:.2f}, {hi1:.2f})"
+        )
+
+    print("\n### The fitted shares out of sample (top 20, probes at 1000)\n")
+    print(
+        f"Shipped: {shares(fits['shipped'])}; fitted on all the data: {shares(fits['all_data'])}\n"
+    )
+    print(
+        "| fitted on → evaluated on | fitted shares | threshold | agree fitted | agree shipped "
+        "(in sample) | agree fitted, no probe | probes per step fitted | probes per step shipped |"
+    )
+    print("| --- " * 8 + "|")
+    top = f"+{max(ESCALATION_KS)}"
+    for row in fits["splits"]:
+        for t in THRESHOLDS:
+            fitted, shipped = row["with_fitted"][str(t)], row["with_shipped"][str(t)]
+            lead = (
+                f"{row['fitted_on']} → {row['evaluated_on']} ({row['positions']}) | "
+                f"{shares(row['shares'])}"
+                if t == THRESHOLDS[0]
+                else " | "
+            )
+            print(
+                f"| {lead} | {t} | {pct(fitted[top]['agreement'])} | "
+                f"{pct(shipped[top]['agreement'])} | {pct(fitted['+0']['agreement'])} | "
+                f"{fitted[top]['probes_per_step']:.3f} | {shipped[top]['probes_per_step']:.3f} |"
+            )
+    print("\n### Where the exact entropy lies in the gap, per k (every position)\n")
+    print("| k | positions with a gap | 0.1 % | median | 99.9 % | band | outside the band |")
+    print("| --- " * 7 + "|")
+    for k, b in bands.items():
+        print(
+            f"| {k} | {b['positions_with_a_gap']} | {b['q0.001']:.3f} | {b['median']:.3f} | "
+            f"{b['q0.999']:.3f} | [{b['band'][0]:.2f}, {b['band'][1]:.2f}) | "
+            f"{100 * b['outside_band']:.2f}% |"
         )
 
 
@@ -582,8 +806,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             vocabulary=int(model.config.vocab_size),
         )
     summaries = {subset: summarise(pos, subset) for subset in SUBSETS}
+    fits, bands = out_of_sample(pos), band_check(pos)
     elapsed = time.perf_counter() - started
     print_tables(summaries)
+    print_fits(fits, bands)
 
     command = "~/.cache/glimprouter/vllm-venv/bin/python -m benchmarks.entropy_fidelity"
     results = {
@@ -617,6 +843,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "text up to each '\\n\\n' (split as a stop string splits it), tokenized afresh "
                 "as a server tokenizes the router's prompt; in_stream_delimiter_starts: the "
                 "generated tokens' own positions after a '\\n\\n'",
+                "router_glimpses": "each step start, sampled on (the answers' temperature, at "
+                f"most {GLIMPSE_READ} tokens) while the sampled tokens are whitespace only: the "
+                "first position whose sampled token has content, as the router's glimpse reads",
                 "items": answers,
             },
             "prose": {
@@ -629,6 +858,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "counts": {subset: summaries[subset]["positions"] for subset in SUBSETS},
         "summaries": summaries,
+        "fitted_shares": fits,
+        "shares_per_k": bands,
     }
     shown = write_results(args.output, rounded(results), ensure_ascii=False)
     print(f"\nRan {elapsed:.0f} s. Raw numbers: {shown}")

@@ -23,8 +23,9 @@ class StepRecord(BaseModel):
     index: int = Field(description="Position of the step in the chain, from 0.")
     model: Role = Field(description="Which backend wrote the step.")
     h_init: float | None = Field(
-        description="Entropy (nats) of the small model's first-token glimpse; None when no "
-        "glimpse was taken (threshold=0) or the small model ended at once."
+        description="Entropy (nats) of the small model's first-token glimpse (topk_bounds: the "
+        "estimate the decision was taken on, the escalation probe's when one answered); None "
+        "when no glimpse was taken (threshold=0) or the small model ended at once."
     )
     first_token: str | None = Field(
         description="The token the glimpse measured: the step's first token with content."
@@ -35,7 +36,9 @@ class StepRecord(BaseModel):
         "end of the delimiter, such as a lone '\\n'), in the same stream; '' when none.",
     )
     residual_mass: float | None = Field(
-        description="Probability mass outside the top-k logprobs the server returned: 1 - sum(p_i)."
+        description="Probability mass outside the top-k logprobs the server returned: 1 - sum(p_i) "
+        "(topk_bounds: of the logprobs the decision was taken on, the escalation probe's when one "
+        "answered)."
     )
     score: float | None = Field(
         default=None,
@@ -72,12 +75,33 @@ class StepRecord(BaseModel):
     h_bounds: tuple[float, float] | None = Field(
         default=None,
         description="topk_bounds: the lower and upper bound of the exact entropy (nats) the "
-        "decision was taken on (the escalation's, when there was one).",
+        "decision was taken on (the escalation probe's, when one answered).",
+    )
+    glimpse_h_init: float | None = Field(
+        default=None,
+        description="topk_bounds, when an escalation probe answered: the glimpse's own estimate, "
+        "which the probe's replaced in h_init; None otherwise (h_init is the glimpse's).",
+    )
+    glimpse_h_bounds: tuple[float, float] | None = Field(
+        default=None,
+        description="topk_bounds, when an escalation probe answered: the glimpse's own bounds, "
+        "which the probe's replaced in h_bounds; None otherwise.",
+    )
+    glimpse_residual_mass: float | None = Field(
+        default=None,
+        description="topk_bounds, when an escalation probe answered: the residual mass of the "
+        "glimpse's top k, which the probe's replaced in residual_mass; None otherwise.",
     )
     escalation_tokens: int = Field(
         default=0, description="Small-model tokens of this step's escalation probe (wasted)."
     )
-    escalation_s: float = Field(default=0.0, description="Wall time of the escalation probe.")
+    escalation_requests: int = Field(
+        default=0,
+        description="Requests this step's escalation sent to the small server: the probe, a "
+        "probe refused for more logprobs than the server allows, and the /tokenize requests that "
+        "give the glimpse's context as token ids after skipped whitespace.",
+    )
+    escalation_s: float = Field(default=0.0, description="Wall time of the escalation.")
     fallback: bool = Field(
         default=False,
         description="The small backend had failed, so the large one wrote the step "
@@ -107,6 +131,9 @@ class RoutingRecord(BaseModel):
     prompt_tokens: dict[Role, int] = Field(default_factory=_per_role)
     """Prompt tokens per backend, summed over requests (mostly prefix-cache hits)."""
     requests: dict[Role, int] = Field(default_factory=_per_role)
+    """Completions requests per backend: streams (aborted glimpses included) and escalation
+    probes (refused ones included); not /tokenize, /v1/models or rendering requests (a step's
+    ``escalation_requests`` counts its /tokenize requests)."""
     wasted_small_tokens: int = 0
     retries: int = 0
     """Requests sent again after a retryable failure (connection refused, 429, 5xx)."""

@@ -71,6 +71,17 @@ def error(status: int, type_: str, param: str, message: str) -> Answer:
     return Answer(body, status)
 
 
+def prompt_text(prompt: Any) -> str | None:
+    """The text of a completions prompt: a string, or token ids (one per code point, as
+    ``/tokenize`` gives them); None for anything else (vLLM answers 400)."""
+    if isinstance(prompt, str):
+        return prompt
+    ids = prompt if isinstance(prompt, list) and prompt else []
+    if ids and all(isinstance(i, int) and 0 <= i <= 0x10FFFF for i in ids):
+        return "".join(map(chr, ids))
+    return None
+
+
 def _choice(text: str, logprobs: Any, finish: str | None, stop: str | None) -> dict[str, Any]:
     """One choice of a vLLM completion (stream) response."""
     return {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish,
@@ -82,6 +93,7 @@ class RequestLog:
     """One ``/v1/completions`` request as the server saw it."""
 
     prompt: str
+    """Its prompt's text (token ids decoded; ``params["prompt"]`` as sent)."""
     params: dict[str, Any]
     stream: bool
     generated_tokens: int = 0
@@ -274,8 +286,8 @@ class ScriptedModel:
     def validate(self, body: dict[str, Any], n_prompt: int) -> Answer | None:
         """The 400 vLLM would answer to this completion request, if any."""
         n_top, max_tokens, limit = body.get("logprobs"), body.get("max_tokens"), self.max_model_len
-        if not isinstance(body.get("prompt"), str):
-            return error(400, "BadRequestError", "prompt", "prompt must be a string")
+        if prompt_text(body.get("prompt")) is None:
+            return error(400, "BadRequestError", "prompt", "prompt must be a string or token ids")
         checks = [
             (n_top is not None and n_top > self.max_logprobs, "logprobs", n_top,
              f"Requested sample logprobs of {n_top}, which is greater than max allowed: "
@@ -305,12 +317,13 @@ class ScriptedModel:
         """Log a ``/v1/completions`` request and accept it (a :class:`Completion`), or answer
         the error it gets: an injected fault, an unknown model, a 400."""
         prompt, stream = body.get("prompt"), bool(body.get("stream"))
-        log = RequestLog(prompt=str(prompt), params=body, stream=stream, received_s=received_s)
+        text = prompt_text(prompt)
+        log = RequestLog(prompt=str(text), params=body, stream=stream, received_s=received_s)
         log.authorization = authorization
         log.headers = {k.lower(): v for k, v in (headers or {}).items()}
         with self._idle:
             self.requests.append(log)
-        n_prompt = len(str(prompt)) // 4 + 1
+        n_prompt = len(prompt) if isinstance(prompt, list) else len(str(text)) // 4 + 1
         faults = self.faults
         faults.seen += 1
         if faults.status is not None and faults.seen >= faults.status_from:

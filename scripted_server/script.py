@@ -36,6 +36,15 @@ class Script:
     delimiter: str = "\n\n"
     end_with_think: bool = True
     residual_mass: float = 0.05
+    wide_residual_mass: float | None = None
+    """The residual mass of a first token's top logprobs when more than 20 are asked for (a
+    ``topk_bounds`` escalation probe sees more of the distribution); None: ``residual_mass``."""
+
+    def residual(self, n_top: int) -> float:
+        """The probability mass outside the first token's top ``n_top`` logprobs."""
+        if n_top > 20 and self.wide_residual_mass is not None:
+            return self.wide_residual_mass
+        return self.residual_mass
 
     def entropy(self, k: int) -> float:
         """Target first-token entropy for step ``k`` (a list is clamped to its last entry)."""
@@ -76,7 +85,7 @@ def continuation(script: Script, prompt: str) -> tuple[str, int]:
     text = "".join(step + script.delimiter for step in script.steps[k:])
     if script.end_with_think:
         text += f"</think>{script.delimiter}{answer}"
-    partial = body.rpartition(script.delimiter)[2]
+    partial = body.split(script.delimiter)[-1]  # "a\n\n\n": step "a", then "\n" of the next
     return text.removeprefix(partial), k
 
 
@@ -128,7 +137,7 @@ def token_logprobs(
     top = (
         later_top_logprobs(token, n_top)
         if step is None
-        else first_top_logprobs(token, n_top, script.entropy(step), script.residual_mass)
+        else first_top_logprobs(token, n_top, script.entropy(step), script.residual(n_top))
     )
     return {"text_offset": [offset], "token_logprobs": [top[token]], "tokens": [token],
             "top_logprobs": [top]}  # fmt: skip

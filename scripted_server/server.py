@@ -12,7 +12,8 @@ too); this module adapts it to HTTP and paces the tokens in time.
 
 Simplifications, all deterministic:
 
-* a prompt counts ``len(prompt) // 4 + 1`` tokens; ``/tokenize`` gives one token per code point;
+* a text prompt counts ``len(prompt) // 4 + 1`` tokens; ``/tokenize`` gives one token per code
+  point, and a prompt of token ids (accepted, as vLLM accepts it) is read back that way;
 * the text is cut into tokens by :func:`split_tokens`; EOS is not a token (the last text token
   carries the finish reason; an empty continuation is one empty chunk);
 * a request that is rejected (404 or 400) is logged too, with ``finish_reason`` None;

@@ -43,8 +43,8 @@ class Glimpse:
     residual: float | None
     token: str | None
     """The token measured: the step's first token with content."""
-    skipped: str
-    """The whitespace-only tokens read past before it."""
+    skipped: tuple[str, ...]
+    """The whitespace-only tokens read past before it, as the server spelled them."""
     bounds: EntropyBounds | None = None
     """``topk_bounds``: what the top k say of the exact entropy."""
 
@@ -57,13 +57,18 @@ class Verdict:
     decision: str
     """"certain", "estimated" or "escalated" (see StepRecord.decision)."""
     bounds: EntropyBounds
-    """The bounds it was taken on: the escalation's, when there was one."""
+    """The bounds it was taken on: the escalation probe's, when one answered."""
+    probed: bool = False
+    """An escalation probe answered: ``bounds`` are its, not the glimpse's."""
     tokens: int = 0
     """Small-model tokens the escalation generated (thrown away)."""
+    requests: int = 0
+    """Requests the escalation sent to the small server: probes (refused ones included) and
+    ``/tokenize``."""
     latency_s: float = 0.0
 
 
-NO_GLIMPSE = Glimpse(None, None, None, "")
+NO_GLIMPSE = Glimpse(None, None, None, ())
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,7 @@ class Decisions(Streams):
             else:
                 probe, glimpse = yield from self._probe(cap, stop)
                 if glimpse.bounds is not None and s.controller is None:
-                    verdict = yield from self._bounded(glimpse, glimpse.bounds)
+                    verdict = yield from self._bounded(probe, glimpse, glimpse.bounds)
                     large, tau = verdict.large, s.threshold
                 else:
                     large, tau = self._decide(glimpse.h)
@@ -150,7 +155,7 @@ class Decisions(Streams):
         tops = gen.token_tops[at] if at < len(gen.token_tops) else gen.top_logprobs
         if tops:
             token = gen.token_texts[at] if at < len(gen.token_texts) else gen.first_token
-            skipped = "".join(gen.token_texts[:at])
+            skipped = tuple(gen.token_texts[:at])
             if self.s.estimator == "topk_bounds":
                 bounds = entropy_bounds(tops.values(), k=self.s.top_logprobs)
                 return Glimpse(bounds.estimate, bounds.residual, token, skipped, bounds)
@@ -159,7 +164,7 @@ class Decisions(Streams):
             )
             return Glimpse(h, residual, token, skipped)
         if gen.tokens == 0 and gen.ended:
-            return Glimpse(None, None, None, "")  # the model ended at once (EOS): empty step
+            return NO_GLIMPSE  # the model ended at once (EOS): empty step
         raise MissingLogprobsError(
             "the server returned no top_logprobs for the step's first token, so H_init cannot "
             f"be measured. Start vLLM with --max-logprobs >= {self.s.top_logprobs} (or lower "
@@ -200,40 +205,112 @@ class Decisions(Streams):
             return large, spec.difficulty(tau)
         return spec.difficulty(value) > spec.difficulty(s.threshold), s.threshold
 
-    def _bounded(self, glimpse: Glimpse, bounds: EntropyBounds) -> Program[Verdict]:
+    def _bounded(
+        self, gen: Generation, glimpse: Glimpse, bounds: EntropyBounds
+    ) -> Program[Verdict]:
         """Decide on the bounds of H_init; a threshold too close to call from the top k is
-        settled by one 1-token request for more of the same distribution (the escalation)."""
+        settled by one 1-token request for more of the same distribution (the escalation), on
+        exactly the tokens the glimpse ``gen`` measured it after."""
         s = self.s
         large, how = bounds.decide(s.threshold)
         if how != "uncertain":
             return Verdict(large, how, bounds)
-        url = self.backends["small"].base_url
-        k = min(s.escalation_logprobs, self.facts.max_logprobs.get(url, s.escalation_logprobs))
-        if k <= bounds.k:  # escalation off, or the server allows no more than the glimpse had
+        k = self._escalation_k(bounds)
+        if k is None:  # escalation off, or the server allows no more than the glimpse had
             return Verdict(large, "estimated", bounds)
         started = time.perf_counter()
-        body = self._body("small", self._prompt("small") + glimpse.skipped, 1, [], k)
-        body["stream"] = False
-        body.pop("stream_options", None)
-        try:
-            answer = yield Request("small", "POST", "/v1/completions", body)
-        except LogprobsCapError as exc:  # learnt once per server; then retried at its cap
-            self.facts.max_logprobs[url] = min(exc.cap, k - 1)  # lower each time: this ends
-            return (yield from self._bounded(glimpse, bounds))
-        self.record.requests["small"] += 1
-        self.record.escalations += 1
-        usage = answer.get("usage") or {}
-        tokens = int(usage.get("completion_tokens") or 1)
-        self.record.tokens["small"] += tokens
-        self.record.prompt_tokens["small"] += int(usage.get("prompt_tokens") or 0)
-        choice = (answer.get("choices") or [{}])[0]
-        tops = ((choice.get("logprobs") or {}).get("top_logprobs") or [None])[0]
+        prompt, sent = yield from self._context(gen, glimpse)
+        while prompt is not None and k is not None:
+            body = self._body("small", prompt, 1, [], k)
+            body["stream"] = False
+            body.pop("stream_options", None)
+            try:
+                answer = yield Request("small", "POST", "/v1/completions", body)
+            except LogprobsCapError as exc:  # learnt once per server; then retried at its cap
+                self.record.requests["small"] += 1
+                sent += 1
+                url = self.backends["small"].base_url
+                self.facts.max_logprobs[url] = min(exc.cap, k - 1)  # lower each time: this ends
+                k = self._escalation_k(bounds)
+                continue
+            self.record.requests["small"] += 1
+            self.record.escalations += 1
+            usage = answer.get("usage") or {}
+            tokens = int(usage.get("completion_tokens") or 1)
+            self.record.tokens["small"] += tokens
+            self.record.prompt_tokens["small"] += int(usage.get("prompt_tokens") or 0)
+            choice = (answer.get("choices") or [{}])[0]
+            tops = ((choice.get("logprobs") or {}).get("top_logprobs") or [None])[0]
+            took = time.perf_counter() - started
+            if not tops:
+                return Verdict(large, "estimated", bounds, False, tokens, sent + 1, took)
+            wider = entropy_bounds(tops.values(), k=k)
+            large, sure = wider.decide(s.threshold)
+            taken = "escalated" if sure == "certain" else "estimated"
+            return Verdict(large, taken, wider, True, tokens, sent + 1, took)
         took = time.perf_counter() - started
-        if not tops:
-            return Verdict(large, "estimated", bounds, tokens, took)
-        wider = entropy_bounds(tops.values(), k=k)
-        large, how = wider.decide(s.threshold)
-        return Verdict(large, "escalated" if how == "certain" else "estimated", wider, tokens, took)
+        return Verdict(large, "estimated", bounds, requests=sent, latency_s=took)
+
+    def _escalation_k(self, bounds: EntropyBounds) -> int | None:
+        """How many logprobs an escalation probe asks for: ``escalation_logprobs``, within the
+        cap the small server is known to have; None when that is no more than ``bounds`` had."""
+        s = self.s
+        cap = self.facts.max_logprobs.get(self.backends["small"].base_url)
+        k = s.escalation_logprobs if cap is None else min(s.escalation_logprobs, cap)
+        return k if k > bounds.k else None
+
+    def _context(
+        self, gen: Generation, glimpse: Glimpse
+    ) -> Program[tuple[str | list[int] | None, int]]:
+        """The prompt of an escalation probe that conditions on exactly the tokens the glimpse
+        ``gen`` measured after, and the ``/tokenize`` requests it took.
+
+        At the stream's first token that is the glimpse's own text prompt. After skipped
+        whitespace it must be token ids: the same text with the skipped tokens appended would
+        be tokenized afresh, and a trailing "\\n\\n" + "\\n" merges into other tokens than the
+        model generated. So the ids are the glimpse's prompt as the server tokenizes it
+        (``/tokenize``, as it tokenized the glimpse's) and each skipped token's id (tokenized
+        alone: it must come back as one id). None where the server cannot say (no ``/tokenize``,
+        a token that is not one id alone) or the glimpse's stream was resumed mid-way (its
+        tokens came after two prompts): the decision is then taken on the estimate."""
+        prompt: str = gen.body["prompt"]
+        if not glimpse.skipped:
+            return prompt, 0
+        if gen.resumes:
+            return None, 0
+        url = self.backends["small"].base_url
+        sent = 0
+        skipped: list[int] = []
+        for token in glimpse.skipped:
+            if (url, token) not in self.facts.token_ids:
+                ids, n = yield from self._tokenize(gen, token)
+                sent += n
+                self.facts.token_ids[url, token] = ids[0] if ids and len(ids) == 1 else None
+            if (token_id := self.facts.token_ids[url, token]) is None:
+                return None, sent
+            skipped.append(token_id)
+        ids, n = yield from self._tokenize(gen, prompt)
+        return (None if ids is None else ids + skipped), sent + n
+
+    def _tokenize(self, gen: Generation, text: str) -> Program[tuple[list[int] | None, int]]:
+        """``text`` as the small server tokenizes ``gen``'s prompt (vLLM's ``/tokenize``), and
+        the requests that took; None from a server whose ``/tokenize`` cannot say (learnt once)."""
+        url = self.backends["small"].base_url
+        if url in self.facts.untokenized:
+            return None, 0
+        body = {"model": gen.body["model"], "prompt": text,
+                "add_special_tokens": gen.body.get("add_special_tokens", True)}  # fmt: skip
+        try:
+            answer = yield Request("small", "POST", "/tokenize", body)
+        except BackendResponseError as exc:
+            if exc.status_code is None or exc.status_code in RETRYABLE_STATUS:
+                raise
+            answer = {}  # no such endpoint, or not this request's shape
+        ids = answer.get("tokens")
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, int) for i in ids):
+            self.facts.untokenized.add(url)
+            return None, 1
+        return ids, 1
 
     def _probe(self, max_tokens: int, stop: list[str]) -> Program[tuple[Generation, Glimpse]]:
         """The small backend's glimpse of the next step: its stream and what it measured."""

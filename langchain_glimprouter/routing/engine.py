@@ -211,7 +211,7 @@ class _Run(Decisions):
     ) -> Program[tuple[StepRecord, str]]:
         """Account the written step, release the rest of its text, and record it."""
         self._settle(gen)
-        verdict, glimpse = choice.verdict, choice.glimpse
+        verdict = choice.verdict
         wasted = choice.wasted + (verdict.tokens if verdict is not None else 0)
         self.record.wasted_small_tokens += wasted
         text = gen.text
@@ -229,22 +229,17 @@ class _Run(Decisions):
         record = StepRecord(
             index=index,
             model=gen.role,
-            h_init=verdict.bounds.estimate if verdict is not None else glimpse.h,
-            first_token=glimpse.token,
-            skipped=glimpse.skipped,
-            residual_mass=glimpse.residual,
+            first_token=choice.glimpse.token,
+            skipped="".join(choice.glimpse.skipped),
             score=choice.score,
             threshold=choice.tau,
             tokens=gen.tokens,
             text=text,
             latency_s=time.perf_counter() - started,
             wasted_tokens=wasted,
-            decision=verdict.decision if verdict is not None else None,
-            h_bounds=(verdict.bounds.lower, verdict.bounds.upper) if verdict is not None else None,
-            escalation_tokens=verdict.tokens if verdict is not None else 0,
-            escalation_s=verdict.latency_s if verdict is not None else 0.0,
             finish=finish,
             fallback=choice.fallback or fell_back,
+            **measured(choice),
         )
         return record, sep
 
@@ -289,6 +284,30 @@ class _Run(Decisions):
             tail = constraint.suffix
             yield Emit(AnswerDelta(tail))
         return lead + gen.text + tail, gen.finish_reason
+
+
+def measured(choice: Choice) -> dict[str, Any]:
+    """What a step record says of its decision's measure: the glimpse's, or with
+    ``topk_bounds`` the bounds the decision was taken on (an escalation probe's, when one
+    answered; the glimpse's own values then under ``glimpse_*``) and what the escalation cost."""
+    glimpse, verdict = choice.glimpse, choice.verdict
+    if verdict is None:
+        return {"h_init": glimpse.h, "residual_mass": glimpse.residual}
+    bounds = verdict.bounds
+    fields: dict[str, Any] = {
+        "h_init": bounds.estimate,
+        "residual_mass": bounds.residual,
+        "h_bounds": (bounds.lower, bounds.upper),
+        "decision": verdict.decision,
+        "escalation_tokens": verdict.tokens,
+        "escalation_requests": verdict.requests,
+        "escalation_s": verdict.latency_s,
+    }
+    if verdict.probed and glimpse.bounds is not None:
+        fields["glimpse_h_init"] = glimpse.h
+        fields["glimpse_h_bounds"] = (glimpse.bounds.lower, glimpse.bounds.upper)
+        fields["glimpse_residual_mass"] = glimpse.residual
+    return fields
 
 
 def opening(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

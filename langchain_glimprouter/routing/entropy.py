@@ -123,7 +123,8 @@ def entropy_bounds(logprobs: Iterable[float], k: int | None = None) -> EntropyBo
     if residual <= 0.0 or rest <= 0:
         return EntropyBounds(head, head, residual, n)
     p_min, lp_min = probs[-1], lps[-1]
-    full = min(math.floor(residual / p_min), rest)
+    ratio = residual / p_min  # inf for a denormal p_min
+    full = rest if ratio >= rest else math.floor(ratio)
     remainder = max(0.0, residual - full * p_min)
     lower = head - full * p_min * lp_min
     if remainder > 0.0:

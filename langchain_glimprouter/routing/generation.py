@@ -148,8 +148,14 @@ class Streams:
         self.facts.max_model_len[backend.base_url, backend.model] = limit
 
     def _body(
-        self, role: str, prompt: str, max_tokens: int, stop: list[str], logprobs: int | None
+        self,
+        role: str,
+        prompt: str | list[int],
+        max_tokens: int,
+        stop: list[str],
+        logprobs: int | None,
     ) -> dict[str, Any]:
+        """A completions request; ``prompt`` is text, or token ids (an escalation probe's)."""
         backend = self.backends[role]
         limit = self.facts.max_model_len.get((backend.base_url, backend.model))
         body: dict[str, Any] = {

@@ -76,3 +76,9 @@ class ServerFacts:
     """Context window per (base_url, model), from the server's /v1/models; None if unknown."""
     max_logprobs: dict[str, int] = field(default_factory=dict)
     """The logprobs cap a server refused more than (vLLM's --max-logprobs), per base_url."""
+    token_ids: dict[tuple[str, str], int | None] = field(default_factory=dict)
+    """The id of a whitespace token as a server's ``/tokenize`` gives it alone, per
+    ``(base_url, token)``; None when it does not come back as one id."""
+    untokenized: set[str] = field(default_factory=set)
+    """Servers (base_url) whose ``/tokenize`` gave no token ids for a prompt (no such endpoint,
+    or another request shape than vLLM's)."""

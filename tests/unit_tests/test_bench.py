@@ -174,7 +174,7 @@ def test_lines_with_real_router_and_grading(servers: Any, tmp_path: Path) -> Non
     assert [s["model"] for s in line["steps"]] == ["small", "large", "small", "large"]
     assert [s["h_init"] for s in line["steps"]] == pytest.approx([0.2, 1.5, 0.1, 2.0])
     assert set(line["steps"][0]) == {"model", "h_init", "score", "tokens", "latency_s", "skipped",
-                                     "decision", "escalation_s"}  # fmt: skip
+                                     "decision", "escalation_requests", "escalation_s"}  # fmt: skip
     assert line["chain_end"] == "think_end"
     assert line["wasted_small_tokens"] >= 2
     assert line["latency_s"] > 0

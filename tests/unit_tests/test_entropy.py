@@ -103,3 +103,11 @@ def test_log_zero_entries_are_no_tokens() -> None:
     bounds = entropy_bounds([math.log(0.95), -9999.0, -9999.0], k=3)
     assert bounds.residual == pytest.approx(0.05)
     assert bounds.lower < bounds.upper
+
+
+def test_a_vanishing_least_probability_bounds_nothing_away() -> None:
+    """A least probability so small (a denormal float) that the residual over it overflows:
+    the residual is spread over the whole rest of the vocabulary, with no OverflowError."""
+    bounds = entropy_bounds([math.log(0.95), -744.0], k=2)
+    assert bounds.residual == pytest.approx(0.05)
+    assert 0.0 < bounds.lower <= bounds.upper

@@ -10,6 +10,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
 from scripted_server import Script
+from scripted_server.answers import error
 from tests.support.accounting import closed_early, glimpse_requests
 from tests.support.pair import (
     H_INIT,
@@ -290,9 +291,12 @@ def test_the_glimpse_reads_past_whitespace_at_a_step_start(servers: Any, probe: 
 def test_topk_bounds_decides_exactly_or_escalates_one_step(servers: Any) -> None:
     """Scripted distributions (20 logprobs, 5 % outside them): at tau = 1.4 the bounds of a
     1.0-nat step ([1.24, 1.77]) hold the threshold in their likely band, so that step alone
-    gets a 1-token probe with 1000 logprobs, whose bounds ([1.46, 1.77]) settle it."""
+    gets a 1-token probe with 1000 logprobs (4.5 % outside them), whose bounds ([1.42, 1.70])
+    settle it. The record is the probe's (h_init, h_bounds, residual_mass), the glimpse's own
+    values under glimpse_*."""
     h_init = [0.2, 1.0, 1.0, 2.0, 0.0]
-    small, large = servers(small=Script(steps=SMALL_STEPS, h_init=h_init), max_logprobs=1000)
+    script = Script(steps=SMALL_STEPS, h_init=h_init, wide_residual_mass=0.045)
+    small, large = servers(small=script, max_logprobs=1000)
     model = router_for(small, large, threshold=1.4, entropy_estimator="topk_bounds")
     rec = model.invoke(QUESTION).response_metadata["glimprouter"]
     steps = rec["steps"]
@@ -301,6 +305,8 @@ def test_topk_bounds_decides_exactly_or_escalates_one_step(servers: Any) -> None
     ]  # fmt: skip
     probes = [r for r in completions(small) if not r.stream]
     assert [(p.params["logprobs"], p.params["max_tokens"]) for p in probes] == [(1000, 1)] * 2
+    glimpses = [r for r in completions(small) if r.stream]
+    assert [p.params["prompt"] for p in probes] == [g.params["prompt"] for g in glimpses[1:3]]
     assert rec["escalations"] == 2
     assert rec["requests"]["small"] == 5 + 2  # the glimpses (and "</think>"), the two probes
     assert [s["escalation_tokens"] for s in steps] == [0, 1, 1, 0]
@@ -309,7 +315,87 @@ def test_topk_bounds_decides_exactly_or_escalates_one_step(servers: Any) -> None
         low, high = step["h_bounds"]
         assert low <= step["h_init"] <= high
         assert (low > 1.4) == (step["model"] == "large")  # certain: outside the bounds
-    assert steps[1]["h_bounds"][0] > 1.45  # the probe's bounds, tighter than the glimpse's
+    escalated, certain = steps[1], steps[3]
+    assert escalated["h_bounds"][0] > 1.4  # the probe's bounds, tighter than the glimpse's
+    assert escalated["residual_mass"] == pytest.approx(0.045)  # the probe's, as its bounds
+    assert escalated["glimpse_residual_mass"] == pytest.approx(0.05)
+    assert [s["escalation_requests"] for s in steps] == [0, 1, 1, 0]
+    low, high = escalated["glimpse_h_bounds"]
+    assert low < 1.4 < high
+    assert low <= escalated["glimpse_h_init"] <= high
+    assert low <= escalated["h_bounds"][0] <= escalated["h_bounds"][1] <= high
+    assert escalated["glimpse_h_init"] != pytest.approx(escalated["h_init"])
+    assert certain["residual_mass"] == pytest.approx(0.05)  # no probe: the glimpse's own
+    assert certain["glimpse_h_init"] is certain["glimpse_h_bounds"] is None
+    assert certain["glimpse_residual_mass"] is None
+
+
+def tokenized(server: Any) -> list[str]:
+    """Record the text of every ``/tokenize`` request of a prompt that ``server`` answers."""
+    texts: list[str] = []
+    answer = server.tokenize
+
+    def tokenize(body: dict[str, Any]) -> Any:
+        if "prompt" in body:
+            assert body["add_special_tokens"] is False  # as the glimpse's prompt was tokenized
+            texts.append(body["prompt"])
+        return answer(body)
+
+    server.tokenize = tokenize
+    return texts
+
+
+def test_a_skipped_step_escalates_on_the_tokens_the_glimpse_saw(servers: Any) -> None:
+    """A close call on the first token with content after a skipped "\\n": the probe's
+    prompt is the glimpse's prompt as the server tokenizes it plus the "\\n"'s id, not that
+    text tokenized afresh (a server merges a trailing "\\n\\n" + "\\n" into other tokens).
+    /tokenize of "\\n" alone is asked once per server."""
+    steps = ["plain start", "\nclose call after a newline", "easy", "last"]
+    script = Script(steps=steps, h_init=[0.2, 1.0, 0.1, 0.1, 0.0])
+    small, large = servers(small=script, large=Script(steps=steps), max_logprobs=1000)
+    texts = tokenized(small)
+    model = router_for(small, large, threshold=1.4, entropy_estimator="topk_bounds")
+    for call in range(2):
+        small.reset()
+        rec = model.invoke(QUESTION).response_metadata["glimprouter"]
+        step = rec["steps"][1]
+        assert (step["skipped"], step["first_token"]) == ("\n", "close")
+        assert (step["model"], step["decision"]) == ("large", "escalated")
+        glimpse, probe = completions(small)[1:3]
+        assert not probe.stream
+        assert probe.params["prompt"] == [ord(c) for c in glimpse.prompt] + [ord("\n")]
+        assert step["escalation_requests"] == (3 if call == 0 else 2)  # /tokenize, the probe
+        assert rec["requests"]["small"] == 5 + 1  # /tokenize is not a completions request
+    prompt = completions(small)[1].prompt  # the same in both calls
+    assert texts == ["\n", prompt, prompt]
+
+
+@pytest.mark.parametrize("cannot", ["no /tokenize", "not one token"])
+def test_a_skipped_step_is_estimated_where_its_tokens_are_unknown(
+    servers: Any, cannot: str
+) -> None:
+    """A server without /tokenize, or a skipped token that does not come back as one id when
+    tokenized alone: the ids the glimpse saw are unknown, so the close call is decided on the
+    estimate, with no probe on another context."""
+    skipped = "\n" if cannot == "no /tokenize" else "\n \n"
+    steps = ["plain start", skipped + "close call after a newline", "easy", "last"]
+    script = Script(steps=steps, h_init=[0.2, 1.0, 0.1, 0.1, 0.0])
+    small, large = servers(small=script, large=Script(steps=steps), max_logprobs=1000)
+    if cannot == "no /tokenize":
+        render = small.tokenize
+        small.tokenize = lambda body: (
+            render(body) if "messages" in body else error(404, "NotFound", "", "Not Found")
+        )
+    model = router_for(small, large, threshold=1.4, entropy_estimator="topk_bounds")
+    for call in range(2):
+        rec = model.invoke(QUESTION).response_metadata["glimprouter"]
+        step = rec["steps"][1]
+        assert (step["skipped"], step["first_token"]) == (skipped, "close")
+        assert step["decision"] == "estimated"
+        assert step["escalation_requests"] == (1 if call == 0 else 0)  # learnt once
+        assert step["glimpse_h_bounds"] is None  # no probe answered: the glimpse's values
+        assert rec["escalations"] == 0
+    assert all(r.stream for r in completions(small))
 
 
 def test_topk_bounds_without_escalation_estimates(servers: Any) -> None:
@@ -318,12 +404,16 @@ def test_topk_bounds_without_escalation_estimates(servers: Any) -> None:
     h_init = [0.2, 1.0, 1.0, 2.0, 0.0]
     small, large = servers(small=Script(steps=SMALL_STEPS, h_init=h_init), max_logprobs=20)
     model = router_for(small, large, threshold=1.4, entropy_estimator="topk_bounds")
-    for _ in range(2):
+    for call in range(2):
         rec = model.invoke(QUESTION).response_metadata["glimprouter"]
         assert [s["decision"] for s in rec["steps"]] == [
             "certain", "estimated", "estimated", "certain"
         ]  # fmt: skip
         assert rec["escalations"] == 0
+        # The refused probe is a request like any other, of the step that sent it.
+        refusals = 1 if call == 0 else 0
+        assert rec["requests"]["small"] == 5 + refusals
+        assert [s["escalation_requests"] for s in rec["steps"]] == [0, refusals, 0, 0]
     refused = [r for r in completions(small) if not r.stream]
     assert len(refused) == 1  # learnt once per server
     assert refused[0].finish_reason is None

@@ -147,7 +147,8 @@ def result_line(
     ``tokens`` and ``requests`` (``{"small": int, "large": int}``), ``wasted_small_tokens``,
     ``reasoning_tokens``, ``answer_tokens``, ``chain_end``, ``escalations`` and ``steps`` (each
     ``{"model", "h_init", "score", "tokens", "latency_s", "skipped", "decision",
-    "escalation_s"}``). A chat model without a routing record leaves the routing fields None.
+    "escalation_requests", "escalation_s"}``). A chat model without a routing record leaves the
+    routing fields None.
     """
     response = _text(message)
     verdict = grade(response, item)
@@ -161,6 +162,7 @@ def result_line(
             "latency_s": step.get("latency_s"),
             "skipped": step.get("skipped"),
             "decision": step.get("decision"),
+            "escalation_requests": step.get("escalation_requests"),
             "escalation_s": step.get("escalation_s"),
         }
         for step in record.get("steps", [])
