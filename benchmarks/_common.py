@@ -45,6 +45,11 @@ def run_header(command: str | None = None, **beside_python: str) -> dict[str, An
     }
 
 
+CLIENT_PACKAGES = ("langchain-glimprouter", "langchain-core", "openai", "httpx2", "httpcore2")
+"""The distributions the router's requests go through (the openai SDK over httpx2/httpcore2),
+whose versions a client measurement records."""
+
+
 def package_versions(names: Iterable[str]) -> dict[str, str]:
     """Installed versions of the distributions ``names`` ("not installed" for a missing one)."""
     from importlib.metadata import PackageNotFoundError, version

@@ -8,7 +8,8 @@ server-sent events (``with_streaming_response``): the router needs a few fields 
 and building the SDK's typed object per token cost more CPU than the rest of the client.
 
 The SDK never retries here (``max_retries=0``): retries, replica failover and stream resumption
-are the routing program's (``program.retrying``, ``engine``), so there is one retry layer.
+are the router's (:func:`~langchain_glimprouter.routing.ops.retrying`, and
+:mod:`~langchain_glimprouter.routing.generation` for streams), so there is one retry layer.
 Closing a stream closes its HTTP connection, which makes vLLM abort the request. Every SDK or
 transport failure becomes a typed :class:`~langchain_glimprouter.errors.GlimpRouterError`
 naming the backend's role and URL, never its key.
@@ -174,7 +175,8 @@ class BackendClient:
             A caller's own SDK client keeps its own authentication.
         timeout: Connect and read timeout in seconds.
 
-    Retries are the routing program's business (see ``program.retrying``), not the client's.
+    Retries are the router's business (:func:`~langchain_glimprouter.routing.ops.retrying`),
+    not the client's.
     """
 
     def __init__(
