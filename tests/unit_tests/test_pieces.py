@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import openai
 import pytest
 
+from langchain_glimprouter import GlimpRouterChatModel
 from langchain_glimprouter.backend import Backend
 from langchain_glimprouter.errors import (
     BackendResponseError,
@@ -15,6 +17,7 @@ from langchain_glimprouter.errors import (
 from langchain_glimprouter.http.client import error_from_response
 from langchain_glimprouter.routing.generation import Holdback
 from langchain_glimprouter.routing.prompts import open_thinking, render_jinja
+from langchain_glimprouter.routing.tool_calls import HermesToolCallParser
 from langchain_glimprouter.routing.wire import parse_chunk
 
 # A chunk exactly as vLLM 0.32 streams it (first token, logprobs=3, continuous usage).
@@ -84,6 +87,27 @@ def test_root_url_and_secret_repr() -> None:
     assert backend.root_url == "http://h:1"
     assert "sk-secret" not in repr(backend)
     assert "sk-secret" not in str(backend.model_dump())
+
+
+class _OwnParser(HermesToolCallParser):
+    """A parser of the caller's own."""
+
+
+def test_backend_and_router_dump_to_json_without_keys_or_clients() -> None:
+    """The tool parser is named by its class (code cannot be JSON); clients and keys never show."""
+    own = openai.OpenAI(api_key="sk-client", base_url="http://h:1/v1")
+    backend = Backend(base_url="http://h:1/v1", model="m", api_key="sk-secret", client=own)  # type: ignore[arg-type]
+    dumped = json.loads(backend.model_dump_json())
+    assert dumped["tool_parser"] == "HermesToolCallParser"
+    assert dumped["api_key"] == "**********"
+    assert not {"client", "async_client", "http_client", "http_async_client"} & set(dumped)
+    assert Backend.model_validate(dumped | {"api_key": None}).tool_parser == HermesToolCallParser()
+    assert backend.model_dump()["tool_parser"] == HermesToolCallParser()  # Python: the object
+    custom = Backend(base_url="http://h:1/v1", model="m", tool_parser=_OwnParser())
+    router = GlimpRouterChatModel(small=backend, large=custom, api_key="sk-router")  # type: ignore[arg-type]
+    text = router.model_dump_json()
+    assert json.loads(text)["large"]["tool_parser"] == "_OwnParser"
+    assert "sk-" not in text
 
 
 def test_open_thinking_opens_exactly_once() -> None:
