@@ -170,6 +170,8 @@ class ScriptedServer(ScriptedModel):
             async for choice in generation:
                 for payload in accepted.events(choice):
                     yield _sse(payload)
+                if accepted.failed:
+                    return
             for payload in accepted.closing_events():
                 yield _sse(payload)
 
@@ -184,12 +186,15 @@ class ScriptedServer(ScriptedModel):
         self._add_active(1)
         try:
             completion.log.started_s = time.perf_counter()
-            first_due = clock() + self.prefill_s + self.faults.stall_s
-            await asyncio.sleep(self.prefill_s + self.faults.stall_s)
+            first_due = clock() + self.prefill_s
+            await asyncio.sleep(self.prefill_s)
             for item in completion.generate():
                 if not isinstance(item, Due):
                     yield item
                     continue
+                if item.index == completion.stall_at:
+                    await asyncio.sleep(completion.stall_s)
+                    first_due += completion.stall_s
                 if item.index and self.steady:
                     await asyncio.sleep(max(first_due + item.index * gap - clock(), 0.0))
                 elif item.index:

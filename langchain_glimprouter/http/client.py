@@ -40,9 +40,12 @@ from langchain_glimprouter.errors import (
     GlimpRouterError,
     LogprobsCapError,
     MalformedStreamError,
+    StreamErrorEventError,
     StreamInterruptedError,
+    StreamTimeoutError,
 )
 from langchain_glimprouter.http.network import async_transport
+from langchain_glimprouter.routing.ops import RETRYABLE_STATUS
 from langchain_glimprouter.routing.wire import Chunk, parse_chunk
 
 _LIMITS = httpx2.Limits(max_connections=512, max_keepalive_connections=64, keepalive_expiry=4.0)
@@ -75,12 +78,17 @@ def completions_kwargs(body: dict[str, Any]) -> dict[str, Any]:
     return {**named, "prompt": body.get("prompt"), "extra_body": extra}
 
 
+def _error_message(body: str) -> str:
+    """The message of an error answer: OpenAI's ``error.message``, else the start of the body."""
+    try:
+        return str(json.loads(body)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return body.strip()[:500] or "(empty body)"
+
+
 def error_from_response(role: str, url: str, status: int, body: str) -> GlimpRouterError:
     """Map an HTTP error answer to the most specific typed error, with what to do about it."""
-    try:
-        message = str(json.loads(body)["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        message = body.strip()[:500] or "(empty body)"
+    message = _error_message(body)
     lowered = message.lower()
     if "maximum context length" in lowered or "context length" in lowered:
         return ContextLengthExceededError(
@@ -104,6 +112,33 @@ def error_from_response(role: str, url: str, status: int, body: str) -> GlimpRou
     }.get(status, "Check the server's log.")
     return BackendResponseError(
         f"HTTP {status}: {message} {hint}", role=role, url=url, status_code=status
+    )
+
+
+def stream_error(role: str, url: str, data: bytes) -> GlimpRouterError:
+    """The typed error of an ``{"error": ...}`` event in a stream (``data``).
+
+    vLLM sends one, then ``[DONE]``, when a request fails after its answer began: its
+    ``error.code`` is the status the failure would have had (500 when generation fails inside
+    the engine, 503 for a failure it says is safe to retry, 400 for a request it refuses). A
+    code of 429 or 5xx (or none) is :class:`StreamErrorEventError`, resumed like a cut stream;
+    any other is the error of that answer, which no resumption fixes."""
+    body = data.decode(errors="replace")
+    try:
+        code = json.loads(body)["error"].get("code")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        code = None
+    status = code if isinstance(code, int) else 500
+    error = error_from_response(role, url, status, body)
+    if type(error) is not BackendResponseError or status not in RETRYABLE_STATUS:
+        return error
+    return StreamErrorEventError(
+        f"the server reported an error mid-stream (code {status}: {_error_message(body)}). The "
+        "stream is resumed from the text received before it; if this repeats, check the "
+        "server's log.",
+        role=role,
+        url=url,
+        status_code=status,
     )
 
 
@@ -262,8 +297,9 @@ class BackendClient:
             self._async = (loop, _Pools(self._new_aclient, 1 if own else _MAX_POOLS))
         return self._async[1]
 
-    def _error(self, exc: Exception, url: str) -> GlimpRouterError:
-        """The typed error of an SDK or transport failure.
+    def _error(self, exc: Exception, url: str, mid_stream: bool = False) -> GlimpRouterError:
+        """The typed error of an SDK or transport failure (``mid_stream``: while reading a
+        stream's events, where a timeout is a stalled stream, :class:`StreamTimeoutError`).
 
         The SDK raises ``APIConnectionError`` before the server answered (no status line yet):
         a dropped connection then left nothing running (vLLM aborts a request whose client is
@@ -274,9 +310,9 @@ class BackendClient:
         if isinstance(exc, openai.APIStatusError):
             return error_from_response(self.role, url, exc.status_code, exc.response.text)
         if isinstance(exc, (openai.APITimeoutError, httpx2.TimeoutException)):
-            return BackendTimeoutError(
-                f"no answer within {self._timeout} s. Raise the backend's timeout, or check "
-                "that the server is not overloaded.",
+            return (StreamTimeoutError if mid_stream else BackendTimeoutError)(
+                f"no {'chunk' if mid_stream else 'answer'} within {self._timeout} s. Raise the "
+                "backend's timeout, or check that the server is not overloaded.",
                 role=self.role,
                 url=url,
             )
@@ -359,7 +395,8 @@ class BackendClient:
         return self._decode(answer, url)
 
     def _event(self, line: bytes, url: str) -> Chunk | None:
-        """One server-sent event line as a :class:`Chunk` (None for anything but data)."""
+        """One server-sent event line as a :class:`Chunk` (None for anything but data); an
+        error event or one that is not a JSON object raises."""
         if not line.startswith(b"data:"):
             return None
         data = line[5:].strip()
@@ -382,7 +419,7 @@ class BackendClient:
                 url=url,
             )
         if "error" in event:
-            raise error_from_response(self.role, url, 500, data.decode(errors="replace"))
+            raise stream_error(self.role, url, data)
         return parse_chunk(event)
 
     @contextmanager
@@ -413,7 +450,7 @@ class BackendClient:
                     if chunk is not None:
                         yield chunk
         except httpx2.HTTPError as exc:
-            raise self._error(exc, url) from exc
+            raise self._error(exc, url, mid_stream=True) from exc
         if rest and (chunk := self._event(rest, url)) is not None:  # no final newline
             yield chunk
 
@@ -444,7 +481,7 @@ class BackendClient:
                     if chunk is not None:
                         yield chunk
         except httpx2.HTTPError as exc:
-            raise self._error(exc, url) from exc
+            raise self._error(exc, url, mid_stream=True) from exc
         if rest and (chunk := self._event(rest, url)) is not None:
             yield chunk
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import openai
 import pytest
@@ -13,8 +14,10 @@ from langchain_glimprouter.errors import (
     BackendResponseError,
     ContextLengthExceededError,
     InvalidArgumentError,
+    StreamErrorEventError,
+    StreamInterruptedError,
 )
-from langchain_glimprouter.http.client import error_from_response
+from langchain_glimprouter.http.client import error_from_response, stream_error
 from langchain_glimprouter.routing.generation import Holdback
 from langchain_glimprouter.routing.prompts import open_thinking, render_jinja
 from langchain_glimprouter.routing.tool_calls import HermesToolCallParser
@@ -80,6 +83,29 @@ def test_error_mapping() -> None:
     assert isinstance(err, BackendResponseError)
     assert err.status_code == 404
     assert "base_url" in str(err)
+
+
+def _event(error: dict[str, Any]) -> bytes:
+    return json.dumps({"error": error}).encode()
+
+
+def test_error_events_mid_stream() -> None:
+    """vLLM's error event carries the status in ``code``: the server's own failures are resumed
+    (StreamErrorEventError), what a new request would meet again stays the answer's error."""
+    url = "http://x/v1/completions"
+    failed = stream_error("small", url, _event({"message": "Internal server error", "code": 500}))
+    assert isinstance(failed, StreamErrorEventError)
+    assert isinstance(failed, StreamInterruptedError)
+    assert failed.status_code == 500
+    assert "code 500: Internal server error" in str(failed)
+    assert stream_error("small", url, _event({"message": "retry", "code": 503})).status_code == 503
+    for codeless in ({"message": "boom"}, {"message": "boom", "code": "server_error"}):
+        assert isinstance(stream_error("small", url, _event(codeless)), StreamErrorEventError)
+    too_long = _event({"message": "This model's maximum context length is 10 tokens", "code": 400})
+    assert isinstance(stream_error("large", url, too_long), ContextLengthExceededError)
+    refused = stream_error("large", url, _event({"message": "bad", "code": 400}))
+    assert type(refused) is BackendResponseError
+    assert refused.status_code == 400
 
 
 def test_root_url_and_secret_repr() -> None:
