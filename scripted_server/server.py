@@ -144,6 +144,11 @@ class ScriptedServer(ScriptedModel):
             self._thread.join(timeout=5)
         self._server = self._thread = None
 
+    @property
+    def connections(self) -> int:
+        """HTTP connections open on the server now (uvicorn's own count)."""
+        return 0 if self._server is None else len(self._server.server_state.connections)
+
     def __enter__(self) -> ScriptedServer:
         return self.start()
 

@@ -18,11 +18,13 @@ naming the backend's role and URL, never its key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import ssl
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Generic, TypeVar
 
@@ -154,12 +156,15 @@ class _Pools(Generic[C]):
     per idle connection; encode/httpcore#1035). With one pool for 64 concurrent calls that
     bookkeeping took about 45 % of the client's CPU time (docs/benchmarks.md); small pools keep
     it cheap. One call at a time only ever uses the first pool. A caller's own client is one
-    pool (``limit=1``): the router does not copy a connection pool it did not make.
+    pool (``limit=1``): the router does not copy a connection pool it did not make, nor close it
+    (``owned=False``).
     """
 
-    def __init__(self, make: Callable[[], C], limit: int = _MAX_POOLS) -> None:
-        self._make: Callable[[], C] = make
+    def __init__(self, make: Callable[[], C], limit: int = _MAX_POOLS, owned: bool = True) -> None:
+        # weakly: the pools must not keep their BackendClient alive (see BackendClient.__del__)
+        self._make: weakref.WeakMethod[Callable[[], C]] = weakref.WeakMethod(make)
         self._limit = limit
+        self.owned = owned
         self.clients: list[C] = []
         self._busy: list[int] = []
         self._lock = threading.Lock()
@@ -170,7 +175,9 @@ class _Pools(Generic[C]):
             busy = self._busy
             index = min(range(len(busy)), key=busy.__getitem__) if busy else -1
             if index < 0 or (busy[index] >= _POOL_REQUESTS and len(busy) < self._limit):
-                self.clients.append(self._make())
+                make = self._make()
+                assert make is not None, "the pools of a client that is gone"
+                self.clients.append(make())
                 busy.append(0)
                 index = len(busy) - 1
             busy[index] += 1
@@ -188,6 +195,23 @@ class _Pools(Generic[C]):
             yield self.clients[index]
         finally:
             self.release(index)
+
+
+_LoopPools = tuple[_Pools[openai.AsyncOpenAI], AsyncGenerator[None]]
+"""The async pools of one event loop, and the :func:`_closing` generator that closes them."""
+
+
+async def _closing(pools: _Pools[openai.AsyncOpenAI]) -> AsyncGenerator[None]:
+    """Suspended for as long as its event loop runs: the loop closes it when it shuts down
+    (``asyncio.run`` and ``asyncio.Runner`` close every async generator before closing the
+    loop), and with it ``pools``, while the loop can still close their connections. Dropped
+    while the loop runs (its BackendClient replaced), it is closed on that loop all the same."""
+    try:
+        yield
+    finally:
+        if pools.owned:
+            for client in pools.clients:
+                await client.close()
 
 
 def session_headers(
@@ -234,7 +258,8 @@ class BackendClient:
         self._aheaders: dict[str, Any] = {} if api_key or backend.async_client else dict(_NO_AUTH)
         self._ssl: ssl.SSLContext | None = None
         self._sync: _Pools[openai.OpenAI] | None = None
-        self._async: tuple[asyncio.AbstractEventLoop, _Pools[openai.AsyncOpenAI]] | None = None
+        self._async: dict[asyncio.AbstractEventLoop, _LoopPools] = {}
+        # per event loop (an async client is bound to the loop it first ran on)
 
     def __repr__(self) -> str:
         return f"BackendClient(role={self.role!r}, base_url={self.base_url!r})"
@@ -286,16 +311,22 @@ class BackendClient:
     def _pools(self) -> _Pools[openai.OpenAI]:
         if self._sync is None:
             own = self.backend.client or self.backend.http_client
-            self._sync = _Pools(self._new_client, 1 if own else _MAX_POOLS)
+            self._sync = _Pools(self._new_client, 1 if own else _MAX_POOLS, owned=not own)
         return self._sync
 
-    def _apools(self) -> _Pools[openai.AsyncOpenAI]:
-        # An async client is bound to the loop it first ran on: keep its pools per running loop.
+    async def _apools(self) -> _Pools[openai.AsyncOpenAI]:
         loop = asyncio.get_running_loop()
-        if self._async is None or self._async[0] is not loop:
-            own = self.backend.async_client or self.backend.http_async_client
-            self._async = (loop, _Pools(self._new_aclient, 1 if own else _MAX_POOLS))
-        return self._async[1]
+        if (entry := self._async.get(loop)) is not None:
+            return entry[0]
+        # A loop closed without closing its async generators (loop.close() alone) never closed
+        # its pools; their sockets cannot be closed without it, only left to the collector.
+        self._async = {other: e for other, e in self._async.items() if not other.is_closed()}
+        own = self.backend.async_client or self.backend.http_async_client
+        pools = _Pools(self._new_aclient, 1 if own else _MAX_POOLS, owned=not own)
+        closer = _closing(pools)
+        self._async[loop] = (pools, closer)
+        await anext(closer)  # started on this loop: the loop now closes it when it shuts down
+        return pools
 
     def _error(self, exc: Exception, url: str, mid_stream: bool = False) -> GlimpRouterError:
         """The typed error of an SDK or transport failure (``mid_stream``: while reading a
@@ -388,7 +419,7 @@ class BackendClient:
         url = self._url(path)
         headers = session_headers(self.backend, session, self._aheaders)
         try:
-            with self._apools().lease() as client:
+            with (await self._apools()).lease() as client:
                 answer = await self._send(client, method, path, body, headers)
         except (openai.APIError, httpx2.HTTPError) as exc:
             raise self._error(exc, url) from exc
@@ -463,7 +494,7 @@ class BackendClient:
         create = completions_kwargs({**body, "stream": True})
         headers = session_headers(self.backend, session, self._aheaders)
         try:
-            with self._apools().lease() as client:
+            with (await self._apools()).lease() as client:
                 async with client.completions.with_streaming_response.create(
                     **create, extra_headers=headers
                 ) as response:
@@ -487,20 +518,25 @@ class BackendClient:
 
     def close(self) -> None:
         """Close the sync connection pools this client made (not a caller's own)."""
-        if self._sync is not None:
-            if not (self.backend.client or self.backend.http_client):
-                for client in self._sync.clients:
-                    client.close()
-            self._sync = None
+        if self._sync is not None and self._sync.owned:
+            for client in self._sync.clients:
+                client.close()
+        self._sync = None
 
     async def aclose(self) -> None:
-        """Close the sync and async connection pools this client made (not a caller's own)."""
+        """Close the sync connection pools, and the async ones of the running event loop, that
+        this client made (not a caller's own)."""
         self.close()
-        if self._async is not None:
-            if not (self.backend.async_client or self.backend.http_async_client):
-                for aclient in self._async[1].clients:
-                    await aclient.close()
-            self._async = None
+        entry = self._async.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry[1].aclose()
+
+    def __del__(self) -> None:
+        # A client no call holds any more (the router replaced it or is gone) closes its sync
+        # connections now, rather than leave each socket to the collector; dropping its
+        # _closing generators closes its async pools on their loops.
+        with contextlib.suppress(Exception):
+            self.close()
 
 
 def count_tokens(client: BackendClient, body: dict[str, Any]) -> int:
