@@ -153,6 +153,9 @@ class Faults:
     garbled: int = 0
     errored: int = 0
     stalls: int = 0
+    chaos_drawn: dict[str, int] = field(default_factory=dict)
+    """The random faults drawn so far, by kind ("500", "cut", "error", ...); a cut or an event
+    drawn after more tokens than its stream has never happens."""
 
 
 @dataclass
@@ -347,6 +350,8 @@ class ScriptedModel:
             if count is None or faults.seen < faults.status_from + count:
                 return error(faults.status, "InjectedError", "none", "injected failure")
         kind = faults.rng.choice(_CHAOS) if faults.rng.random() < faults.chaos else None
+        if kind is not None:
+            faults.chaos_drawn[str(kind)] = faults.chaos_drawn.get(str(kind), 0) + 1
         if kind in (500, 503, 429):
             return error(int(kind), "InjectedError", "none", "injected chaos")
         if faults.drop_logprobs:
