@@ -197,11 +197,11 @@ class _Pools(Generic[C]):
             self.release(index)
 
 
-_LoopPools = tuple[_Pools[openai.AsyncOpenAI], AsyncGenerator[None]]
+_LoopPools = tuple[_Pools[openai.AsyncOpenAI], AsyncGenerator[None, None]]
 """The async pools of one event loop, and the :func:`_closing` generator that closes them."""
 
 
-async def _closing(pools: _Pools[openai.AsyncOpenAI]) -> AsyncGenerator[None]:
+async def _closing(pools: _Pools[openai.AsyncOpenAI]) -> AsyncGenerator[None, None]:
     """Suspended for as long as its event loop runs: the loop closes it when it shuts down
     (``asyncio.run`` and ``asyncio.Runner`` close every async generator before closing the
     loop), and with it ``pools``, while the loop can still close their connections. Dropped
