@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from langchain_core.messages import AIMessage
 
-from benchmarks import bench_router, real_overhead, soak
+from benchmarks import bench_router, entropy_speed, real_overhead, soak
 from benchmarks._common import run_header
 from langchain_glimprouter import ContextLengthExceededError, StreamInterruptedError
 
@@ -62,3 +63,13 @@ def test_the_soak_fails_on_a_recoverable_fault_that_ended_a_question() -> None:
 def test_results_files_record_the_commit() -> None:
     commit = run_header()["commit"]
     assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", commit)
+
+
+def test_the_entropy_speed_benchmark_times_the_routers_calls() -> None:
+    tops = entropy_speed.glimpse(20)
+    values = list(tops.values())
+    assert values == sorted(values, reverse=True)
+    assert 0 < sum(math.exp(v) for v in values) < 1  # a real top 20: mass left outside
+    calls = entropy_speed.cases(20, 1000)
+    assert len(calls) == 4
+    assert all(call() for call in calls.values())
