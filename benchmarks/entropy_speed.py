@@ -9,7 +9,7 @@ the module's own code two ways, alternately: with
 Python, and so that it does with numpy (the module itself uses numpy from ``NUMPY_FROM``
 logprobs on). A time is the best of ``--repeat`` timeit runs, per call.
 
-Run: .venv/bin/python -m benchmarks.entropy_speed   (about 10 s; writes
+Run: .venv/bin/python -m benchmarks.entropy_speed   (about a minute; writes
 benchmarks/results/entropy_speed.json)
 """
 
