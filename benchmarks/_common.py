@@ -15,6 +15,7 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -33,16 +34,37 @@ def results_path(name: str) -> Path:
 # -- the header of a results file ----------------------------------------------------------------
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def git_commit() -> str:
+    """The repository's commit (``+dirty`` with uncommitted changes), or "unknown"."""
+    try:
+        return _git("rev-parse", "HEAD") + ("+dirty" if _git("status", "--porcelain") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def run_header(command: str | None = None, **beside_python: str) -> dict[str, Any]:
-    """command (default: this process's own command line), date, python, ``beside_python`` (the
-    versions of what runs with it, e.g. torch), platform: the first keys of a results file."""
+    """command (default: this process's own command line), commit, date, python,
+    ``beside_python`` (the versions of what runs with it, e.g. torch), platform: the first keys
+    of a results file."""
     return {
         "command": shlex.join(sys.orig_argv) if command is None else command,
+        "commit": git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         **beside_python,
         "platform": platform.platform(),
     }
+
+
+CLIENT_PACKAGES = ("langchain-glimprouter", "langchain-core", "openai", "httpx2", "httpcore2")
+"""The distributions the router's requests go through (the openai SDK over httpx2/httpcore2),
+whose versions a client measurement records."""
 
 
 def package_versions(names: Iterable[str]) -> dict[str, str]:

@@ -53,6 +53,7 @@ import httpx
 from langchain_core.language_models import LanguageModelInput
 
 from benchmarks._common import (
+    CLIENT_PACKAGES,
     load_average,
     load_record,
     load_summary,
@@ -729,9 +730,7 @@ def start_all(
 
 def versions() -> dict[str, str]:
     """Versions of the packages the measurement depends on."""
-    return package_versions(
-        ("langchain-glimprouter", "langchain-core", "httpx", "httpcore", "uvicorn")
-    )
+    return package_versions((*CLIENT_PACKAGES, "uvicorn"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

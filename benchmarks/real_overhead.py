@@ -51,6 +51,7 @@ import httpx
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from benchmarks._common import (
+    CLIENT_PACKAGES,
     load_average,
     load_record,
     load_summary,
@@ -253,7 +254,7 @@ VERSIONS = "import vllm, torch; print(vllm.__version__, torch.__version__)"
 
 def versions(probe: subprocess.Popen[str] | None) -> dict[str, str]:
     """Package versions; ``probe`` is the vLLM environment's Python printing its own."""
-    out = package_versions(("langchain-glimprouter", "langchain-core", "httpx"))
+    out = package_versions((*CLIENT_PACKAGES, "httpx"))  # httpx: the bare replay
     try:
         assert probe is not None
         stdout, _ = probe.communicate(timeout=120)

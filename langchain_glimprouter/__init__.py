@@ -31,7 +31,9 @@ if TYPE_CHECKING:
         MalformedStreamError,
         MissingLogprobsError,
         PromptRenderingError,
+        StreamErrorEventError,
         StreamInterruptedError,
+        StreamTimeoutError,
     )
     from langchain_glimprouter.gguf import gguf_chat_template
     from langchain_glimprouter.records import STEP_EVENT, RoutingRecord, StepRecord
@@ -59,7 +61,9 @@ __all__ = [
     "RoutingRecord",
     "StepRecord",
     "Strategy",
+    "StreamErrorEventError",
     "StreamInterruptedError",
+    "StreamTimeoutError",
     "gguf_chat_template",
 ]
 _WHERE: dict[str, str] = {

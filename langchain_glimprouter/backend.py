@@ -5,16 +5,33 @@ answers is :mod:`langchain_glimprouter.routing.wire`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import httpx2
 import openai
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SecretStr
 
 from langchain_glimprouter.routing.tool_calls import HermesToolCallParser, ToolCallParser
 
 DEFAULT_TIMEOUT = 60.0
 """Seconds to wait for a connection or for the next streamed chunk, when nothing else is set."""
+
+_BUILT_IN_PARSERS = {cls.__name__: cls for cls in (HermesToolCallParser,)}
+
+
+def _parser_by_name(value: Any) -> Any:
+    """A built-in parser named by its class (as a Backend dumped to JSON names it); anything
+    else as given (an instance, or what pydantic then refuses)."""
+    return _BUILT_IN_PARSERS[value]() if value in _BUILT_IN_PARSERS else value
+
+
+ParserField = Annotated[
+    ToolCallParser,
+    BeforeValidator(_parser_by_name),
+    PlainSerializer(lambda parser: type(parser).__name__, return_type=str, when_used="json"),
+]
+"""A tool-call parser: an instance, dumped to JSON as its class name (a parser is code, which
+JSON cannot hold); the built-in one's name is read back as the parser."""
 
 
 class Backend(BaseModel):
@@ -45,7 +62,7 @@ class Backend(BaseModel):
     """Extra HTTP headers."""
     extra_body: dict[str, Any] = Field(default_factory=dict)
     """Extra JSON fields merged into every completions request (e.g. top_k)."""
-    tool_parser: ToolCallParser = Field(default_factory=HermesToolCallParser)
+    tool_parser: ParserField = Field(default_factory=HermesToolCallParser)
     """How this model writes tool calls in its answer (the large backend's parses the answer;
     either's formats past calls for a template that ignores tools)."""
     session_header: str | None = None

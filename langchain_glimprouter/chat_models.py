@@ -290,6 +290,8 @@ class GlimpRouterChatModel(BaseChatModel):
         )
         timeout = backend.timeout or self.timeout or DEFAULT_TIMEOUT
         # model_copy shares private attributes: rebuild when the settings are not this model's.
+        # The clients replaced are not closed here (a copy may be mid-call on them): each closes
+        # its connections once no call holds it (BackendClient.__del__).
         spec = (id(backend), key.get_secret_value() if key else None, timeout)
         cached = self._clients.get(role)
         if cached is not None and cached[0] == spec:

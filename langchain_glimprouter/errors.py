@@ -74,6 +74,22 @@ class MalformedStreamError(StreamInterruptedError, BackendResponseError):
     when the resumes (``max_retries``) are spent."""
 
 
+class StreamErrorEventError(StreamInterruptedError, BackendResponseError):
+    """The server reported mid-stream that the request failed on its side (an
+    ``{"error": ...}`` event with code 429 or 5xx: vLLM sends one with code 500 when generation
+    fails inside its engine, then ends the stream). It is resumed like a cut stream, from the
+    text received before that event; raised when the resumes (``max_retries``) are spent. An
+    error event with another code (a request the server refuses, such as one past the context
+    length) is not resumed: it is the typed error of that answer."""
+
+
+class StreamTimeoutError(StreamInterruptedError, BackendTimeoutError):
+    """No chunk came within ``Backend.timeout`` seconds in the middle of a stream (a stalled
+    server). Closing the connection makes vLLM abort the stalled request, so the stream is
+    resumed once, like a cut stream, from the text received; a second stall of the same text
+    raises it (each stall costs a whole timeout)."""
+
+
 class MissingLogprobsError(BackendResponseError):
     """The small server returned no ``top_logprobs`` for the first token of a step."""
 

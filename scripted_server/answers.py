@@ -31,7 +31,7 @@ from scripted_server.script import (
     token_logprobs,
 )
 
-_CHAOS: tuple[int | str, ...] = (500, 503, 429, "cut", "cut", "garbage")
+_CHAOS: tuple[int | str, ...] = (500, 503, 429, "cut", "cut", "garbage", "error")
 GARBAGE = "{this is not json"
 """The data of the injected event that is not JSON."""
 DONE = "[DONE]"
@@ -65,7 +65,7 @@ class Due:
 _REFUSED_SCHEMA = "The provided JSON schema contains features not supported by xgrammar."
 
 
-def error(status: int, type_: str, param: str, message: str) -> Answer:
+def error(status: int, type_: str, param: str | None, message: str) -> Answer:
     """A vLLM error answer."""
     body = {"error": {"message": message, "type": type_, "param": param, "code": status}}
     return Answer(body, status)
@@ -80,6 +80,15 @@ def prompt_text(prompt: Any) -> str | None:
     if ids and all(isinstance(i, int) and 0 <= i <= 0x10FFFF for i in ids):
         return "".join(map(chr, ids))
     return None
+
+
+def error_event(status: int) -> dict[str, Any]:
+    """The event vLLM sends (then ``[DONE]``) when a streamed request fails mid-stream: with
+    code 500 its engine's failure (``GenerationError``, "Internal server error"), 503 one it
+    says is safe to retry, 400 a request it refuses."""
+    kind = {500: "InternalServerError", 503: "ServiceUnavailableError"}.get(status)
+    message = "Internal server error" if status == 500 else "injected failure"
+    return error(status, kind or "BadRequestError", None, message).body
 
 
 def _choice(text: str, logprobs: Any, finish: str | None, stop: str | None) -> dict[str, Any]:
@@ -134,22 +143,37 @@ class Faults:
     cut_count: int = 1
     """... in this many requests; later ones are left alone."""
     stall_s: float = 0.0
-    """Pause this long before the first token of every request."""
+    """Pause this long before a token ..."""
+    stall_after: int = 0
+    """... after this many tokens (0: before the first) ..."""
+    stall_count: int | None = None
+    """... in this many requests (None: every one)."""
     garbage: bool = False
     """Send a server-sent event that is not JSON ..."""
     garbage_after: int = 0
     """... after this many streamed tokens ..."""
     garbage_count: int | None = None
     """... in this many requests (None: every one)."""
+    error_event: int | None = None
+    """End a stream with vLLM's error event of this code (then ``[DONE]``) ..."""
+    error_event_after: int = 0
+    """... after this many streamed tokens ..."""
+    error_event_count: int | None = None
+    """... in this many requests (None: every one)."""
     drop_logprobs: bool = False
     """Ignore the ``logprobs`` parameter (a server without logprobs support)."""
     chaos: float = 0.0
     """Probability that a request gets a random fault: HTTP 500, 503 or 429, a cut after 0-5
-    tokens, or a non-JSON event (for soak tests)."""
+    tokens, a non-JSON event or an error event (code 500) after 0-5 tokens (for soak tests)."""
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     seen: int = 0
     cuts: int = 0
     garbled: int = 0
+    errored: int = 0
+    stalls: int = 0
+    chaos_drawn: dict[str, int] = field(default_factory=dict)
+    """The random faults drawn so far, by kind ("500", "cut", "error", ...); a cut or an event
+    drawn after more tokens than its stream has never happens."""
 
 
 @dataclass
@@ -162,7 +186,15 @@ class Completion:
     budget: int
     head: dict[str, Any]
     cut_after: int | None = None
+    stall_at: int | None = None
+    stall_s: float = 0.0
+    """Before which token (index) the generation pauses, and how long."""
     garble_at: int | None = None
+    fail_at: int | None = None
+    fail_code: int = 500
+    """Where (events sent) and with which code the stream ends in an error event."""
+    failed: bool = False
+    """The error event went out: the stream is over."""
     sent: int = 0
     """Stream events sent so far (for the injected faults)."""
 
@@ -223,7 +255,13 @@ class Completion:
     def events(self, choice: dict[str, Any]) -> Iterator[dict[str, Any] | str]:
         """The server-sent event payloads (a JSON object, or raw data) a streamed choice goes
         out as: its event, after an injected non-JSON one; raises :class:`InjectedCut` where
-        the stream is cut."""
+        the stream is cut; where it fails, the error event and ``[DONE]`` instead (and
+        :attr:`failed` is set: nothing more goes out)."""
+        if self.sent == self.fail_at:
+            self.failed = True
+            yield error_event(self.fail_code)
+            yield DONE
+            return
         if self.sent == self.garble_at:
             yield GARBAGE
         if self.sent == self.cut_after:
@@ -331,6 +369,8 @@ class ScriptedModel:
             if count is None or faults.seen < faults.status_from + count:
                 return error(faults.status, "InjectedError", "none", "injected failure")
         kind = faults.rng.choice(_CHAOS) if faults.rng.random() < faults.chaos else None
+        if kind is not None:
+            faults.chaos_drawn[str(kind)] = faults.chaos_drawn.get(str(kind), 0) + 1
         if kind in (500, 503, 429):
             return error(int(kind), "InjectedError", "none", "injected chaos")
         if faults.drop_logprobs:
@@ -347,6 +387,9 @@ class ScriptedModel:
         head: dict[str, Any] = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion"}
         head |= {"created": int(time.time()), "model": self.model}
         completion = Completion(self.script, log, n_prompt, budget, head)
+        if faults.stall_s and (faults.stall_count is None or faults.stalls < faults.stall_count):
+            faults.stalls += 1
+            completion.stall_at, completion.stall_s = faults.stall_after, faults.stall_s
         if not stream:
             return completion
 
@@ -361,6 +404,13 @@ class ScriptedModel:
         ):
             faults.garbled += 1
             completion.garble_at = faults.garbage_after
+
+        completion.fail_at = faults.rng.randint(0, 5) if kind == "error" else None
+        if faults.error_event is not None and (
+            faults.error_event_count is None or faults.errored < faults.error_event_count
+        ):
+            faults.errored += 1
+            completion.fail_at, completion.fail_code = faults.error_event_after, faults.error_event
         return completion
 
     def tokenize(self, body: dict[str, Any]) -> Answer:

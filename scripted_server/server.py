@@ -145,6 +145,11 @@ class ScriptedServer(ScriptedModel):
             self._thread.join(timeout=5)
         self._server = self._thread = None
 
+    @property
+    def connections(self) -> int:
+        """HTTP connections open on the server now (uvicorn's own count)."""
+        return 0 if self._server is None else len(self._server.server_state.connections)
+
     def __enter__(self) -> ScriptedServer:
         return self.start()
 
@@ -171,6 +176,8 @@ class ScriptedServer(ScriptedModel):
             async for choice in generation:
                 for payload in accepted.events(choice):
                     yield _sse(payload)
+                if accepted.failed:
+                    return
             for payload in accepted.closing_events():
                 yield _sse(payload)
 
@@ -185,12 +192,15 @@ class ScriptedServer(ScriptedModel):
         self._add_active(1)
         try:
             completion.log.started_s = time.perf_counter()
-            first_due = clock() + self.prefill_s + self.faults.stall_s
-            await asyncio.sleep(self.prefill_s + self.faults.stall_s)
+            first_due = clock() + self.prefill_s
+            await asyncio.sleep(self.prefill_s)
             for item in completion.generate():
                 if not isinstance(item, Due):
                     yield item
                     continue
+                if item.index == completion.stall_at:
+                    await asyncio.sleep(completion.stall_s)
+                    first_due += completion.stall_s
                 if item.index and self.steady:
                     await asyncio.sleep(max(first_due + item.index * gap - clock(), 0.0))
                 elif item.index:

@@ -8,7 +8,8 @@ server-sent events (``with_streaming_response``): the router needs a few fields 
 and building the SDK's typed object per token cost more CPU than the rest of the client.
 
 The SDK never retries here (``max_retries=0``): retries, replica failover and stream resumption
-are the routing program's (``program.retrying``, ``engine``), so there is one retry layer.
+are the router's (:func:`~langchain_glimprouter.routing.ops.retrying`, and
+:mod:`~langchain_glimprouter.routing.generation` for streams), so there is one retry layer.
 Closing a stream closes its HTTP connection, which makes vLLM abort the request. Every SDK or
 transport failure becomes a typed :class:`~langchain_glimprouter.errors.GlimpRouterError`
 naming the backend's role and URL, never its key.
@@ -17,11 +18,13 @@ naming the backend's role and URL, never its key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import ssl
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Generic, TypeVar
 
@@ -39,10 +42,13 @@ from langchain_glimprouter.errors import (
     GlimpRouterError,
     LogprobsCapError,
     MalformedStreamError,
+    StreamErrorEventError,
     StreamInterruptedError,
+    StreamTimeoutError,
 )
 from langchain_glimprouter.http.cookies import SessionCookies, no_jar
 from langchain_glimprouter.http.network import async_transport
+from langchain_glimprouter.routing.ops import RETRYABLE_STATUS
 from langchain_glimprouter.routing.wire import Chunk, parse_chunk
 
 _LIMITS = httpx2.Limits(max_connections=512, max_keepalive_connections=64, keepalive_expiry=4.0)
@@ -75,12 +81,17 @@ def completions_kwargs(body: dict[str, Any]) -> dict[str, Any]:
     return {**named, "prompt": body.get("prompt"), "extra_body": extra}
 
 
+def _error_message(body: str) -> str:
+    """The message of an error answer: OpenAI's ``error.message``, else the start of the body."""
+    try:
+        return str(json.loads(body)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return body.strip()[:500] or "(empty body)"
+
+
 def error_from_response(role: str, url: str, status: int, body: str) -> GlimpRouterError:
     """Map an HTTP error answer to the most specific typed error, with what to do about it."""
-    try:
-        message = str(json.loads(body)["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        message = body.strip()[:500] or "(empty body)"
+    message = _error_message(body)
     lowered = message.lower()
     if "maximum context length" in lowered or "context length" in lowered:
         return ContextLengthExceededError(
@@ -107,6 +118,33 @@ def error_from_response(role: str, url: str, status: int, body: str) -> GlimpRou
     )
 
 
+def stream_error(role: str, url: str, data: bytes) -> GlimpRouterError:
+    """The typed error of an ``{"error": ...}`` event in a stream (``data``).
+
+    vLLM sends one, then ``[DONE]``, when a request fails after its answer began: its
+    ``error.code`` is the status the failure would have had (500 when generation fails inside
+    the engine, 503 for a failure it says is safe to retry, 400 for a request it refuses). A
+    code of 429 or 5xx (or none) is :class:`StreamErrorEventError`, resumed like a cut stream;
+    any other is the error of that answer, which no resumption fixes."""
+    body = data.decode(errors="replace")
+    try:
+        code = json.loads(body)["error"].get("code")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        code = None
+    status = code if isinstance(code, int) else 500
+    error = error_from_response(role, url, status, body)
+    if type(error) is not BackendResponseError or status not in RETRYABLE_STATUS:
+        return error
+    return StreamErrorEventError(
+        f"the server reported an error mid-stream (code {status}: {_error_message(body)}). The "
+        "stream is resumed from the text received before it; if this repeats, check the "
+        "server's log.",
+        role=role,
+        url=url,
+        status_code=status,
+    )
+
+
 C = TypeVar("C", openai.OpenAI, openai.AsyncOpenAI)
 
 
@@ -119,12 +157,15 @@ class _Pools(Generic[C]):
     per idle connection; encode/httpcore#1035). With one pool for 64 concurrent calls that
     bookkeeping took about 45 % of the client's CPU time (docs/benchmarks.md); small pools keep
     it cheap. One call at a time only ever uses the first pool. A caller's own client is one
-    pool (``limit=1``): the router does not copy a connection pool it did not make.
+    pool (``limit=1``): the router does not copy a connection pool it did not make, nor close it
+    (``owned=False``).
     """
 
-    def __init__(self, make: Callable[[], C], limit: int = _MAX_POOLS) -> None:
-        self._make: Callable[[], C] = make
+    def __init__(self, make: Callable[[], C], limit: int = _MAX_POOLS, owned: bool = True) -> None:
+        # weakly: the pools must not keep their BackendClient alive (see BackendClient.__del__)
+        self._make: weakref.WeakMethod[Callable[[], C]] = weakref.WeakMethod(make)
         self._limit = limit
+        self.owned = owned
         self.clients: list[C] = []
         self._busy: list[int] = []
         self._lock = threading.Lock()
@@ -135,7 +176,9 @@ class _Pools(Generic[C]):
             busy = self._busy
             index = min(range(len(busy)), key=busy.__getitem__) if busy else -1
             if index < 0 or (busy[index] >= _POOL_REQUESTS and len(busy) < self._limit):
-                self.clients.append(self._make())
+                make = self._make()
+                assert make is not None, "the pools of a client that is gone"
+                self.clients.append(make())
                 busy.append(0)
                 index = len(busy) - 1
             busy[index] += 1
@@ -153,6 +196,23 @@ class _Pools(Generic[C]):
             yield self.clients[index]
         finally:
             self.release(index)
+
+
+_LoopPools = tuple[_Pools[openai.AsyncOpenAI], AsyncGenerator[None, None]]
+"""The async pools of one event loop, and the :func:`_closing` generator that closes them."""
+
+
+async def _closing(pools: _Pools[openai.AsyncOpenAI]) -> AsyncGenerator[None, None]:
+    """Suspended for as long as its event loop runs: the loop closes it when it shuts down
+    (``asyncio.run`` and ``asyncio.Runner`` close every async generator before closing the
+    loop), and with it ``pools``, while the loop can still close their connections. Dropped
+    while the loop runs (its BackendClient replaced), it is closed on that loop all the same."""
+    try:
+        yield
+    finally:
+        if pools.owned:
+            for client in pools.clients:
+                await client.close()
 
 
 def session_headers(
@@ -175,7 +235,8 @@ class BackendClient:
             A caller's own SDK client keeps its own authentication.
         timeout: Connect and read timeout in seconds.
 
-    Retries are the routing program's business (see ``program.retrying``), not the client's.
+    Retries are the router's business (:func:`~langchain_glimprouter.routing.ops.retrying`),
+    not the client's.
     """
 
     def __init__(
@@ -203,7 +264,8 @@ class BackendClient:
         self._acookies = SessionCookies(0) if own_async else cookies
         self._ssl: ssl.SSLContext | None = None
         self._sync: _Pools[openai.OpenAI] | None = None
-        self._async: tuple[asyncio.AbstractEventLoop, _Pools[openai.AsyncOpenAI]] | None = None
+        self._async: dict[asyncio.AbstractEventLoop, _LoopPools] = {}
+        # per event loop (an async client is bound to the loop it first ran on)
 
     def __repr__(self) -> str:
         return f"BackendClient(role={self.role!r}, base_url={self.base_url!r})"
@@ -257,19 +319,26 @@ class BackendClient:
     def _pools(self) -> _Pools[openai.OpenAI]:
         if self._sync is None:
             own = self.backend.client or self.backend.http_client
-            self._sync = _Pools(self._new_client, 1 if own else _MAX_POOLS)
+            self._sync = _Pools(self._new_client, 1 if own else _MAX_POOLS, owned=not own)
         return self._sync
 
-    def _apools(self) -> _Pools[openai.AsyncOpenAI]:
-        # An async client is bound to the loop it first ran on: keep its pools per running loop.
+    async def _apools(self) -> _Pools[openai.AsyncOpenAI]:
         loop = asyncio.get_running_loop()
-        if self._async is None or self._async[0] is not loop:
-            own = self.backend.async_client or self.backend.http_async_client
-            self._async = (loop, _Pools(self._new_aclient, 1 if own else _MAX_POOLS))
-        return self._async[1]
+        if (entry := self._async.get(loop)) is not None:
+            return entry[0]
+        # A loop closed without closing its async generators (loop.close() alone) never closed
+        # its pools; their sockets cannot be closed without it, only left to the collector.
+        self._async = {other: e for other, e in self._async.items() if not other.is_closed()}
+        own = self.backend.async_client or self.backend.http_async_client
+        pools = _Pools(self._new_aclient, 1 if own else _MAX_POOLS, owned=not own)
+        closer = _closing(pools)
+        self._async[loop] = (pools, closer)
+        await anext(closer)  # started on this loop: the loop now closes it when it shuts down
+        return pools
 
-    def _error(self, exc: Exception, url: str) -> GlimpRouterError:
-        """The typed error of an SDK or transport failure.
+    def _error(self, exc: Exception, url: str, mid_stream: bool = False) -> GlimpRouterError:
+        """The typed error of an SDK or transport failure (``mid_stream``: while reading a
+        stream's events, where a timeout is a stalled stream, :class:`StreamTimeoutError`).
 
         The SDK raises ``APIConnectionError`` before the server answered (no status line yet):
         a dropped connection then left nothing running (vLLM aborts a request whose client is
@@ -280,9 +349,9 @@ class BackendClient:
         if isinstance(exc, openai.APIStatusError):
             return error_from_response(self.role, url, exc.status_code, exc.response.text)
         if isinstance(exc, (openai.APITimeoutError, httpx2.TimeoutException)):
-            return BackendTimeoutError(
-                f"no answer within {self._timeout} s. Raise the backend's timeout, or check "
-                "that the server is not overloaded.",
+            return (StreamTimeoutError if mid_stream else BackendTimeoutError)(
+                f"no {'chunk' if mid_stream else 'answer'} within {self._timeout} s. Raise the "
+                "backend's timeout, or check that the server is not overloaded.",
                 role=self.role,
                 url=url,
             )
@@ -361,7 +430,7 @@ class BackendClient:
         url = self._url(path)
         headers = session_headers(self.backend, session, self._aheaders)
         try:
-            with self._apools().lease() as client:
+            with (await self._apools()).lease() as client:
                 answer = await self._send(
                     client, method, path, body, self._acookies.headers(session, url, headers)
                 )
@@ -371,7 +440,8 @@ class BackendClient:
         return self._decode(answer, url)
 
     def _event(self, line: bytes, url: str) -> Chunk | None:
-        """One server-sent event line as a :class:`Chunk` (None for anything but data)."""
+        """One server-sent event line as a :class:`Chunk` (None for anything but data); an
+        error event or one that is not a JSON object raises."""
         if not line.startswith(b"data:"):
             return None
         data = line[5:].strip()
@@ -394,7 +464,7 @@ class BackendClient:
                 url=url,
             )
         if "error" in event:
-            raise error_from_response(self.role, url, 500, data.decode(errors="replace"))
+            raise stream_error(self.role, url, data)
         return parse_chunk(event)
 
     @contextmanager
@@ -427,7 +497,7 @@ class BackendClient:
                     if chunk is not None:
                         yield chunk
         except httpx2.HTTPError as exc:
-            raise self._error(exc, url) from exc
+            raise self._error(exc, url, mid_stream=True) from exc
         if rest and (chunk := self._event(rest, url)) is not None:  # no final newline
             yield chunk
 
@@ -440,7 +510,7 @@ class BackendClient:
         create = completions_kwargs({**body, "stream": True})
         headers = session_headers(self.backend, session, self._aheaders)
         try:
-            with self._apools().lease() as client:
+            with (await self._apools()).lease() as client:
                 async with client.completions.with_streaming_response.create(
                     **create, extra_headers=self._acookies.headers(session, url, headers)
                 ) as response:
@@ -459,26 +529,31 @@ class BackendClient:
                     if chunk is not None:
                         yield chunk
         except httpx2.HTTPError as exc:
-            raise self._error(exc, url) from exc
+            raise self._error(exc, url, mid_stream=True) from exc
         if rest and (chunk := self._event(rest, url)) is not None:
             yield chunk
 
     def close(self) -> None:
         """Close the sync connection pools this client made (not a caller's own)."""
-        if self._sync is not None:
-            if not (self.backend.client or self.backend.http_client):
-                for client in self._sync.clients:
-                    client.close()
-            self._sync = None
+        if self._sync is not None and self._sync.owned:
+            for client in self._sync.clients:
+                client.close()
+        self._sync = None
 
     async def aclose(self) -> None:
-        """Close the sync and async connection pools this client made (not a caller's own)."""
+        """Close the sync connection pools, and the async ones of the running event loop, that
+        this client made (not a caller's own)."""
         self.close()
-        if self._async is not None:
-            if not (self.backend.async_client or self.backend.http_async_client):
-                for aclient in self._async[1].clients:
-                    await aclient.close()
-            self._async = None
+        entry = self._async.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry[1].aclose()
+
+    def __del__(self) -> None:
+        # A client no call holds any more (the router replaced it or is gone) closes its sync
+        # connections now, rather than leave each socket to the collector; dropping its
+        # _closing generators closes its async pools on their loops.
+        with contextlib.suppress(Exception):
+            self.close()
 
 
 def count_tokens(client: BackendClient, body: dict[str, Any]) -> int:

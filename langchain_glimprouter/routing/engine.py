@@ -189,7 +189,7 @@ class _Run(Decisions):
                 raise
             yield Close()
             self._settle(gen)
-            gen.role, gen.resumes = "large", 0
+            gen.role, gen.resumes, gen.stalled = "large", 0, False
             gen.body = self._body(
                 "large", self._prompt("large"), cap, list(self.s.delimiters), None
             )

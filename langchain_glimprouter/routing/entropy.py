@@ -25,12 +25,16 @@ A server returns only the ``k`` most probable next tokens (vLLM caps ``k`` with
     escalates that step alone (a 1-token probe with a larger k; see routing.md).
 
 Where the server returns the whole distribution (``r`` about 0) all three are the exact entropy.
+
+Plain Python computes a glimpse's 20 logprobs faster than numpy, which an escalation probe's
+1,000 pay it back: :data:`NUMPY_FROM` picks (``python -m benchmarks.entropy_speed``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import operator
+from collections.abc import Iterable, Sized
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,6 +52,11 @@ LIKELY_SHARES = ((20, 0.14, 0.47), (1, 0.02, 0.56))
 SmolLM2-135M's positions (the 0.1 % and 99.9 % quantiles over prose and answers, rounded out;
 wider for k < 20). A threshold inside the band is too close to call from the top k."""
 Decision = Literal["certain", "estimated", "uncertain"]
+NUMPY_FROM = 64
+"""From this many logprobs on, numpy sorts and sums them (an escalation probe's 1,000, several
+times faster than plain Python); below, plain Python does (a glimpse's 20, where numpy's cost
+per call outweighs the work). Measured by ``benchmarks/entropy_speed.py``."""
+_FINITE = (-math.inf).__lt__
 
 
 @dataclass(frozen=True)
@@ -94,13 +103,54 @@ def residual_mass(logprobs: Iterable[float]) -> float:
     return min(1.0, max(0.0, 1.0 - math.fsum(math.exp(lp) for lp in logprobs)))
 
 
-def _sorted_top(logprobs: Iterable[float], k: int | None) -> list[float]:
-    lps = sorted((lp for lp in logprobs if lp > -math.inf), reverse=True)
+_NO_FINITE = "no finite logprobs to estimate an entropy from"
+_NO_TOKEN = "no logprobs of a token with a probability above zero"
+
+
+def _top_sums(
+    logprobs: Iterable[float], k: int | None, drop_zero: bool
+) -> tuple[int, float, float, float]:
+    """Of the ``k`` most probable finite logprobs (``None``: all; -inf and NaN are left out):
+    how many, the least, and the sums of ``p_i`` and of ``p_i * lp_i`` (``p_i = exp(lp_i)``).
+    With ``drop_zero`` a logprob whose probability is zero (vLLM writes log(0) as -9999) is no
+    token: it counts among the k but is neither the least nor in the sums.
+
+    numpy from :data:`NUMPY_FROM` logprobs on, plain Python below."""
+    values = logprobs if isinstance(logprobs, Sized) else list(logprobs)
+    if len(values) >= NUMPY_FROM:
+        return _top_sums_numpy(values, k, drop_zero)
+    lps = sorted(filter(_FINITE, values), reverse=True)
     if k is not None:
-        lps = lps[:k]
+        del lps[k:]
+    n = len(lps)
+    if not n:
+        raise ValueError(_NO_FINITE)
+    while drop_zero and lps and math.exp(lps[-1]) == 0.0:
+        lps.pop()
     if not lps:
-        raise ValueError("no finite logprobs to estimate an entropy from")
-    return lps
+        raise ValueError(_NO_TOKEN)
+    probs = list(map(math.exp, lps))
+    return n, lps[-1], sum(probs), sum(map(operator.mul, probs, lps))
+
+
+def _top_sums_numpy(
+    values: Iterable[float], k: int | None, drop_zero: bool
+) -> tuple[int, float, float, float]:
+    """:func:`_top_sums` with numpy (``values`` sized)."""
+    import numpy as np  # here only: a glimpse never needs it
+
+    every = np.fromiter(values, float)
+    lps = np.sort(every[every > -np.inf])[::-1][:k]
+    n = lps.size
+    if not n:
+        raise ValueError(_NO_FINITE)
+    probs = np.exp(lps)
+    if drop_zero:
+        token = probs > 0.0
+        lps, probs = lps[token], probs[token]
+        if not lps.size:
+            raise ValueError(_NO_TOKEN)
+    return int(n), float(lps[-1]), float(probs.sum()), float(probs @ lps)
 
 
 def entropy_bounds(logprobs: Iterable[float], k: int | None = None) -> EntropyBounds:
@@ -111,18 +161,13 @@ def entropy_bounds(logprobs: Iterable[float], k: int | None = None) -> EntropyBo
     entropy is smallest when ``r`` sits on as few tokens as that allows (``floor(r / p_min)``
     tokens of ``p_min``, the remainder on one more) and largest when it is spread evenly.
     """
-    lps = _sorted_top(logprobs, k)
-    n = len(lps)
-    lps = [lp for lp in lps if math.exp(lp) > 0.0]  # vLLM writes log(0) as -9999
-    if not lps:
-        raise ValueError("no logprobs of a token with a probability above zero")
-    probs = [math.exp(lp) for lp in lps]
-    residual = min(1.0, max(0.0, 1.0 - math.fsum(probs)))
-    head = max(0.0, -math.fsum(p * lp for p, lp in zip(probs, lps, strict=True)))
+    n, lp_min, total, plp = _top_sums(logprobs, k, drop_zero=True)
+    residual = min(1.0, max(0.0, 1.0 - total))
+    head = max(0.0, -plp)
     rest = max(VOCAB_BOUND, n) - n
     if residual <= 0.0 or rest <= 0:
         return EntropyBounds(head, head, residual, n)
-    p_min, lp_min = probs[-1], lps[-1]
+    p_min = math.exp(lp_min)
     ratio = residual / p_min  # inf for a denormal p_min
     full = rest if ratio >= rest else math.floor(ratio)
     remainder = max(0.0, residual - full * p_min)
@@ -148,17 +193,15 @@ def first_token_entropy(
     if estimator == "topk_bounds":
         bounds = entropy_bounds(logprobs, k)
         return bounds.estimate, bounds.residual
-    lps = _sorted_top(logprobs, k)
-    probs = [math.exp(lp) for lp in lps]
-    total = math.fsum(probs)
+    _, lp_min, total, plp = _top_sums(logprobs, k, drop_zero=False)
     residual = min(1.0, max(0.0, 1.0 - total))
     if estimator == "topk_renormalized":
-        log_total = math.log(total)
-        h = -math.fsum((p / total) * (lp - log_total) for p, lp in zip(probs, lps, strict=True))
+        # -sum (p_i / total) * log(p_i / total), in one pass: log(total) - sum p_i lp_i / total
+        h = math.log(total) - plp / total
     elif estimator == "topk_tail":
-        h = -math.fsum(p * lp for p, lp in zip(probs, lps, strict=True))
+        h = -plp
         if residual > 0:
-            h += -residual * lps[-1]
+            h += -residual * lp_min
     else:
         raise ValueError(f"unknown entropy estimator {estimator!r}; choose one of {ESTIMATORS}")
     return max(0.0, h), residual

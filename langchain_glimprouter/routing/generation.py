@@ -9,7 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from langchain_glimprouter.errors import BackendResponseError, StreamInterruptedError
+from langchain_glimprouter.errors import (
+    BackendResponseError,
+    BackendTimeoutError,
+    StreamInterruptedError,
+)
 from langchain_glimprouter.records import Role, RoutingRecord
 from langchain_glimprouter.routing.events import ReasoningDelta
 from langchain_glimprouter.routing.ops import Close, Emit, Open, Program, Read, Request
@@ -43,6 +47,8 @@ class Generation:
     reports_stop_reason: bool = False
     ended: bool = False
     resumes: int = 0
+    stalled: bool = False
+    """A stream of this text on this backend already stalled (timed out) and was resumed."""
     token_logprobs: list[float | None] = field(default_factory=list)
     token_tops: list[dict[str, float]] = field(default_factory=list)
     token_texts: list[str] = field(default_factory=list)
@@ -188,9 +194,11 @@ class Streams:
         gen.usage_tokens, gen.counted_tokens, gen.prompt_tokens = None, 0, None
 
     def _next(self, gen: Generation) -> Program[Chunk | None]:
-        """The next chunk of ``gen``'s open stream. A stream cut before its finish_reason is
+        """The next chunk of ``gen``'s open stream. A stream cut before its finish_reason (a
+        broken connection, a malformed event, an error event of the server's own failure) is
         resumed where it broke (its prompt extended by the text received, so nothing is
-        duplicated), up to the backend's retry count."""
+        duplicated), up to the backend's retry count; a stalled one (no chunk within the
+        timeout) once, as each stall costs a whole timeout."""
         while True:
             try:
                 chunk: Chunk | None = yield Read()
@@ -201,9 +209,11 @@ class Streams:
                         role=gen.role,
                         url=self.backends[gen.role].base_url,
                     )
-            except StreamInterruptedError:
-                if gen.resumes >= self.retries[gen.role]:
+            except StreamInterruptedError as exc:
+                stalled = isinstance(exc, BackendTimeoutError)
+                if gen.resumes >= self.retries[gen.role] or (stalled and gen.stalled):
                     raise
+                gen.stalled |= stalled
                 gen.resumes += 1
                 self.record.resumed_streams += 1
                 self._settle(gen)

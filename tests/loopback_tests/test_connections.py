@@ -3,9 +3,14 @@ way a caller stops a call (cancel, break, Ctrl-C) closing its stream so the serv
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import io
 import socket
 import threading
+import time
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -134,3 +139,49 @@ def test_cli_unreachable_server_exits_2(servers: Any, capsys: pytest.CaptureFixt
             "--timeout", "2"]  # fmt: skip
     assert cli.main(argv, out=io.StringIO()) == 2
     assert "error: [small backend at http://127.0.0.1:9/v1" in capsys.readouterr().err
+
+
+def _settles(condition: Callable[[], bool], timeout: float = 2.0) -> bool:
+    """Whether ``condition`` holds within ``timeout`` seconds (a server sees a close late)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_asyncio_run_again_and_again_leaves_no_connection_open(servers: Any) -> None:
+    """A script that calls asyncio.run for each question with one router: each loop closes
+    its connections as it shuts down, before it is closed (none is left to the collector)."""
+    small, large = servers()
+    router = router_for(small, large)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        for _ in range(3):
+            asyncio.run(router.ainvoke(QUESTION))
+            assert _settles(lambda: small.connections + large.connections == 0)
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_clients_the_router_replaces_close_their_connections(servers: Any) -> None:
+    small, large = servers()
+    router = router_for(small, large)
+    router.invoke(QUESTION)
+    kept = large.connections
+    assert kept >= 1
+    router.timeout = 30.0  # other settings: other clients
+    router.invoke(QUESTION)
+    assert _settles(lambda: large.connections == kept)
+
+
+async def test_async_clients_the_router_replaces_close_on_their_loop(servers: Any) -> None:
+    small, large = servers()
+    router = router_for(small, large)
+    await router.ainvoke(QUESTION)
+    kept = large.connections
+    assert kept >= 1
+    router.timeout = 30.0
+    await router.ainvoke(QUESTION)
+    assert await asyncio.to_thread(_settles, lambda: large.connections == kept)

@@ -4,7 +4,7 @@ left running on either server (docs/errors.md)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -13,7 +13,9 @@ from langchain_glimprouter import (
     BackendResponseError,
     BackendTimeoutError,
     BackendUnreachableError,
+    StreamErrorEventError,
     StreamInterruptedError,
+    StreamTimeoutError,
 )
 from scripted_server import Faults, ScriptedServer
 from tests.support.pair import LARGE_STEPS, SMALL_STEPS, router_for
@@ -111,18 +113,67 @@ def test_garbage_events_are_a_response_error(pair: Any) -> None:
         router_for(small, large).invoke(QUESTION)
 
 
+ONE_FAULT_MID_STREAM: dict[str, Callable[[], Faults]] = {
+    "malformed event": lambda: Faults(garbage=True, garbage_after=2, garbage_count=1),
+    "error event 500": lambda: Faults(error_event=500, error_event_after=2, error_event_count=1),
+    "error event 503": lambda: Faults(error_event=503, error_event_after=2, error_event_count=1),
+    "stall": lambda: Faults(stall_s=3.0, stall_after=2, stall_count=1),
+}
+"""Faults that break one stream after its second token: an event that is not JSON (a proxy
+that garbled the stream), vLLM's error event when generation fails in its engine (500) or a
+failure it says is safe to retry (503), no chunk within the timeout (0.5 s here)."""
+
+
+@pytest.mark.parametrize("fault", ONE_FAULT_MID_STREAM)
 @pytest.mark.parametrize("role", ["small", "large"])
-def test_a_malformed_event_mid_stream_is_resumed(pair: Any, role: str) -> None:
-    """An event that is not JSON (a proxy that garbled the stream) loses nothing: the stream is
-    resumed from the text before it, like a cut stream."""
+def test_one_fault_mid_stream_is_resumed(pair: Any, role: str, fault: str) -> None:
+    """The stream is resumed from the text before the fault, like a cut stream: nothing lost
+    or doubled, and the broken request does not run on (the pair fixture checks both servers
+    end idle; for the stall, closing the connection is what aborts it)."""
     small, large = pair
     server = small if role == "small" else large
-    server.faults = Faults(garbage=True, garbage_after=2, garbage_count=1)
-    msg = router_for(small, large).invoke(QUESTION)
+    server.faults = ONE_FAULT_MID_STREAM[fault]()
+    started = time.monotonic()
+    msg = router_for(small, large, timeout=0.5).invoke(QUESTION)
+    assert time.monotonic() - started < 2.5
     assert steps_of(msg) == EXPECTED
     assert msg.additional_kwargs["reasoning_content"] == "\n\n".join(EXPECTED)
     assert msg.content == "The answer is 42."
     assert msg.response_metadata["glimprouter"]["resumed_streams"] == 1
+    broken, resumed = server.requests[:2]
+    assert not broken.finished
+    assert resumed.prompt.startswith(broken.prompt)
+    assert len(resumed.prompt) > len(broken.prompt)  # with the text received
+
+
+def test_repeated_error_events_end_in_a_typed_error(pair: Any) -> None:
+    small, large = pair
+    large.faults = Faults(error_event=500, error_event_after=1)
+    with pytest.raises(StreamErrorEventError, match=r"\[large backend.*code 500") as caught:
+        router_for(small, large, max_retries=1).invoke(QUESTION)
+    assert caught.value.status_code == 500
+    assert len(large.requests) == 2  # the stream and one resumption
+
+
+def test_an_error_event_no_retry_fixes_is_final(pair: Any) -> None:
+    """An error event with a client error's code (a request the server refuses) is not
+    resumed: a new request would meet it again."""
+    small, large = pair
+    small.faults = Faults(error_event=400, error_event_after=1)
+    with pytest.raises(BackendResponseError, match="HTTP 400: injected failure") as caught:
+        router_for(small, large).invoke(QUESTION)
+    assert not isinstance(caught.value, StreamInterruptedError)
+    assert len(small.requests) == 1
+
+
+def test_a_stream_that_stalls_again_raises_after_one_resumption(pair: Any) -> None:
+    small, large = pair
+    small.faults = Faults(stall_s=3.0, stall_after=2)
+    started = time.monotonic()
+    with pytest.raises(StreamTimeoutError, match=r"small backend.*no chunk within 0.3 s"):
+        router_for(small, large, timeout=0.3, max_retries=3).invoke(QUESTION)
+    assert time.monotonic() - started < 2.0
+    assert len(small.requests) == 2  # once resumed, however many retries
 
 
 def test_small_backend_down_raises_by_default(pair: Any) -> None:
@@ -202,10 +253,11 @@ async def test_async_stall_times_out(pair: Any) -> None:
     assert time.monotonic() - started < 2.0
 
 
-async def test_async_malformed_event_mid_stream_is_resumed(pair: Any) -> None:
+@pytest.mark.parametrize("fault", ONE_FAULT_MID_STREAM)
+async def test_async_one_fault_mid_stream_is_resumed(pair: Any, fault: str) -> None:
     small, large = pair
-    small.faults = Faults(garbage=True, garbage_after=2, garbage_count=1)
-    msg = await router_for(small, large).ainvoke(QUESTION)
+    small.faults = ONE_FAULT_MID_STREAM[fault]()
+    msg = await router_for(small, large, timeout=0.5).ainvoke(QUESTION)
     assert steps_of(msg) == EXPECTED
     assert msg.response_metadata["glimprouter"]["resumed_streams"] == 1
 

@@ -5,10 +5,11 @@
 same ``requests`` log, ``faults``, ``reset()``, ``active`` and ``wait_idle()``, and a
 ``base_url`` that only names it. :class:`FakeClient` satisfies
 :class:`langchain_glimprouter.http.drivers.Client`: each request body goes through JSON, as over
-HTTP; a stream's chunks are :func:`~langchain_glimprouter.routing.wire.parse_chunk` of the event
-objects the server would send, one token at a time (closing a stream early leaves its log entry
-unfinished, with the tokens generated so far, as an abort does); an error answer becomes the
-typed error the real client raises (:func:`~langchain_glimprouter.http.client.error_from_response`).
+HTTP; a stream's chunks are the events the server would send, one token at a time, decoded by
+the real client's ``_event`` (an error event or one that is not JSON raises its typed error;
+closing a stream early leaves its log entry unfinished, with the tokens generated so far, as an
+abort does); an error answer becomes the typed error the real client raises
+(:func:`~langchain_glimprouter.http.client.error_from_response`).
 
 There is no time here: ``decode_s``, ``prefill_s`` and stalls are the loopback server's.
 """
@@ -24,11 +25,11 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from langchain_glimprouter import Backend
-from langchain_glimprouter.errors import MalformedStreamError, StreamInterruptedError
+from langchain_glimprouter.errors import StreamInterruptedError
 from langchain_glimprouter.http.client import BackendClient, error_from_response, session_headers
-from langchain_glimprouter.routing.wire import Chunk, parse_chunk
+from langchain_glimprouter.routing.wire import Chunk
 from scripted_server import ScriptedModel
-from scripted_server.answers import DONE, GARBAGE, Answer, Completion, Due, InjectedCut, dumps
+from scripted_server.answers import DONE, Answer, Completion, Due, InjectedCut, dumps
 
 _NUMBERS = itertools.count(1)
 
@@ -58,6 +59,7 @@ class FakeClient:
         return f"FakeClient(role={self.role!r}, base_url={self.base_url!r})"
 
     _url = BackendClient._url  # the URL an error names, as the real client spells it
+    _event = BackendClient._event  # an event's chunk or typed error, as the real client's
 
     def _answer(self, answer: Answer, path: str) -> dict[str, Any]:
         if answer.status >= 400:
@@ -117,11 +119,10 @@ class FakeClient:
             for payload in itertools.chain(events, completion.closing_events()):
                 if payload == DONE:
                     return
-                if payload == GARBAGE:
-                    raise MalformedStreamError(
-                        f"malformed server-sent event: {GARBAGE!r}", role=self.role, url=url
-                    )
-                yield parse_chunk(_over_the_wire(payload))
+                data = payload if isinstance(payload, str) else dumps(payload)
+                chunk = self._event(f"data: {data}".encode(), url)
+                if chunk is not None:
+                    yield chunk
         except InjectedCut as exc:
             raise StreamInterruptedError(
                 f"the connection broke mid-response ({exc})", role=self.role, url=url

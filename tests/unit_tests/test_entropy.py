@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from langchain_glimprouter.routing import entropy
 from langchain_glimprouter.routing.entropy import entropy_bounds, first_token_entropy, residual_mass
 
 
@@ -111,3 +112,25 @@ def test_a_vanishing_least_probability_bounds_nothing_away() -> None:
     bounds = entropy_bounds([math.log(0.95), -744.0], k=2)
     assert bounds.residual == pytest.approx(0.05)
     assert 0.0 < bounds.lower <= bounds.upper
+
+
+@pytest.mark.parametrize("size", [3, 20, 1000])
+def test_numpy_and_plain_python_sums_agree(monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    """Wide distributions (an escalation probe's 1,000 logprobs) are summed with numpy, a
+    glimpse's 20 in plain Python (faster there): both give the same entropies."""
+    assert 20 < entropy.NUMPY_FROM <= 1000  # a glimpse in plain Python, a probe with numpy
+    rng = random.Random(size)
+    weights = [rng.paretovariate(1.2) for _ in range(size * 5)]
+    total = sum(weights)
+    top = {str(i): math.log(w / total) for i, w in enumerate(weights[:size])} | {"x": -9999.0}
+    results = []
+    for numpy_from in (math.inf, 0):
+        monkeypatch.setattr(entropy, "NUMPY_FROM", numpy_from)
+        results.append(
+            [first_token_entropy(top.values(), e, k=size) for e in entropy.ESTIMATORS]
+            + [entropy_bounds(top.values(), k=size + 1)]
+        )
+    plain, numpy = results
+    for a, b in zip(plain[:-1], numpy[:-1], strict=True):
+        assert a == pytest.approx(b, rel=1e-12)
+    assert (plain[-1].lower, plain[-1].upper) == pytest.approx((numpy[-1].lower, numpy[-1].upper))

@@ -17,6 +17,7 @@ from langchain_glimprouter import (
     GlimpRouterError,
     InvalidArgumentError,
     MissingLogprobsError,
+    StreamErrorEventError,
 )
 from scripted_server import Faults
 from tests.support.pair import router_for
@@ -109,3 +110,27 @@ def test_configuration_errors_never_fall_back(servers: Any) -> None:
     with pytest.raises(MissingLogprobsError):
         router_for(small, large, on_small_failure="large").invoke(QUESTION)
     assert small.wait_idle(timeout=3), "a request is still running on the small server"
+
+
+@pytest.mark.parametrize("role", ["small", "large"])
+def test_an_error_event_mid_stream_is_resumed(servers: Any, role: str) -> None:
+    small, large = servers()
+    (small if role == "small" else large).faults = Faults(
+        error_event=500, error_event_after=2, error_event_count=1
+    )
+    msg = router_for(small, large).invoke(QUESTION)
+    record = msg.response_metadata["glimprouter"]
+    assert record["resumed_streams"] == 1
+    assert [s["text"] for s in record["steps"]] == [
+        "small writes step zero", "large writes step one", "small writes step two",
+        "large writes step three"]  # fmt: skip
+    assert small.wait_idle()
+    assert large.wait_idle()
+
+
+def test_error_events_that_persist_raise_after_max_retries(servers: Any) -> None:
+    small, large = servers()
+    small.faults = Faults(error_event=500, error_event_after=1)
+    with pytest.raises(StreamErrorEventError, match=r"\[small backend"):
+        router_for(small, large, max_retries=2).invoke(QUESTION)
+    assert len(small.requests) == 3

@@ -4,20 +4,26 @@ chain's two field names."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import openai
 import pytest
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
+from langchain_glimprouter import GlimpRouterChatModel
 from langchain_glimprouter.backend import Backend
 from langchain_glimprouter.errors import (
     BackendResponseError,
     ContextLengthExceededError,
     InvalidArgumentError,
+    StreamErrorEventError,
+    StreamInterruptedError,
 )
-from langchain_glimprouter.http.client import error_from_response
+from langchain_glimprouter.http.client import error_from_response, stream_error
 from langchain_glimprouter.reasoning_fields import reasoning_of
 from langchain_glimprouter.routing.generation import Holdback
 from langchain_glimprouter.routing.prompts import open_thinking, render_jinja
+from langchain_glimprouter.routing.tool_calls import HermesToolCallParser
 from langchain_glimprouter.routing.wire import parse_chunk
 
 # A chunk exactly as vLLM 0.32 streams it (first token, logprobs=3, continuous usage).
@@ -82,11 +88,55 @@ def test_error_mapping() -> None:
     assert "base_url" in str(err)
 
 
+def _event(error: dict[str, Any]) -> bytes:
+    return json.dumps({"error": error}).encode()
+
+
+def test_error_events_mid_stream() -> None:
+    """vLLM's error event carries the status in ``code``: the server's own failures are resumed
+    (StreamErrorEventError), what a new request would meet again stays the answer's error."""
+    url = "http://x/v1/completions"
+    failed = stream_error("small", url, _event({"message": "Internal server error", "code": 500}))
+    assert isinstance(failed, StreamErrorEventError)
+    assert isinstance(failed, StreamInterruptedError)
+    assert failed.status_code == 500
+    assert "code 500: Internal server error" in str(failed)
+    assert stream_error("small", url, _event({"message": "retry", "code": 503})).status_code == 503
+    for codeless in ({"message": "boom"}, {"message": "boom", "code": "server_error"}):
+        assert isinstance(stream_error("small", url, _event(codeless)), StreamErrorEventError)
+    too_long = _event({"message": "This model's maximum context length is 10 tokens", "code": 400})
+    assert isinstance(stream_error("large", url, too_long), ContextLengthExceededError)
+    refused = stream_error("large", url, _event({"message": "bad", "code": 400}))
+    assert type(refused) is BackendResponseError
+    assert refused.status_code == 400
+
+
 def test_root_url_and_secret_repr() -> None:
     backend = Backend(base_url="http://h:1/v1/", model="m", api_key="sk-secret")  # type: ignore[arg-type]
     assert backend.root_url == "http://h:1"
     assert "sk-secret" not in repr(backend)
     assert "sk-secret" not in str(backend.model_dump())
+
+
+class _OwnParser(HermesToolCallParser):
+    """A parser of the caller's own."""
+
+
+def test_backend_and_router_dump_to_json_without_keys_or_clients() -> None:
+    """The tool parser is named by its class (code cannot be JSON); clients and keys never show."""
+    own = openai.OpenAI(api_key="sk-client", base_url="http://h:1/v1")
+    backend = Backend(base_url="http://h:1/v1", model="m", api_key="sk-secret", client=own)  # type: ignore[arg-type]
+    dumped = json.loads(backend.model_dump_json())
+    assert dumped["tool_parser"] == "HermesToolCallParser"
+    assert dumped["api_key"] == "**********"
+    assert not {"client", "async_client", "http_client", "http_async_client"} & set(dumped)
+    assert Backend.model_validate(dumped | {"api_key": None}).tool_parser == HermesToolCallParser()
+    assert backend.model_dump()["tool_parser"] == HermesToolCallParser()  # Python: the object
+    custom = Backend(base_url="http://h:1/v1", model="m", tool_parser=_OwnParser())
+    router = GlimpRouterChatModel(small=backend, large=custom, api_key="sk-router")  # type: ignore[arg-type]
+    text = router.model_dump_json()
+    assert json.loads(text)["large"]["tool_parser"] == "_OwnParser"
+    assert "sk-" not in text
 
 
 def test_open_thinking_opens_exactly_once() -> None:
