@@ -5,6 +5,7 @@ answers is :mod:`langchain_glimprouter.routing.wire`.
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 import httpx2
@@ -122,6 +123,18 @@ def identity(backend: Backend) -> dict[str, Any]:
         for name in IDENTIFYING
         if (value := getattr(backend, name)) not in (None, {})
     }
+
+
+def resolve_key(backend: Backend, router_key: SecretStr | None, role: str) -> SecretStr | None:
+    """The key for ``backend`` (the ``role`` server): its own, else the router's, else
+    ``GLIMPROUTER_<ROLE>_API_KEY``, else ``OPENAI_API_KEY``, read when a call needs it."""
+    for key in (backend.api_key, router_key):
+        if key:
+            return key
+    for name in (f"GLIMPROUTER_{role.upper()}_API_KEY", "OPENAI_API_KEY"):
+        if value := os.environ.get(name):
+            return SecretStr(value)
+    return None
 
 
 def server_root(base_url: str) -> str:

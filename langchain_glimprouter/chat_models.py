@@ -10,7 +10,6 @@ output: :mod:`._structured`; settings: :mod:`._settings`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, Literal, cast
 
@@ -48,7 +47,7 @@ from langchain_glimprouter._settings import (
     setting_names,
 )
 from langchain_glimprouter._structured import StructuredOutputMethod, structured_output
-from langchain_glimprouter.backend import DEFAULT_TIMEOUT, Backend, identity
+from langchain_glimprouter.backend import DEFAULT_TIMEOUT, Backend, identity, resolve_key
 from langchain_glimprouter.errors import InvalidArgumentError
 from langchain_glimprouter.http.client import BackendClient, count_tokens
 from langchain_glimprouter.http.drivers import adrive, drive
@@ -282,12 +281,7 @@ class GlimpRouterChatModel(BaseChatModel):
 
     def _clients_for(self, role: str) -> list[BackendClient]:
         backend: Backend = getattr(self, role)
-        key = (
-            backend.api_key
-            or self.api_key
-            or _env_secret(f"GLIMPROUTER_{role.upper()}_API_KEY")
-            or _env_secret("OPENAI_API_KEY")
-        )
+        key = resolve_key(backend, self.api_key, role)
         timeout = backend.timeout or self.timeout or DEFAULT_TIMEOUT
         # model_copy shares private attributes: rebuild when the settings are not this model's.
         # The clients replaced are not closed here (a copy may be mid-call on them): each closes
@@ -523,8 +517,3 @@ ROUTER_SETTINGS: tuple[str, ...] = setting_names(
 )
 """The router settings among the fields (all but the connection fields and LangChain's own):
 the identifying params, the bench results header and the CLI flags all come from this list."""
-
-
-def _env_secret(name: str) -> SecretStr | None:
-    value = os.environ.get(name)
-    return SecretStr(value) if value else None

@@ -19,14 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import re
 import ssl
-import threading
-import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import httpx2
 import jiter
@@ -38,29 +34,21 @@ from langchain_glimprouter.errors import (
     BackendResponseError,
     BackendTimeoutError,
     BackendUnreachableError,
-    ContextLengthExceededError,
     GlimpRouterError,
-    LogprobsCapError,
     MalformedStreamError,
-    StreamErrorEventError,
     StreamInterruptedError,
     StreamTimeoutError,
 )
 from langchain_glimprouter.http.cookies import SessionCookies, no_jar
+from langchain_glimprouter.http.failures import error_from_response, stream_error
 from langchain_glimprouter.http.network import async_transport
-from langchain_glimprouter.routing.ops import RETRYABLE_STATUS
+from langchain_glimprouter.http.pools import MAX_POOLS, LoopPools, Pools, closing
 from langchain_glimprouter.routing.wire import Chunk, parse_chunk
 
 _LIMITS = httpx2.Limits(max_connections=512, max_keepalive_connections=64, keepalive_expiry=4.0)
 """``keepalive_expiry`` stays under uvicorn's (so vLLM's) 5 s keep-alive timeout: with equal
 timeouts the server could close an idle connection just as a request went out on it, which
 then failed with ``ReadError`` (seen at 64 concurrent calls)."""
-_POOL_REQUESTS = 8
-"""Requests in flight on one connection pool before a request opens another pool (see
-:class:`_Pools`)."""
-_MAX_POOLS = 32
-"""Pools per server at most; past that the least busy one takes more requests."""
-
 _NAMED = ("model", "prompt", "stream")
 """The parameters given to ``completions.create`` by name; the rest of a body (``max_tokens``,
 ``logprobs``, ``stop``, vLLM's extras such as ``add_special_tokens`` or structured outputs, the
@@ -71,148 +59,12 @@ whole routing body against 90 µs for these three, measured with ``maybe_transfo
 _NO_AUTH = {"Authorization": openai.Omit()}
 """Per-request headers when no key is set: the SDK insists on a key, the server gets none."""
 
-_CAP_RE = re.compile(r"greater than max allowed: (\d+)")
-
 
 def completions_kwargs(body: dict[str, Any]) -> dict[str, Any]:
     """A completions request body as keyword arguments of the SDK's ``completions.create``."""
     named = {k: body[k] for k in _NAMED if k in body}
     extra = {k: v for k, v in body.items() if k not in _NAMED}
     return {**named, "prompt": body.get("prompt"), "extra_body": extra}
-
-
-def _error_message(body: str) -> str:
-    """The message of an error answer: OpenAI's ``error.message``, else the start of the body."""
-    try:
-        return str(json.loads(body)["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return body.strip()[:500] or "(empty body)"
-
-
-def error_from_response(role: str, url: str, status: int, body: str) -> GlimpRouterError:
-    """Map an HTTP error answer to the most specific typed error, with what to do about it."""
-    message = _error_message(body)
-    lowered = message.lower()
-    if "maximum context length" in lowered or "context length" in lowered:
-        return ContextLengthExceededError(
-            f"{message} Shorten the conversation, lower max_reasoning_tokens / max_tokens, or "
-            "serve the model with a larger --max-model-len.",
-            role=role,
-            url=url,
-            status_code=status,
-        )
-    if "logprobs" in lowered and (cap := _CAP_RE.search(message)):
-        return LogprobsCapError(
-            f"[{role} backend at {url}] {message} Set top_logprobs <= {cap.group(1)}, or restart "
-            "vLLM with a larger --max-logprobs.",
-            cap=int(cap.group(1)),
-        )
-    hint = {
-        401: "Check the backend's api_key.",
-        403: "Check the backend's api_key.",
-        404: "Check base_url (it should end in /v1) and the served model name.",
-        429: "The server is overloaded; retry later or raise max_retries.",
-    }.get(status, "Check the server's log.")
-    return BackendResponseError(
-        f"HTTP {status}: {message} {hint}", role=role, url=url, status_code=status
-    )
-
-
-def stream_error(role: str, url: str, data: bytes) -> GlimpRouterError:
-    """The typed error of an ``{"error": ...}`` event in a stream (``data``).
-
-    vLLM sends one, then ``[DONE]``, when a request fails after its answer began: its
-    ``error.code`` is the status the failure would have had (500 when generation fails inside
-    the engine, 503 for a failure it says is safe to retry, 400 for a request it refuses). A
-    code of 429 or 5xx (or none) is :class:`StreamErrorEventError`, resumed like a cut stream;
-    any other is the error of that answer, which no resumption fixes."""
-    body = data.decode(errors="replace")
-    try:
-        code = json.loads(body)["error"].get("code")
-    except (ValueError, KeyError, TypeError, AttributeError):
-        code = None
-    status = code if isinstance(code, int) else 500
-    error = error_from_response(role, url, status, body)
-    if type(error) is not BackendResponseError or status not in RETRYABLE_STATUS:
-        return error
-    return StreamErrorEventError(
-        f"the server reported an error mid-stream (code {status}: {_error_message(body)}). The "
-        "stream is resumed from the text received before it; if this repeats, check the "
-        "server's log.",
-        role=role,
-        url=url,
-        status_code=status,
-    )
-
-
-C = TypeVar("C", openai.OpenAI, openai.AsyncOpenAI)
-
-
-class _Pools(Generic[C]):
-    """SDK clients, each with a connection pool of its own, to one server; each request takes
-    the least busy one, and when every pool has ``_POOL_REQUESTS`` requests in flight a new one
-    is added (up to ``limit``).
-
-    httpcore walks every connection of a pool on each request and each release (a socket poll
-    per idle connection; encode/httpcore#1035). With one pool for 64 concurrent calls that
-    bookkeeping took about 45 % of the client's CPU time (docs/benchmarks.md); small pools keep
-    it cheap. One call at a time only ever uses the first pool. A caller's own client is one
-    pool (``limit=1``): the router does not copy a connection pool it did not make, nor close it
-    (``owned=False``).
-    """
-
-    def __init__(self, make: Callable[[], C], limit: int = _MAX_POOLS, owned: bool = True) -> None:
-        # weakly: the pools must not keep their BackendClient alive (see BackendClient.__del__)
-        self._make: weakref.WeakMethod[Callable[[], C]] = weakref.WeakMethod(make)
-        self._limit = limit
-        self.owned = owned
-        self.clients: list[C] = []
-        self._busy: list[int] = []
-        self._lock = threading.Lock()
-
-    def acquire(self) -> int:
-        """Reserve a pool for one request; give its index back to :meth:`release`."""
-        with self._lock:
-            busy = self._busy
-            index = min(range(len(busy)), key=busy.__getitem__) if busy else -1
-            if index < 0 or (busy[index] >= _POOL_REQUESTS and len(busy) < self._limit):
-                make = self._make()
-                assert make is not None, "the pools of a client that is gone"
-                self.clients.append(make())
-                busy.append(0)
-                index = len(busy) - 1
-            busy[index] += 1
-            return index
-
-    def release(self, index: int) -> None:
-        with self._lock:
-            self._busy[index] -= 1
-
-    @contextmanager
-    def lease(self) -> Iterator[C]:
-        """A pool for the duration of one request."""
-        index = self.acquire()
-        try:
-            yield self.clients[index]
-        finally:
-            self.release(index)
-
-
-_LoopPools = tuple[_Pools[openai.AsyncOpenAI], AsyncGenerator[None, None]]
-"""The async pools of one event loop, and the :func:`_closing` generator that closes them."""
-
-
-async def _closing(pools: _Pools[openai.AsyncOpenAI]) -> AsyncGenerator[None, None]:
-    """Suspended for as long as its event loop runs: the loop closes it when it shuts down
-    (``asyncio.run`` and ``asyncio.Runner`` close every async generator before closing the
-    loop), and with it ``pools``, while the loop can still close their connections. Dropped
-    while the loop runs (its BackendClient replaced), it is closed on that loop all the same."""
-    try:
-        yield
-    finally:
-        if pools.owned:
-            for client in pools.clients:
-                await client.close()
 
 
 def session_headers(
@@ -263,8 +115,8 @@ class BackendClient:
         own_async = backend.async_client or backend.http_async_client
         self._acookies = SessionCookies(0) if own_async else cookies
         self._ssl: ssl.SSLContext | None = None
-        self._sync: _Pools[openai.OpenAI] | None = None
-        self._async: dict[asyncio.AbstractEventLoop, _LoopPools] = {}
+        self._sync: Pools[openai.OpenAI] | None = None
+        self._async: dict[asyncio.AbstractEventLoop, LoopPools] = {}
         # per event loop (an async client is bound to the loop it first ran on)
 
     def __repr__(self) -> str:
@@ -316,13 +168,13 @@ class BackendClient:
         )
         return openai.AsyncOpenAI(api_key=self._key(), http_client=http, **self._settings())
 
-    def _pools(self) -> _Pools[openai.OpenAI]:
+    def _pools(self) -> Pools[openai.OpenAI]:
         if self._sync is None:
             own = self.backend.client or self.backend.http_client
-            self._sync = _Pools(self._new_client, 1 if own else _MAX_POOLS, owned=not own)
+            self._sync = Pools(self._new_client, 1 if own else MAX_POOLS, owned=not own)
         return self._sync
 
-    async def _apools(self) -> _Pools[openai.AsyncOpenAI]:
+    async def _apools(self) -> Pools[openai.AsyncOpenAI]:
         loop = asyncio.get_running_loop()
         if (entry := self._async.get(loop)) is not None:
             return entry[0]
@@ -330,8 +182,8 @@ class BackendClient:
         # its pools; their sockets cannot be closed without it, only left to the collector.
         self._async = {other: e for other, e in self._async.items() if not other.is_closed()}
         own = self.backend.async_client or self.backend.http_async_client
-        pools = _Pools(self._new_aclient, 1 if own else _MAX_POOLS, owned=not own)
-        closer = _closing(pools)
+        pools = Pools(self._new_aclient, 1 if own else MAX_POOLS, owned=not own)
+        closer = closing(pools)
         self._async[loop] = (pools, closer)
         await anext(closer)  # started on this loop: the loop now closes it when it shuts down
         return pools
@@ -551,7 +403,7 @@ class BackendClient:
     def __del__(self) -> None:
         # A client no call holds any more (the router replaced it or is gone) closes its sync
         # connections now, rather than leave each socket to the collector; dropping its
-        # _closing generators closes its async pools on their loops.
+        # closing generators closes its async pools on their loops.
         with contextlib.suppress(Exception):
             self.close()
 

@@ -9,7 +9,7 @@ HTTP; a stream's chunks are the events the server would send, one token at a tim
 the real client's ``_event`` (an error event or one that is not JSON raises its typed error;
 closing a stream early leaves its log entry unfinished, with the tokens generated so far, as an
 abort does); an error answer becomes the typed error the real client raises
-(:func:`~langchain_glimprouter.http.client.error_from_response`).
+(:func:`~langchain_glimprouter.http.failures.error_from_response`).
 
 There is no time here: ``decode_s``, ``prefill_s`` and stalls are the loopback server's.
 """
@@ -26,7 +26,8 @@ from typing import Any
 
 from langchain_glimprouter import Backend
 from langchain_glimprouter.errors import StreamInterruptedError
-from langchain_glimprouter.http.client import BackendClient, error_from_response, session_headers
+from langchain_glimprouter.http.client import BackendClient, session_headers
+from langchain_glimprouter.http.failures import error_from_response
 from langchain_glimprouter.routing.wire import Chunk
 from scripted_server import ScriptedModel
 from scripted_server.answers import DONE, Answer, Completion, Due, InjectedCut, dumps

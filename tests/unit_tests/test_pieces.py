@@ -19,7 +19,7 @@ from langchain_glimprouter.errors import (
     StreamErrorEventError,
     StreamInterruptedError,
 )
-from langchain_glimprouter.http.client import error_from_response, stream_error
+from langchain_glimprouter.http.failures import error_from_response, stream_error
 from langchain_glimprouter.reasoning_fields import reasoning_of
 from langchain_glimprouter.routing.generation import Holdback
 from langchain_glimprouter.routing.prompts import open_thinking, render_jinja
