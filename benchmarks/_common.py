@@ -147,7 +147,7 @@ def write_results(path: Path, results: Any, *, ensure_ascii: bool = True) -> Pat
 
 
 def load_package_module(name: str) -> Any:
-    """``langchain_glimprouter.<name>`` (dotted, e.g. ``routing.entropy``) from its own file,
+    """``langchain_glimprouter.<name>`` (dotted, e.g. ``core.entropy``) from its own file,
     without the package's ``__init__`` files (they need LangChain): for a module that imports
     only the standard library, in an environment without the package's dependencies."""
     path = ROOT / "langchain_glimprouter" / Path(*name.split(".")).with_suffix(".py")

@@ -21,7 +21,7 @@ distribution at every position of two kinds of real text:
   (at most ``--max-prose-tokens`` in all), teacher-forced.
 
 At each position it takes the exact entropy (nats, float64 from the logits) and, for k = 5, 10
-and 20, the estimators of ``langchain_glimprouter/routing/entropy.py`` (the very code the router
+and 20, the estimators of ``langchain_glimprouter/core/entropy.py`` (the very code the router
 runs) over the true top-k log-probabilities: ``first_token_entropy(top_k, estimator, k)``. For each
 threshold (0.01, 0.1, 0.6, 0.9, 1.8) it counts how often an estimator's decision (``H >
 threshold``: the large model writes the step) equals the exact entropy's, and the two kinds of
@@ -111,7 +111,7 @@ the router measures ("router_glimpses": each step start read past whitespace-onl
 "router_skipped" those that had some to read past)."""
 
 
-ENTROPY = load_package_module("routing.entropy")
+ENTROPY = load_package_module("core.entropy")
 QUESTIONS: tuple[str, ...] = (
     *load_package_module("questions").CALIBRATION_QUESTIONS,
     "A farmer has 7 rows of 15 tomato plants and 38 of them die. How many are left?",

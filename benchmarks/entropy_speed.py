@@ -1,11 +1,11 @@
-"""How fast ``routing/entropy.py`` computes a glimpse's entropy, in plain Python and with numpy.
+"""How fast ``core/entropy.py`` computes a glimpse's entropy, in plain Python and with numpy.
 
 The estimators run on the dict of top logprobs a server sends (``tops.values()``, as the router
 calls them): a glimpse's 20 (``--top-logprobs``) and a ``topk_bounds`` escalation probe's 1,000.
 The logprobs are real-shaped: the most probable tokens of a Zipf distribution (exponent 1.1)
 over SmolLM2's 49,152-token vocabulary, most probable first, as vLLM lists them. Each case runs
 the module's own code two ways, alternately: with
-:data:`~langchain_glimprouter.routing.entropy.NUMPY_FROM` set so that it sorts and sums in plain
+:data:`~langchain_glimprouter.core.entropy.NUMPY_FROM` set so that it sorts and sums in plain
 Python, and so that it does with numpy (the module itself uses numpy from ``NUMPY_FROM``
 logprobs on). A time is the best of ``--repeat`` timeit runs, per call.
 
@@ -33,7 +33,7 @@ from benchmarks._common import (
     table,
     write_results,
 )
-from langchain_glimprouter.routing import entropy
+from langchain_glimprouter.core import entropy
 
 VOCABULARY = 49_152  # SmolLM2's
 ZIPF = 1.1

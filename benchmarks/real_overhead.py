@@ -69,9 +69,9 @@ from langchain_glimprouter.cli.servers import (
     tiny_model_dir,
     vllm_python,
 )
+from langchain_glimprouter.core.wire import Chunk
 from langchain_glimprouter.http.client import BackendClient
 from langchain_glimprouter.questions import CALIBRATION_QUESTIONS
-from langchain_glimprouter.routing.wire import Chunk
 
 RESULTS = results_path("real_overhead")
 SYSTEM = "You are a careful math tutor. Reason step by step and put a blank line between steps."

@@ -1,12 +1,12 @@
 """langchain-glimprouter: probe-then-dispatch routing of reasoning steps between two models.
 
-The package has four rooms: :mod:`~langchain_glimprouter.routing` (the step loop, sans-I/O: no
+The package has four rooms: :mod:`~langchain_glimprouter.core` (the step loop, sans-I/O: no
 LangChain, no HTTP), :mod:`~langchain_glimprouter.http` (the client and the drivers that run the
 loop), the LangChain surface (:mod:`~langchain_glimprouter.chat_models` and its helpers) and the
 tooling (:mod:`~langchain_glimprouter.cli`). Two more surfaces sit over the chat model as extras:
 LlamaIndex's (:mod:`~langchain_glimprouter.llama_index`) and the OpenAI-compatible server
 (:mod:`~langchain_glimprouter.proxy`). The names below are imported on first use, so that
-``import langchain_glimprouter.routing`` loads neither LangChain nor an HTTP client.
+``import langchain_glimprouter.core`` loads neither LangChain nor an HTTP client.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from langchain_glimprouter.backend import Backend
     from langchain_glimprouter.chat_models import GlimpRouterChatModel
+    from langchain_glimprouter.core.strategies import STRATEGIES, AdaptiveThreshold, Strategy
     from langchain_glimprouter.errors import (
         BackendError,
         BackendResponseError,
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     )
     from langchain_glimprouter.gguf import gguf_chat_template
     from langchain_glimprouter.records import STEP_EVENT, RoutingRecord, StepRecord
-    from langchain_glimprouter.routing.strategies import STRATEGIES, AdaptiveThreshold, Strategy
 
 __all__ = [
     "STEP_EVENT",
@@ -72,7 +72,7 @@ _WHERE: dict[str, str] = {
     "GlimpRouterChatModel": "chat_models",
     "gguf_chat_template": "gguf",
     **dict.fromkeys(("STEP_EVENT", "RoutingRecord", "StepRecord"), "records"),
-    **dict.fromkeys(("STRATEGIES", "AdaptiveThreshold", "Strategy"), "routing.strategies"),
+    **dict.fromkeys(("STRATEGIES", "AdaptiveThreshold", "Strategy"), "core.strategies"),
 }
 
 

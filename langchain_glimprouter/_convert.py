@@ -31,21 +31,15 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from langchain_glimprouter._callbacks import EVENTS_KWARG
 from langchain_glimprouter._settings import NOT_PER_CALL, check_settings, overrides, route_settings
-from langchain_glimprouter.errors import (
-    GlimpRouterError,
-    InvalidArgumentError,
-)
-from langchain_glimprouter.http.drivers import Clients
-from langchain_glimprouter.records import StepRecord
-from langchain_glimprouter.routing.engine import route
-from langchain_glimprouter.routing.events import AnswerDelta, ReasoningDelta, Result, StepDone
-from langchain_glimprouter.routing.ops import Program
-from langchain_glimprouter.routing.settings import (
+from langchain_glimprouter.core.engine import route
+from langchain_glimprouter.core.events import AnswerDelta, ReasoningDelta, Result, StepDone
+from langchain_glimprouter.core.ops import Program
+from langchain_glimprouter.core.settings import (
     AnswerConstraint,
     ServerFacts,
 )
-from langchain_glimprouter.routing.strategies import SPECS, AdaptiveThreshold
-from langchain_glimprouter.routing.tool_calls import (
+from langchain_glimprouter.core.strategies import SPECS, AdaptiveThreshold
+from langchain_glimprouter.core.tool_calls import (
     CallSplitter,
     InvalidCall,
     ParsedAnswer,
@@ -53,6 +47,12 @@ from langchain_glimprouter.routing.tool_calls import (
     ToolCallParser,
     new_call_id,
 )
+from langchain_glimprouter.errors import (
+    GlimpRouterError,
+    InvalidArgumentError,
+)
+from langchain_glimprouter.http.drivers import Clients
+from langchain_glimprouter.records import StepRecord
 
 if TYPE_CHECKING:
     from langchain_glimprouter.chat_models import GlimpRouterChatModel

@@ -3,7 +3,7 @@
 
 A field is a *router setting* unless it says how to reach the servers (:data:`CONNECTION`) or
 belongs to LangChain's ``BaseChatModel``. From that one list come the routing core's
-:class:`~langchain_glimprouter.routing.settings.RouteSettings` (:func:`route_settings`), the
+:class:`~langchain_glimprouter.core.settings.RouteSettings` (:func:`route_settings`), the
 model's identifying params (LangChain's cache key), the header of a bench results file and the
 CLI flags (:mod:`langchain_glimprouter.cli.flags`); ``tests/unit_tests/test_settings.py`` fails
 when a setting is missing from any of them.
@@ -19,13 +19,13 @@ from typing import Any, Literal, cast
 from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
+from langchain_glimprouter.core.entropy import ESTIMATORS
+from langchain_glimprouter.core.settings import RouteSettings
+from langchain_glimprouter.core.strategies import SPECS, STRATEGIES
 from langchain_glimprouter.errors import (
     BudgetError,
     InvalidArgumentError,
 )
-from langchain_glimprouter.routing.entropy import ESTIMATORS
-from langchain_glimprouter.routing.settings import RouteSettings
-from langchain_glimprouter.routing.strategies import SPECS, STRATEGIES
 
 CONNECTION = frozenset({"small", "large", "api_key", "timeout", "streaming"})
 """Fields that say how to reach the servers or how LangChain calls the model, not how to route."""

@@ -1,6 +1,6 @@
 """The settings of one OpenAI-compatible completions server (:class:`Backend`). The HTTP client
 that talks to it is :mod:`langchain_glimprouter.http.client`; what routing reads of its streamed
-answers is :mod:`langchain_glimprouter.routing.wire`.
+answers is :mod:`langchain_glimprouter.core.wire`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import httpx2
 import openai
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SecretStr
 
-from langchain_glimprouter.routing.tool_calls import HermesToolCallParser, ToolCallParser
+from langchain_glimprouter.core.tool_calls import HermesToolCallParser, ToolCallParser
 
 DEFAULT_TIMEOUT = 60.0
 """Seconds to wait for a connection or for the next streamed chunk, when nothing else is set."""

@@ -3,7 +3,7 @@
 Messages in; an ``AIMessage`` (or chunks) out, with the chain in
 ``additional_kwargs["reasoning_content"]``, the routing record in
 ``response_metadata["glimprouter"]`` and one ``glimprouter_step`` custom callback event per step.
-Routing itself is :mod:`~langchain_glimprouter.routing`; this module turns LangChain's calls into
+Routing itself is :mod:`~langchain_glimprouter.core`; this module turns LangChain's calls into
 its programs (messages and results: :mod:`._convert`; step events: :mod:`._callbacks`; structured
 output: :mod:`._structured`; settings: :mod:`._settings`).
 """
@@ -48,13 +48,13 @@ from langchain_glimprouter._settings import (
 )
 from langchain_glimprouter._structured import StructuredOutputMethod, structured_output
 from langchain_glimprouter.backend import DEFAULT_TIMEOUT, Backend, identity, resolve_key
+from langchain_glimprouter.core.entropy import Estimator
+from langchain_glimprouter.core.events import Result, StepDone
+from langchain_glimprouter.core.settings import Probe, ServerFacts
+from langchain_glimprouter.core.strategies import AdaptiveThreshold, Strategy
 from langchain_glimprouter.errors import InvalidArgumentError
 from langchain_glimprouter.http.client import BackendClient, count_tokens
 from langchain_glimprouter.http.drivers import adrive, drive
-from langchain_glimprouter.routing.entropy import Estimator
-from langchain_glimprouter.routing.events import Result, StepDone
-from langchain_glimprouter.routing.settings import Probe, ServerFacts
-from langchain_glimprouter.routing.strategies import AdaptiveThreshold, Strategy
 
 
 class GlimpRouterChatModel(BaseChatModel):

@@ -20,8 +20,8 @@ from pydantic import ValidationError
 
 from langchain_glimprouter.backend import Backend
 from langchain_glimprouter.chat_models import ROUTER_SETTINGS, GlimpRouterChatModel
+from langchain_glimprouter.core.decisions import ROLES
 from langchain_glimprouter.errors import InvalidArgumentError
-from langchain_glimprouter.routing.decisions import ROLES
 
 NOT_FLAGS = {
     "step_delimiter": "a step ends at a blank line, as the paper's models write",

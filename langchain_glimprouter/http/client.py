@@ -8,8 +8,8 @@ server-sent events (``with_streaming_response``): the router needs a few fields 
 and building the SDK's typed object per token cost more CPU than the rest of the client.
 
 The SDK never retries here (``max_retries=0``): retries, replica failover and stream resumption
-are the router's (:func:`~langchain_glimprouter.routing.ops.retrying`, and
-:mod:`~langchain_glimprouter.routing.generation` for streams), so there is one retry layer.
+are the router's (:func:`~langchain_glimprouter.core.ops.retrying`, and
+:mod:`~langchain_glimprouter.core.generation` for streams), so there is one retry layer.
 Closing a stream closes its HTTP connection, which makes vLLM abort the request. Every SDK or
 transport failure becomes a typed :class:`~langchain_glimprouter.errors.GlimpRouterError`
 naming the backend's role and URL, never its key.
@@ -30,6 +30,7 @@ import openai
 from pydantic import SecretStr
 
 from langchain_glimprouter.backend import Backend, server_root
+from langchain_glimprouter.core.wire import Chunk, parse_chunk
 from langchain_glimprouter.errors import (
     BackendResponseError,
     BackendTimeoutError,
@@ -43,7 +44,6 @@ from langchain_glimprouter.http.cookies import SessionCookies, no_jar
 from langchain_glimprouter.http.failures import error_from_response, stream_error
 from langchain_glimprouter.http.network import async_transport
 from langchain_glimprouter.http.pools import MAX_POOLS, LoopPools, Pools, closing
-from langchain_glimprouter.routing.wire import Chunk, parse_chunk
 
 _LIMITS = httpx2.Limits(max_connections=512, max_keepalive_connections=64, keepalive_expiry=4.0)
 """``keepalive_expiry`` stays under uvicorn's (so vLLM's) 5 s keep-alive timeout: with equal
@@ -87,7 +87,7 @@ class BackendClient:
             A caller's own SDK client keeps its own authentication.
         timeout: Connect and read timeout in seconds.
 
-    Retries are the router's business (:func:`~langchain_glimprouter.routing.ops.retrying`),
+    Retries are the router's business (:func:`~langchain_glimprouter.core.ops.retrying`),
     not the client's.
     """
 

@@ -1,4 +1,4 @@
-"""The drivers: run a routing program (:mod:`langchain_glimprouter.routing.ops`), performing its
+"""The drivers: run a routing program (:mod:`langchain_glimprouter.core.ops`), performing its
 operations with one :class:`Client` per replica of each role, synchronously (:func:`drive`) or on
 the running event loop (:func:`adrive`).
 
@@ -19,9 +19,9 @@ from contextlib import (
 )
 from typing import Any, Protocol
 
+from langchain_glimprouter.core.ops import Emit, Open, Program, Read, Request, Sleep
+from langchain_glimprouter.core.wire import Chunk
 from langchain_glimprouter.errors import GlimpRouterError
-from langchain_glimprouter.routing.ops import Emit, Open, Program, Read, Request, Sleep
-from langchain_glimprouter.routing.wire import Chunk
 
 
 class Client(Protocol):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+from langchain_glimprouter.core.ops import RETRYABLE_STATUS
 from langchain_glimprouter.errors import (
     BackendResponseError,
     ContextLengthExceededError,
@@ -13,7 +14,6 @@ from langchain_glimprouter.errors import (
     LogprobsCapError,
     StreamErrorEventError,
 )
-from langchain_glimprouter.routing.ops import RETRYABLE_STATUS
 
 _CAP_RE = re.compile(r"greater than max allowed: (\d+)")
 

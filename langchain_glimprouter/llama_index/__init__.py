@@ -50,6 +50,7 @@ from pydantic import Field
 
 from langchain_glimprouter._convert import Call
 from langchain_glimprouter.chat_models import GlimpRouterChatModel
+from langchain_glimprouter.core.events import Result, StepDone
 from langchain_glimprouter.errors import InvalidArgumentError
 from langchain_glimprouter.http.drivers import adrive, drive
 from langchain_glimprouter.llama_index._messages import (
@@ -59,7 +60,6 @@ from langchain_glimprouter.llama_index._messages import (
     to_langchain_messages,
 )
 from langchain_glimprouter.records import StepRecord
-from langchain_glimprouter.routing.events import Result, StepDone
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool

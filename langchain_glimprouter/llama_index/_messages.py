@@ -30,8 +30,8 @@ from llama_index.core.base.llms.types import (
 )
 
 from langchain_glimprouter._convert import Call, Chunker, chat_result, require_result
+from langchain_glimprouter.core.events import Result, StepDone
 from langchain_glimprouter.errors import InvalidArgumentError
-from langchain_glimprouter.routing.events import Result, StepDone
 
 RECORD = "glimprouter"
 """Key of the routing record in ``ChatResponse.raw`` and ``ChatResponse.additional_kwargs``."""

@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from langchain_glimprouter._convert import Call, Chunker, chat_result, require_result
 from langchain_glimprouter.chat_models import GlimpRouterChatModel
+from langchain_glimprouter.core.events import AnswerDelta, ReasoningDelta, Result
 from langchain_glimprouter.errors import BackendTimeoutError, BackendUnreachableError
 from langchain_glimprouter.http.drivers import adrive
 from langchain_glimprouter.proxy.chat_request import ChatRequest, parse_chat_request
@@ -28,7 +29,6 @@ from langchain_glimprouter.proxy.errors import ApiError, api_error
 from langchain_glimprouter.proxy.metrics import CONTENT_TYPE, Metrics
 from langchain_glimprouter.proxy.openai_json import Shaper
 from langchain_glimprouter.proxy.streaming import ClientGone, EventStream, unless_disconnected
-from langchain_glimprouter.routing.events import AnswerDelta, ReasoningDelta, Result
 
 HEALTH_TIMEOUT_S = 5.0
 """How long ``/health`` waits for each backend's ``/v1/models``."""

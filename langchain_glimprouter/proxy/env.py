@@ -17,9 +17,9 @@ from starlette.applications import Starlette
 
 from langchain_glimprouter.backend import Backend
 from langchain_glimprouter.chat_models import ROUTER_SETTINGS, GlimpRouterChatModel
+from langchain_glimprouter.core.tool_calls import HermesToolCallParser
 from langchain_glimprouter.errors import InvalidArgumentError
 from langchain_glimprouter.proxy.app import create_app
-from langchain_glimprouter.routing.tool_calls import HermesToolCallParser
 
 ROUTER_ENV = "GLIMPROUTER_PROXY_ROUTER"
 """A JSON object of ``GlimpRouterChatModel`` fields (the backends as objects of ``Backend``

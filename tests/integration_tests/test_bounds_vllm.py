@@ -14,11 +14,11 @@ import httpx
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
+from langchain_glimprouter.core.decisions import Decisions, Glimpse
+from langchain_glimprouter.core.entropy import EntropyBounds, first_token_entropy
+from langchain_glimprouter.core.generation import Generation
 from langchain_glimprouter.http.client import BackendClient
 from langchain_glimprouter.questions import CALIBRATION_QUESTIONS
-from langchain_glimprouter.routing.decisions import Decisions, Glimpse
-from langchain_glimprouter.routing.entropy import EntropyBounds, first_token_entropy
-from langchain_glimprouter.routing.generation import Generation
 
 from .conftest import Pair, counts
 from .test_vllm_routing import SYSTEM, messages, router

@@ -29,8 +29,8 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from langchain_glimprouter import Backend, GlimpRouterChatModel
 from langchain_glimprouter.cli.servers import free_port
-from langchain_glimprouter.routing.entropy import first_token_entropy
-from langchain_glimprouter.routing.prompts import open_thinking, render_jinja
+from langchain_glimprouter.core.entropy import first_token_entropy
+from langchain_glimprouter.core.prompts import open_thinking, render_jinja
 from tests.support.accounting import assert_all_small, closed_early, glimpse_requests, written
 from tests.support.llamacpp import LlamaCppServer
 

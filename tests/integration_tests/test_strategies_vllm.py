@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from langchain_glimprouter.routing.strategies import AdaptiveThreshold
+from langchain_glimprouter.core.strategies import AdaptiveThreshold
 from tests.support.accounting import written
 
 from .conftest import Pair, assert_tokens, counts, tiny_model_missed

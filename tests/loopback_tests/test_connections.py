@@ -24,8 +24,8 @@ from langchain_glimprouter import (
 )
 from langchain_glimprouter.cli import main as cli
 from langchain_glimprouter.cli.servers import free_port
+from langchain_glimprouter.core.ops import is_retryable
 from langchain_glimprouter.http.client import BackendClient
-from langchain_glimprouter.routing.ops import is_retryable
 from scripted_server import Script
 from tests.support.pair import cancel_mid_stream, router_for
 

@@ -25,10 +25,10 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from langchain_glimprouter import Backend
+from langchain_glimprouter.core.wire import Chunk
 from langchain_glimprouter.errors import StreamInterruptedError
 from langchain_glimprouter.http.client import BackendClient, session_headers
 from langchain_glimprouter.http.failures import error_from_response
-from langchain_glimprouter.routing.wire import Chunk
 from scripted_server import ScriptedModel
 from scripted_server.answers import DONE, Answer, Completion, Due, InjectedCut, dumps
 

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from langchain_glimprouter.routing import entropy
-from langchain_glimprouter.routing.entropy import entropy_bounds, first_token_entropy, residual_mass
+from langchain_glimprouter.core import entropy
+from langchain_glimprouter.core.entropy import entropy_bounds, first_token_entropy, residual_mass
 
 
 def exact(probs: list[float]) -> float:

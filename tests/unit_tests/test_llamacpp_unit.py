@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from langchain_glimprouter import Backend, gguf_chat_template
+from langchain_glimprouter.core.prompts import open_thinking, render_jinja
+from langchain_glimprouter.core.wire import parse_chunk
 from langchain_glimprouter.gguf import GGUFError, read_gguf_metadata
-from langchain_glimprouter.routing.prompts import open_thinking, render_jinja
-from langchain_glimprouter.routing.wire import parse_chunk
 from tests.support.gguf_files import TEMPLATE, TOKENS, gguf_string, model_metadata, write_gguf
 from tests.support.llamacpp import LlamaCppServer, llamacpp_command, tiny_gguf
 

@@ -12,6 +12,10 @@ from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
 from langchain_glimprouter import GlimpRouterChatModel
 from langchain_glimprouter.backend import Backend
+from langchain_glimprouter.core.generation import Holdback
+from langchain_glimprouter.core.prompts import open_thinking, render_jinja
+from langchain_glimprouter.core.tool_calls import HermesToolCallParser
+from langchain_glimprouter.core.wire import parse_chunk
 from langchain_glimprouter.errors import (
     BackendResponseError,
     ContextLengthExceededError,
@@ -21,10 +25,6 @@ from langchain_glimprouter.errors import (
 )
 from langchain_glimprouter.http.failures import error_from_response, stream_error
 from langchain_glimprouter.reasoning_fields import reasoning_of
-from langchain_glimprouter.routing.generation import Holdback
-from langchain_glimprouter.routing.prompts import open_thinking, render_jinja
-from langchain_glimprouter.routing.tool_calls import HermesToolCallParser
-from langchain_glimprouter.routing.wire import parse_chunk
 
 # A chunk exactly as vLLM 0.32 streams it (first token, logprobs=3, continuous usage).
 VLLM_CHUNK = {

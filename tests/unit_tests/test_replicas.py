@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from langchain_glimprouter.routing.ops import replica_order
+from langchain_glimprouter.core.ops import replica_order
 from tests.support.pair import replica_router
 
 
@@ -33,7 +33,7 @@ def test_a_conversation_sticks_to_one_replica(replicas: tuple[list, list]) -> No
 
 
 def test_a_conversation_is_known_by_its_messages_up_to_the_first_user_one() -> None:
-    from langchain_glimprouter.routing.engine import opening
+    from langchain_glimprouter.core.engine import opening
 
     system = {"role": "system", "content": "Be brief."}
     first = {"role": "user", "content": "What is 6 times 7?"}

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from langchain_glimprouter import Backend, GlimpRouterChatModel, routing
+from langchain_glimprouter import Backend, GlimpRouterChatModel, core
 from langchain_glimprouter._settings import DERIVED, NOT_PER_CALL, RENAMED, route_settings
 from langchain_glimprouter.backend import IDENTIFYING, NOT_IDENTIFYING, identity
 from langchain_glimprouter.chat_models import ROUTER_SETTINGS
@@ -33,8 +33,8 @@ from langchain_glimprouter.cli.flags import (
     backends,
     router_values,
 )
-from langchain_glimprouter.routing.settings import RouteSettings
-from langchain_glimprouter.routing.tool_calls import HermesToolCallParser
+from langchain_glimprouter.core.settings import RouteSettings
+from langchain_glimprouter.core.tool_calls import HermesToolCallParser
 
 SMALL = Backend(base_url="http://small.invalid/v1", model="s")
 LARGE = Backend(base_url="http://large.invalid/v1", model="l")
@@ -208,9 +208,7 @@ def test_every_command_on_two_servers_sets_each_servers_session_header(
 
 
 def test_the_routing_core_imports_neither_langchain_nor_http() -> None:
-    names = [
-        f"langchain_glimprouter.routing.{m.name}" for m in pkgutil.iter_modules(routing.__path__)
-    ]
+    names = [f"langchain_glimprouter.core.{m.name}" for m in pkgutil.iter_modules(core.__path__)]
     assert len(names) >= 9
     code = (
         "import importlib, json, sys\n"

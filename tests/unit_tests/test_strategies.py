@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from langchain_glimprouter import InvalidArgumentError
-from langchain_glimprouter.routing.engine import _Run
-from langchain_glimprouter.routing.entropy import first_token_entropy
-from langchain_glimprouter.routing.generation import Generation
-from langchain_glimprouter.routing.settings import RouteSettings, ServerFacts
-from langchain_glimprouter.routing.strategies import (
+from langchain_glimprouter.core.engine import _Run
+from langchain_glimprouter.core.entropy import first_token_entropy
+from langchain_glimprouter.core.generation import Generation
+from langchain_glimprouter.core.settings import RouteSettings, ServerFacts
+from langchain_glimprouter.core.strategies import (
     AdaptiveThreshold,
     judge_score,
     mean_step_entropy,

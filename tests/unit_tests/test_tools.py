@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
 from langchain_glimprouter import Backend, GlimpRouterChatModel, InvalidArgumentError
-from langchain_glimprouter.routing.tool_calls import (
+from langchain_glimprouter.core.tool_calls import (
     CallSplitter,
     HermesToolCallParser,
     InvalidCall,

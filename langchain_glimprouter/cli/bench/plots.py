@@ -22,8 +22,8 @@ from typing import Any
 
 from langchain_glimprouter.cli.bench.runner import BASELINES, read_results
 from langchain_glimprouter.cli.bench.summary import Summary, as_float
+from langchain_glimprouter.core.strategies import spec_named
 from langchain_glimprouter.errors import InvalidArgumentError
-from langchain_glimprouter.routing.strategies import spec_named
 
 MATPLOTLIB_HINT = (
     'matplotlib is not installed: no plots. pip install "langchain-glimprouter[bench]" for them.'

@@ -44,8 +44,8 @@ from langchain_glimprouter.cli.bench.summary import (
     summarize,
     write_sweep_csv,
 )
+from langchain_glimprouter.core.strategies import SPECS
 from langchain_glimprouter.errors import GlimpRouterError, InvalidArgumentError
-from langchain_glimprouter.routing.strategies import SPECS
 
 ModelSource = BaseChatModel | Callable[[], BaseChatModel]
 """A chat model, or a function that builds one (called once per run)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_glimprouter import stats
-from langchain_glimprouter.routing.strategies import spec_named
+from langchain_glimprouter.core.strategies import spec_named
 
 SWEEP_FIELDS: tuple[str, ...] = (
     "threshold",

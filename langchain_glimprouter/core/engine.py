@@ -9,11 +9,11 @@ chat template. The final answer after ``</think>`` is written by the large backe
 
 The baselines (``large_only``, ``small_only``, which also answers, ``random``) and the
 generate-then-measure strategies (``step_entropy``, ``step_ppl``, ``specreason``; see
-:mod:`~langchain_glimprouter.routing.strategies`) run in the same step loop, so they record the
+:mod:`~langchain_glimprouter.core.strategies`) run in the same step loop, so they record the
 same.
 
 Prompts are append-only (each backend's prefix, then ``step + delimiter`` per step), so both
-servers' prefix caches hit across steps. The loop is a :mod:`~langchain_glimprouter.routing.ops`:
+servers' prefix caches hit across steps. The loop is a :mod:`~langchain_glimprouter.core.ops`:
 it yields I/O operations and :class:`Emit`\\ s events, and the same code runs sync and async.
 """
 
@@ -26,20 +26,20 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from langchain_glimprouter.errors import GlimpRouterError, InvalidArgumentError
-from langchain_glimprouter.records import ChainEnd, Role, RoutingRecord, StepRecord
-from langchain_glimprouter.routing.decisions import Choice, Decisions
-from langchain_glimprouter.routing.events import (
+from langchain_glimprouter.core.decisions import Choice, Decisions
+from langchain_glimprouter.core.events import (
     AnswerDelta,
     ReasoningDelta,
     Result,
     StepDone,
 )
-from langchain_glimprouter.routing.generation import Generation, Holdback, incomplete_json
-from langchain_glimprouter.routing.ops import Close, Emit, Program, replica_order, retrying
-from langchain_glimprouter.routing.prompts import THINK_CLOSE, render
-from langchain_glimprouter.routing.settings import AnswerConstraint, RouteSettings, ServerFacts
-from langchain_glimprouter.routing.strategies import SPECS
+from langchain_glimprouter.core.generation import Generation, Holdback, incomplete_json
+from langchain_glimprouter.core.ops import Close, Emit, Program, replica_order, retrying
+from langchain_glimprouter.core.prompts import THINK_CLOSE, render
+from langchain_glimprouter.core.settings import AnswerConstraint, RouteSettings, ServerFacts
+from langchain_glimprouter.core.strategies import SPECS
+from langchain_glimprouter.errors import GlimpRouterError, InvalidArgumentError
+from langchain_glimprouter.records import ChainEnd, Role, RoutingRecord, StepRecord
 
 if TYPE_CHECKING:  # only for annotations: the core imports no HTTP client
     from langchain_glimprouter.backend import Backend

@@ -1,6 +1,6 @@
 """How a step's writer is chosen: the routing strategies and the adaptive threshold.
 
-One engine runs every strategy (see :mod:`~langchain_glimprouter.routing.engine`); this module holds
+One engine runs every strategy (see :mod:`~langchain_glimprouter.core.engine`); this module holds
 what differs between them and needs no I/O: :data:`SPECS`, one :class:`StrategySpec` per
 strategy (how a step's writer is chosen, what is measured and in which direction), the per-step
 measures, and :class:`AdaptiveThreshold`, the online controller behind ``threshold="auto"``.
@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from langchain_glimprouter.routing.entropy import Estimator, first_token_entropy
+from langchain_glimprouter.core.entropy import Estimator, first_token_entropy
 
 Strategy = Literal[
     "glimpse", "large_only", "small_only", "random", "step_entropy", "step_ppl", "specreason"

@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from langchain_glimprouter.routing.entropy import Estimator
-from langchain_glimprouter.routing.prompts import RenderCache
-from langchain_glimprouter.routing.strategies import AdaptiveThreshold, Strategy
+from langchain_glimprouter.core.entropy import Estimator
+from langchain_glimprouter.core.prompts import RenderCache
+from langchain_glimprouter.core.strategies import AdaptiveThreshold, Strategy
 
 Probe = Literal["stream", "separate"]
 

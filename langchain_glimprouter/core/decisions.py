@@ -1,7 +1,7 @@
 """Who writes a step: the glimpse of its first token (and the escalation of a decision too close
 to call), the small model's whole draft and its measure, the coin, and the threshold or the
 controller that turns a measure into a decision. The specifics of each strategy come from its
-:class:`~langchain_glimprouter.routing.strategies.StrategySpec`."""
+:class:`~langchain_glimprouter.core.strategies.StrategySpec`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,17 @@ import random
 import time
 from dataclasses import dataclass
 
+from langchain_glimprouter.core.entropy import EntropyBounds, entropy_bounds, first_token_entropy
+from langchain_glimprouter.core.generation import Generation, Streams
+from langchain_glimprouter.core.ops import RETRYABLE_STATUS, Close, Program, Request
+from langchain_glimprouter.core.prompts import THINK_CLOSE
+from langchain_glimprouter.core.strategies import (
+    JUDGE_PROMPT,
+    StrategySpec,
+    judge_score,
+    mean_step_entropy,
+    perplexity,
+)
 from langchain_glimprouter.errors import (
     BackendResponseError,
     BackendTimeoutError,
@@ -19,17 +30,6 @@ from langchain_glimprouter.errors import (
     StreamInterruptedError,
 )
 from langchain_glimprouter.records import Role
-from langchain_glimprouter.routing.entropy import EntropyBounds, entropy_bounds, first_token_entropy
-from langchain_glimprouter.routing.generation import Generation, Streams
-from langchain_glimprouter.routing.ops import RETRYABLE_STATUS, Close, Program, Request
-from langchain_glimprouter.routing.prompts import THINK_CLOSE
-from langchain_glimprouter.routing.strategies import (
-    JUDGE_PROMPT,
-    StrategySpec,
-    judge_score,
-    mean_step_entropy,
-    perplexity,
-)
 
 ROLES: tuple[Role, Role] = ("small", "large")
 

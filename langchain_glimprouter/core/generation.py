@@ -9,17 +9,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from langchain_glimprouter.core.events import ReasoningDelta
+from langchain_glimprouter.core.ops import Close, Emit, Open, Program, Read, Request
+from langchain_glimprouter.core.prompts import THINK_CLOSE
+from langchain_glimprouter.core.settings import RouteSettings, ServerFacts
+from langchain_glimprouter.core.wire import Chunk
 from langchain_glimprouter.errors import (
     BackendResponseError,
     BackendTimeoutError,
     StreamInterruptedError,
 )
 from langchain_glimprouter.records import Role, RoutingRecord
-from langchain_glimprouter.routing.events import ReasoningDelta
-from langchain_glimprouter.routing.ops import Close, Emit, Open, Program, Read, Request
-from langchain_glimprouter.routing.prompts import THINK_CLOSE
-from langchain_glimprouter.routing.settings import RouteSettings, ServerFacts
-from langchain_glimprouter.routing.wire import Chunk
 
 if TYPE_CHECKING:  # only for annotations: the core imports no HTTP client
     from langchain_glimprouter.backend import Backend

@@ -1,4 +1,4 @@
-"""The routing core: the step loop and everything it decides with, as sans-I/O programs.
+"""The routing core (``core``): the step loop and everything it decides with, as sans-I/O programs.
 
 ``engine`` (the step loop over two backends), ``ops`` (the I/O operations a program yields, retries
 and replica order), ``strategies`` and ``entropy`` (what decides a step's writer), ``prompts``

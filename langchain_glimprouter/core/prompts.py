@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from langchain_glimprouter.core.ops import Program, Request
+from langchain_glimprouter.core.tool_calls import ToolCallParser
 from langchain_glimprouter.errors import BackendResponseError, PromptRenderingError
-from langchain_glimprouter.routing.ops import Program, Request
-from langchain_glimprouter.routing.tool_calls import ToolCallParser
 
 if TYPE_CHECKING:  # only for annotations: the core imports no HTTP client
     from langchain_glimprouter.backend import Backend
