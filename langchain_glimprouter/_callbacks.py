@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -24,11 +24,8 @@ from langchain_core.runnables import (
     ensure_config,
 )
 
-if TYPE_CHECKING:
-    from langchain_glimprouter.chat_models import GlimpRouterChatModel
-
 from langchain_glimprouter._tracing import atrace_step, step_run, trace_step
-from langchain_glimprouter.records import STEP_EVENT, StepRecord
+from langchain_glimprouter.records import PROVIDER, STEP_EVENT, StepRecord
 
 EVENTS_KWARG = "_glimprouter_events"
 
@@ -97,21 +94,16 @@ def step_events(
     return None, None
 
 
-def served_models(model: GlimpRouterChatModel, kwargs: dict[str, Any]) -> dict[str, str]:
-    """The model each backend serves in this call (``model=`` overrides the large one's)."""
-    return {"small": model.small.model, "large": kwargs.get("model") or model.large.model}
-
-
 def step_sink(
-    model: GlimpRouterChatModel,
+    model: BaseChatModel,
     run_manager: CallbackManagerForLLMRun | None,
     kwargs: dict[str, Any],
+    served: dict[str, str],
 ) -> Callable[[StepRecord], None]:
     """What to call with each finished step's record: a ``glimprouter_step`` custom event under
     the model's run (see :func:`step_events`) and, when some handler is inherited, a child run
-    of it (:func:`~._tracing.trace_step`)."""
+    of it (:func:`~._tracing.trace_step`) naming the model in ``served`` that wrote it."""
     manager, run_id = step_events(model, CallbackManager, run_manager, kwargs)
-    served = served_models(model, kwargs)
 
     def emit(record: StepRecord) -> None:
         if manager is not None and run_id is not None:
@@ -126,13 +118,13 @@ def step_sink(
 
 
 def astep_sink(
-    model: GlimpRouterChatModel,
+    model: BaseChatModel,
     run_manager: AsyncCallbackManagerForLLMRun | None,
     kwargs: dict[str, Any],
+    served: dict[str, str],
 ) -> Callable[[StepRecord], Awaitable[None]]:
     """The async twin of :func:`step_sink`."""
     manager, run_id = step_events(model, AsyncCallbackManager, run_manager, kwargs)
-    served = served_models(model, kwargs)
 
     async def emit(record: StepRecord) -> None:
         if manager is not None and run_id is not None:
@@ -147,13 +139,12 @@ def astep_sink(
     return emit
 
 
-def ls_params(
-    model: GlimpRouterChatModel, stop: list[str] | None, kwargs: dict[str, Any]
-) -> LangSmithParams:
-    """What LangSmith records of a call: the large model (it writes the answer), its budget and
-    temperature, and the answer's stop sequences (none for a constrained answer)."""
+def ls_params(model: Any, stop: list[str] | None, kwargs: dict[str, Any]) -> LangSmithParams:
+    """What LangSmith records of a call of the chat ``model``: the large model (it writes the
+    answer), its budget and temperature, and the answer's stop sequences (none for a
+    constrained answer)."""
     params = LangSmithParams(
-        ls_provider="glimprouter",
+        ls_provider=PROVIDER,
         ls_model_name=kwargs.get("model") or model.large.model,
         ls_model_type="chat",
         ls_max_tokens=kwargs.get("max_tokens", model.max_tokens),
@@ -164,6 +155,6 @@ def ls_params(
     constrained = kwargs.get("response_format") or kwargs.get("tool_choice") not in (
         None, False, "auto", "none",
     )  # fmt: skip
-    if (stop := stop or model.stop) and not constrained:  # a constrained answer has no stop
+    if stop and not constrained:  # a constrained answer has no stop
         params["ls_stop"] = stop
     return params

@@ -5,8 +5,9 @@ short (the parsers would read partial JSON leniently)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, cast
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
     AIMessageChunk,
     BaseMessage,
@@ -26,11 +27,8 @@ from langchain_core.runnables import (
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 
-from langchain_glimprouter._convert import PROVIDER
 from langchain_glimprouter.errors import IncompleteAnswerError, InvalidArgumentError
-
-if TYPE_CHECKING:
-    from langchain_glimprouter.chat_models import GlimpRouterChatModel
+from langchain_glimprouter.records import PROVIDER
 
 StructuredOutputMethod = Literal["function_calling", "json_schema", "json_mode"]
 
@@ -101,7 +99,7 @@ async def acomplete_answers(messages: AsyncIterator[BaseMessage]) -> AsyncIterat
 
 
 def structured_output(
-    model: GlimpRouterChatModel,
+    model: BaseChatModel,
     schema: dict[str, Any] | type | None,
     method: StructuredOutputMethod,
     include_raw: bool,

@@ -21,7 +21,7 @@ from langchain_core.tracers.langchain import LangChainTracer
 from langchain_core.utils.uuid import uuid7
 from langsmith import get_tracing_context
 
-from langchain_glimprouter.records import StepRecord
+from langchain_glimprouter.records import PROVIDER, StepRecord
 
 SERIALIZED = {"name": "glimprouter step"}
 
@@ -56,7 +56,7 @@ def step_run(record: StepRecord, served: str, parent: BaseCallbackManager) -> St
         metadata={
             **inherited,
             **record.model_dump(exclude={"text"}),
-            "ls_provider": "glimprouter",
+            "ls_provider": PROVIDER,
             "ls_model_name": served,
             "ls_model_type": "llm",
             "usage_metadata": usage,

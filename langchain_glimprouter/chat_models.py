@@ -1,17 +1,17 @@
-"""GlimpRouterChatModel: the LangChain surface over the routing core.
+"""GlimpRouterChatModel: the LangChain surface over a :class:`~langchain_glimprouter.router.Router`.
 
 Messages in; an ``AIMessage`` (or chunks) out, with the chain in
 ``additional_kwargs["reasoning_content"]``, the routing record in
 ``response_metadata["glimprouter"]`` and one ``glimprouter_step`` custom callback event per step.
-Routing itself is :mod:`~langchain_glimprouter.core`; this module turns LangChain's calls into
-its programs (messages and results: :mod:`._convert`; step events: :mod:`._callbacks`; structured
-output: :mod:`._structured`; settings: :mod:`._settings`).
+Routing itself is the Router's; this module turns LangChain's calls into its calls (messages and
+answers: :mod:`._convert`; step events: :mod:`._callbacks`; structured output:
+:mod:`._structured`).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -23,7 +23,7 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from pydantic import ConfigDict, PrivateAttr, model_validator
 from typing_extensions import Self
 
 from langchain_glimprouter._callbacks import (
@@ -33,31 +33,20 @@ from langchain_glimprouter._callbacks import (
     step_sink,
     with_event_target,
 )
-from langchain_glimprouter._convert import (
-    Call,
-    Chunker,
-    chat_result,
-    forced_tools,
-    prepare_call,
-    require_result,
-    to_openai_messages,
-)
-from langchain_glimprouter._settings import (
-    check_settings,
-    setting_names,
-)
+from langchain_glimprouter._convert import Chunker, chat_result, to_openai_messages
 from langchain_glimprouter._structured import StructuredOutputMethod, structured_output
-from langchain_glimprouter.backend import DEFAULT_TIMEOUT, Backend, identity, resolve_key
-from langchain_glimprouter.core.entropy import Estimator
-from langchain_glimprouter.core.events import Result, StepDone
-from langchain_glimprouter.core.settings import Probe, ServerFacts
-from langchain_glimprouter.core.strategies import AdaptiveThreshold, Strategy
+from langchain_glimprouter.backend import identity
+from langchain_glimprouter.core.answers import RoutedAnswer, forced_tools
+from langchain_glimprouter.core.events import StepDone
+from langchain_glimprouter.core.strategies import AdaptiveThreshold
 from langchain_glimprouter.errors import InvalidArgumentError
-from langchain_glimprouter.http.client import BackendClient, count_tokens
-from langchain_glimprouter.http.drivers import adrive, drive
+from langchain_glimprouter.router import PreparedCall, Router, RouterConfig
+
+LANGCHAIN_ONLY = ("ls_structured_output_format",)
+"""Call arguments LangChain adds for its own tracing; not the router's."""
 
 
-class GlimpRouterChatModel(BaseChatModel):
+class GlimpRouterChatModel(BaseChatModel, RouterConfig):
     """A chat model that routes each reasoning step between a small and a large model.
 
     The small model glimpses the first token of every reasoning step; the step goes to the
@@ -157,100 +146,48 @@ class GlimpRouterChatModel(BaseChatModel):
     setting (``threshold``, ``strategy``, ``max_reasoning_tokens``, ``temperature``, ...; not
     ``stop``, which is LangChain's own argument) may be given per call, as a keyword of
     ``invoke``/``stream``/``bind``; it is validated as the constructor validates it.
+
+    The routing itself is the :class:`~langchain_glimprouter.router.Router` in ``.router``
+    (no LangChain in it): this class converts messages, emits callbacks and events, and
+    builds the messages of its answers.
     """
 
-    model_config = ConfigDict(populate_by_name=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        populate_by_name=True, use_attribute_docstrings=True, frozen=False, extra="ignore"
+    )
 
-    small: Backend
-    """The small model's server: glimpses every step and writes the easy ones."""
-    large: Backend
-    """The large model's server: writes the hard steps and the answer."""
-    threshold: float | Literal["auto"] = 0.9
-    """tau in nats: a step whose H_init exceeds it goes to the large model. 0 sends every step
-    to the large model (no glimpse), inf every step to the small one. 'auto': an online
-    controller keeps the share of large steps near target_rate. With another strategy, the
-    threshold of its own measure (see strategy)."""
-    strategy: Strategy = "glimpse"
-    """How a step's writer is chosen: 'glimpse' (the first token's entropy), the baselines
-    'large_only', 'small_only' and 'random' (target_rate of the steps large), or
-    generate-then-measure: 'step_entropy' (mean entropy of the small model's step > threshold:
-    the large model rewrites it), 'step_ppl' (its perplexity), 'specreason' (the large model's
-    0-9 score of it < threshold)."""
-    target_rate: float | None = None
-    """The wanted share of large steps, in (0, 1): the target of threshold='auto', and the
-    probability of strategy='random'."""
-    entropy_estimator: Estimator = "topk_renormalized"
-    """How H_init is computed from the top-k logprobs: 'topk_renormalized' (the paper's, whose
-    thresholds it keeps), 'topk_tail' (a lower bound), or 'topk_bounds' (bounds of the exact
-    entropy: the exact decision where the threshold lies outside them, an escalation probe where
-    it is too close to call)."""
-    escalation_logprobs: int = 1000
-    """entropy_estimator='topk_bounds': k of the 1-token probe that settles a step too close to
-    call (the small server's --max-logprobs must allow it; below that the router uses the
-    server's cap, and at top_logprobs or less it decides on the estimate). 0: never escalate."""
-    probe: Probe = "stream"
-    """'stream': the glimpse is the start of the small model's step (one request per delegated
-    step). 'separate': a 1-token probe request, then the step."""
-    max_reasoning_tokens: int = 8192
-    """Token budget of the whole chain, both models together."""
-    max_tokens: int = 2048
-    """Token budget of the final answer."""
-    temperature: float | None = 0.6
-    """Sampling temperature of both servers."""
-    top_p: float | None = 0.95
-    """Nucleus sampling of both servers."""
-    seed: int | None = None
-    """Sampling seed sent to both servers (and the coin of strategy='random')."""
-    top_logprobs: int = 20
-    """k of the first-token distribution asked of the small server (vLLM caps it with
-    --max-logprobs, 20 by default)."""
-    step_delimiter: str | list[str] = "\n\n"
-    """What ends a reasoning step: a string, or several (the one that ended a step stays at its
-    end in the chain; several need a server that reports stop_reason, as vLLM does)."""
-    max_step_tokens: int | None = None
-    """Longest step in tokens: a longer one is cut there and the next step, routed afresh,
-    continues its text. None: no limit."""
-    stop: list[str] | None = Field(default=None, alias="stop_sequences")
-    """Stop sequences of the final answer."""
-    max_retries: int = 2
-    """Retries, with backoff, of a request that failed in a way that is safe to repeat
-    (connection refused, 429, 5xx), and resumptions of a stream cut mid-response; a Backend's
-    own max_retries wins."""
-    on_small_failure: Literal["raise", "large"] = "raise"
-    """When the small backend is down or failing (after retries): 'raise', or 'large' to send
-    the steps to the large backend (each such step has fallback=True)."""
-    timeout: float | None = None
-    """Seconds to wait for a connection or the next chunk (default 60); a Backend's own timeout
-    wins."""
-    api_key: SecretStr | None = None
-    """Bearer token for both servers unless a Backend sets its own."""
     streaming: bool = False
     """invoke/ainvoke stream internally, so callbacks see every token (on_llm_new_token) as it
     arrives; the result is the same message."""
 
-    _facts: ServerFacts = PrivateAttr(default_factory=ServerFacts)
-    _controller: AdaptiveThreshold | None = PrivateAttr(default=None)
-    _clients: dict[str, tuple[tuple[Any, ...], list[BackendClient]]] = PrivateAttr(
-        default_factory=dict
-    )
+    _router: Router | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _check(self) -> Self:
-        check_settings(self.router_settings)
-        if self.threshold == "auto" and self.target_rate is not None:
-            self._controller = AdaptiveThreshold(self.target_rate, seed=self.seed)
+    def _build_router(self) -> Self:
+        self._router = Router(self)
         return self
+
+    @property
+    def router(self) -> Router:
+        """The :class:`~langchain_glimprouter.router.Router` this model routes with (over this
+        model's own fields; a copy with other fields gets its own, sharing what was learned)."""
+        if self._router is None:
+            self._router = Router(self)
+        elif self._router.config is not self:  # a model_copy shares private attributes
+            self._router = self._router.rebind(self)
+        return self._router
 
     @property
     def adaptive_threshold(self) -> AdaptiveThreshold | None:
         """The controller of ``threshold="auto"``, shared by every call of this router: its
         ``threshold`` now, ``realised_rate`` and ``decisions``. None with a fixed threshold."""
-        return self._controller
+        return self.router.adaptive_threshold
 
     @property
     def router_settings(self) -> dict[str, Any]:
-        """Every router setting of this model by field name (see :data:`ROUTER_SETTINGS`)."""
-        return {name: getattr(self, name) for name in ROUTER_SETTINGS}
+        """Every router setting of this model by field name
+        (:data:`~langchain_glimprouter.core.settings.SETTING_NAMES`)."""
+        return self.settings_dict()
 
     # -- LangChain metadata ----------------------------------------------------------------------
 
@@ -275,33 +212,19 @@ class GlimpRouterChatModel(BaseChatModel):
         return super()._get_invocation_params(stop=stop or self.stop, **kwargs)
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        return ls_params(self, stop, kwargs)
-
-    # -- plumbing ---------------------------------------------------------------------------------
-
-    def _clients_for(self, role: str) -> list[BackendClient]:
-        backend: Backend = getattr(self, role)
-        key = resolve_key(backend, self.api_key, role)
-        timeout = backend.timeout or self.timeout or DEFAULT_TIMEOUT
-        # model_copy shares private attributes: rebuild when the settings are not this model's.
-        # The clients replaced are not closed here (a copy may be mid-call on them): each closes
-        # its connections once no call holds it (BackendClient.__del__).
-        spec = (id(backend), key.get_secret_value() if key else None, timeout)
-        cached = self._clients.get(role)
-        if cached is not None and cached[0] == spec:
-            return cached[1]
-        clients = [
-            BackendClient(role, backend, api_key=key, timeout=timeout, base_url=url)
-            for url in backend.urls
-        ]
-        self._clients[role] = (spec, clients)
-        return clients
+        return ls_params(self, stop or self.stop, kwargs)
 
     def _prepare(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> Call:
-        clients = {role: self._clients_for(role) for role in ("small", "large")}
-        return prepare_call(self, self._controller, self._facts, clients, messages, stop, kwargs)
+    ) -> PreparedCall:
+        for name in (EVENTS_KWARG, *LANGCHAIN_ONLY):
+            kwargs.pop(name, None)
+        tools = [convert_to_openai_tool(tool) for tool in kwargs.pop("tools", None) or []]
+        return self.router.prepare(to_openai_messages(messages), tools=tools, stop=stop, **kwargs)
+
+    def _served(self, kwargs: dict[str, Any]) -> dict[str, str]:
+        """The model each backend serves in this call (``model=`` overrides the large one's)."""
+        return {"small": self.small.model, "large": kwargs.get("model") or self.large.model}
 
     # -- tools and structured output ---------------------------------------------------------------
 
@@ -371,15 +294,14 @@ class GlimpRouterChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        emit = step_sink(self, run_manager, kwargs)
-        call = self._prepare(messages, stop, kwargs)
-        result: Result | None = None
-        for event in drive(call.program, call.clients):
+        emit = step_sink(self, run_manager, kwargs, self._served(kwargs))
+        answer: RoutedAnswer | None = None
+        for event in self._prepare(messages, stop, kwargs).events():
             if isinstance(event, StepDone):
                 emit(event.record)
-            elif isinstance(event, Result):
-                result = event
-        return chat_result(require_result(result), call)
+            elif isinstance(event, RoutedAnswer):
+                answer = event
+        return chat_result(cast(RoutedAnswer, answer))
 
     async def _agenerate(
         self,
@@ -388,15 +310,14 @@ class GlimpRouterChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        emit = astep_sink(self, run_manager, kwargs)
-        call = self._prepare(messages, stop, kwargs)
-        result: Result | None = None
-        async for event in adrive(call.program, call.clients):
+        emit = astep_sink(self, run_manager, kwargs, self._served(kwargs))
+        answer: RoutedAnswer | None = None
+        async for event in self._prepare(messages, stop, kwargs).aevents():
             if isinstance(event, StepDone):
                 await emit(event.record)
-            elif isinstance(event, Result):
-                result = event
-        return chat_result(require_result(result), call)
+            elif isinstance(event, RoutedAnswer):
+                answer = event
+        return chat_result(cast(RoutedAnswer, answer))
 
     def _generate_with_cache(
         self,
@@ -455,16 +376,15 @@ class GlimpRouterChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        emit = step_sink(self, run_manager, kwargs)
-        call = self._prepare(messages, stop, kwargs)
-        chunks = Chunker(call, self.output_version)
-        for event in drive(call.program, call.clients):
+        emit = step_sink(self, run_manager, kwargs, self._served(kwargs))
+        chunks = Chunker(self.output_version)
+        for event in self._prepare(messages, stop, kwargs).events():
             if isinstance(event, StepDone):
                 emit(event.record)
-            for chunk in chunks.of(event):
-                if run_manager is not None and chunk.message.content:
-                    run_manager.on_llm_new_token(cast(str, chunk.message.content), chunk=chunk)
-                yield chunk
+            chunk = chunks.of(event)
+            if run_manager is not None and chunk.message.content:
+                run_manager.on_llm_new_token(cast(str, chunk.message.content), chunk=chunk)
+            yield chunk
 
     async def _astream(
         self,
@@ -473,17 +393,15 @@ class GlimpRouterChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        emit = astep_sink(self, run_manager, kwargs)
-        call = self._prepare(messages, stop, kwargs)
-        chunks = Chunker(call, self.output_version)
-        async for event in adrive(call.program, call.clients):
+        emit = astep_sink(self, run_manager, kwargs, self._served(kwargs))
+        chunks = Chunker(self.output_version)
+        async for event in self._prepare(messages, stop, kwargs).aevents():
             if isinstance(event, StepDone):
                 await emit(event.record)
-            for chunk in chunks.of(event):
-                if run_manager is not None and chunk.message.content:
-                    text = cast(str, chunk.message.content)
-                    await run_manager.on_llm_new_token(text, chunk=chunk)
-                yield chunk
+            chunk = chunks.of(event)
+            if run_manager is not None and chunk.message.content:
+                await run_manager.on_llm_new_token(cast(str, chunk.message.content), chunk=chunk)
+            yield chunk
 
     # -- token counting ---------------------------------------------------------------------------
 
@@ -502,18 +420,9 @@ class GlimpRouterChatModel(BaseChatModel):
         }
         if tools:
             body["tools"] = list(tools)
-        return self._count(body)
+        return self.router.count_tokens(body)
 
     def get_num_tokens(self, text: str) -> int:
         """Count the tokens of ``text`` with the large server's own tokenizer (vLLM /tokenize)."""
-        return self._count({"model": self.large.model, "prompt": text, "add_special_tokens": False})
-
-    def _count(self, body: dict[str, Any]) -> int:
-        return count_tokens(self._clients_for("large")[0], body)
-
-
-ROUTER_SETTINGS: tuple[str, ...] = setting_names(
-    GlimpRouterChatModel.model_fields, BaseChatModel.model_fields
-)
-"""The router settings among the fields (all but the connection fields and LangChain's own):
-the identifying params, the bench results header and the CLI flags all come from this list."""
+        body = {"model": self.large.model, "prompt": text, "add_special_tokens": False}
+        return self.router.count_tokens(body)

@@ -12,6 +12,14 @@ from pydantic import BaseModel, Field
 
 STEP_EVENT = "glimprouter_step"
 """Name of the custom callback event dispatched once per finished reasoning step."""
+PROVIDER = "glimprouter"
+"""The ``model_provider`` of the chat model's messages."""
+RECORD_KEY = "glimprouter"
+"""Where the routing record travels: ``response_metadata["glimprouter"]`` (LangChain), the
+``glimprouter`` field of the proxy's responses, ``raw["glimprouter"]`` (LlamaIndex)."""
+STEPS_KEY = "glimprouter_steps"
+"""Where a streamed chunk carries the steps finished since the last chunk
+(``response_metadata["glimprouter_steps"]``: a list of step records)."""
 
 Role = Literal["small", "large"]
 ChainEnd = Literal["think_end", "eos", "loop", "budget"]

@@ -1,10 +1,10 @@
 """What the commands share: the router's settings as flags, the two servers as flags, and the
 conversation of one question.
 
-The router flags are derived from the fields of
-:class:`~langchain_glimprouter.GlimpRouterChatModel` (its router settings, see
-:data:`~langchain_glimprouter.chat_models.ROUTER_SETTINGS`): type, choices, default and help come
-from the field, so a flag cannot drift from the setting it sets.
+The router flags are derived from the router's settings, declared once in
+:class:`~langchain_glimprouter.core.settings.RouterSettings`: type, choices, default, help and
+whether there is a flag at all come from the field, so a flag cannot drift from the setting it
+sets.
 """
 
 from __future__ import annotations
@@ -19,21 +19,25 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from pydantic import ValidationError
 
 from langchain_glimprouter.backend import Backend
-from langchain_glimprouter.chat_models import ROUTER_SETTINGS, GlimpRouterChatModel
+from langchain_glimprouter.chat_models import GlimpRouterChatModel
+from langchain_glimprouter.core.settings import SETTING_NAMES, RouterSettings, setting_of
+from langchain_glimprouter.router import RouterConfig
 from langchain_glimprouter.core.decisions import ROLES
 from langchain_glimprouter.errors import InvalidArgumentError
 
 NOT_FLAGS = {
-    "step_delimiter": "a step ends at a blank line, as the paper's models write",
-    "stop": "the answer ends where the large model ends it",
+    name: setting_of(info).no_flag_because
+    for name, info in RouterSettings.model_fields.items()
+    if setting_of(info).no_flag_because
 }
 """Router settings with no flag, and why: the CLI routes with their defaults."""
-FLAGS: dict[str, str] = {
-    name: "--" + {"entropy_estimator": "estimator"}.get(name, name).replace("_", "-")
-    for name in (*ROUTER_SETTINGS, "timeout")
-    if name not in NOT_FLAGS
+FLAGS: dict[str, tuple[str, ...]] = {
+    name: ("--" + name.replace("_", "-"), *setting_of(info).flag_aliases)
+    for name, info in RouterConfig.model_fields.items()
+    if name in (*SETTING_NAMES, "timeout") and name not in NOT_FLAGS
 }
-"""The flag of each router setting (and of the read timeout), e.g. ``--max-reasoning-tokens``."""
+"""The flags of each router setting (and of the read timeout), e.g.
+``("--max-reasoning-tokens",)``: the setting's name, then its aliases."""
 
 
 def threshold_arg(text: str) -> float | str:
@@ -76,14 +80,13 @@ def add_router_flags(
     names = [name for name in FLAGS if name not in without]
     parser.set_defaults(router_flags=tuple(names))
     for name in names:
-        flag = FLAGS[name]
-        field = GlimpRouterChatModel.model_fields[name]
+        field = RouterConfig.model_fields[name]
         default = defaults.get(name, field.default)
         words = (field.description or "").split(". ")[0].rstrip(".")
         note = notes.get(name, f"default {default!r}" if default is not None else "")
         text = f"{words} ({note})" if note else words
         parser.add_argument(
-            flag,
+            *FLAGS[name],
             dest=name,
             default=default,
             help=text.replace("%", "%%"),

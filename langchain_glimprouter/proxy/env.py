@@ -16,7 +16,8 @@ from typing import Any
 from starlette.applications import Starlette
 
 from langchain_glimprouter.backend import Backend
-from langchain_glimprouter.chat_models import ROUTER_SETTINGS, GlimpRouterChatModel
+from langchain_glimprouter.chat_models import GlimpRouterChatModel
+from langchain_glimprouter.core.settings import SETTING_NAMES
 from langchain_glimprouter.core.tool_calls import HermesToolCallParser
 from langchain_glimprouter.errors import InvalidArgumentError
 from langchain_glimprouter.proxy.app import create_app
@@ -49,7 +50,7 @@ def router_env(
     """The environment variables from which :func:`app_from_env` rebuilds ``router``: its
     settings and backends in :data:`ROUTER_ENV`, its keys in the backends' key variables, and
     ``api_key`` (the proxy's own) in :data:`API_KEY_ENV`."""
-    fields: dict[str, Any] = {name: getattr(router, name) for name in ROUTER_SETTINGS}
+    fields: dict[str, Any] = {name: getattr(router, name) for name in SETTING_NAMES}
     fields |= {role: _backend_fields(role, getattr(router, role)) for role in ("small", "large")}
     if router.timeout is not None:
         fields["timeout"] = router.timeout

@@ -1,5 +1,6 @@
 """Scripted servers for the unit tests, with no socket: fakes (tests/support/fake_driver.py)
-that every router of the test reaches through ``GlimpRouterChatModel._clients_for``."""
+that every router of the test reaches through the Router's public client hook
+(``Router.default_client_factory``)."""
 
 from __future__ import annotations
 
@@ -7,27 +8,30 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
-from langchain_glimprouter import GlimpRouterChatModel
+from langchain_glimprouter import Backend
+from langchain_glimprouter.http.client import BackendClient
+from langchain_glimprouter.router import Router
 from scripted_server import Script
 from tests.support.fake_driver import FakeClient, FakeServer
 
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeServer]:
-    """Factory: ``server(script, **settings)``, a :class:`FakeServer`. A backend whose URLs are
-    all fake servers' gets :class:`FakeClient`\\ s; any other backend the real clients."""
+    """Factory: ``server(script, **settings)``, a :class:`FakeServer`. A server URL that is a
+    fake server's gets a :class:`FakeClient`; any other the real client."""
     fakes: dict[str, FakeServer] = {}
-    real_clients_for = GlimpRouterChatModel._clients_for
 
-    def clients_for(router: GlimpRouterChatModel, role: str) -> Any:
-        urls = [url.rstrip("/") for url in getattr(router, role).urls]
-        if not all(url in fakes for url in urls):
-            return real_clients_for(router, role)
-        backend = getattr(router, role)
-        return [FakeClient(role, fakes[url], backend) for url in urls]
+    def client(
+        role: str, backend: Backend, *, api_key: SecretStr | None, timeout: float, base_url: str
+    ) -> Any:
+        fake = fakes.get(base_url.rstrip("/"))
+        if fake is not None:
+            return FakeClient(role, fake, backend)
+        return BackendClient(role, backend, api_key=api_key, timeout=timeout, base_url=base_url)
 
-    monkeypatch.setattr(GlimpRouterChatModel, "_clients_for", clients_for)
+    monkeypatch.setattr(Router, "default_client_factory", client)
 
     def make(script: Script, **settings: Any) -> FakeServer:
         fake = FakeServer(script, **settings)

@@ -1,8 +1,9 @@
 """One source of truth for the router's settings, and a routing core with no LangChain or HTTP.
 
-A router setting is declared once, as a field of GlimpRouterChatModel; these tests fail when one
-exists in one place only: in the core's RouteSettings, the identifying params (LangChain's cache
-key), the bench results header, or the CLI flags.
+A router setting is declared once, as a field of RouterSettings (which the Router's config and
+GlimpRouterChatModel inherit); these tests fail when one does not reach the core's
+RouteSettings, the identifying params (LangChain's cache key), the bench results header, or the
+CLI flags.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ import pytest
 from pydantic import SecretStr
 
 from langchain_glimprouter import Backend, GlimpRouterChatModel, core
-from langchain_glimprouter._settings import DERIVED, NOT_PER_CALL, RENAMED, route_settings
 from langchain_glimprouter.backend import IDENTIFYING, NOT_IDENTIFYING, identity
-from langchain_glimprouter.chat_models import ROUTER_SETTINGS
 from langchain_glimprouter.cli import main as cli
 from langchain_glimprouter.cli.bench.runner import model_config
 from langchain_glimprouter.cli.flags import (
@@ -33,9 +32,17 @@ from langchain_glimprouter.cli.flags import (
     backends,
     router_values,
 )
-from langchain_glimprouter.core.settings import RouteSettings
+from langchain_glimprouter.core.settings import (
+    DERIVED,
+    PER_CALL,
+    RENAMED,
+    SETTING_NAMES,
+    RouteSettings,
+    route_settings,
+)
 from langchain_glimprouter.core.tool_calls import HermesToolCallParser
 
+HI = [{"role": "user", "content": "hi"}]
 SMALL = Backend(base_url="http://small.invalid/v1", model="s")
 LARGE = Backend(base_url="http://large.invalid/v1", model="l")
 
@@ -67,10 +74,10 @@ def router(**settings: Any) -> GlimpRouterChatModel:
 
 
 def test_every_setting_has_another_value() -> None:
-    assert set(OTHER) == set(ROUTER_SETTINGS)
+    assert set(OTHER) == set(SETTING_NAMES)
 
 
-@pytest.mark.parametrize("name", ROUTER_SETTINGS)
+@pytest.mark.parametrize("name", SETTING_NAMES)
 def test_routers_differing_in_one_setting_are_different_models(name: str) -> None:
     base, other = router(), router(**OTHER[name])
     assert getattr(base, name) != getattr(other, name)
@@ -124,10 +131,10 @@ def test_seed_alone_changes_the_cache_key() -> None:
 
 def test_every_setting_reaches_the_core_and_nothing_else_does() -> None:
     core = {f.name for f in dataclasses.fields(RouteSettings)}
-    mapped = {RENAMED.get(name, name) for name in ROUTER_SETTINGS}
+    mapped = {RENAMED.get(name, name) for name in SETTING_NAMES}
     assert mapped <= core, f"settings the core does not know: {mapped - core}"
     assert core - mapped == DERIVED, f"core settings no field sets: {core - mapped - DERIVED}"
-    assert set(NOT_PER_CALL) <= set(ROUTER_SETTINGS)
+    assert set(SETTING_NAMES) - set(PER_CALL) == {"stop"}  # LangChain's own call argument
 
 
 def test_the_core_gets_each_value() -> None:
@@ -141,7 +148,7 @@ def test_the_core_gets_each_value() -> None:
 
 def test_the_bench_header_records_every_setting() -> None:
     config = model_config(router(seed=3))
-    assert set(ROUTER_SETTINGS) <= set(config)
+    assert set(SETTING_NAMES) <= set(config)
     assert config["seed"] == 3
     assert config["threshold"] == 0.9
     json.dumps(config)  # a results file line is strict JSON
@@ -158,7 +165,7 @@ def test_the_bench_header_records_what_identifies_each_backend(name: str) -> Non
 
 
 def test_every_setting_has_a_flag_or_a_reason() -> None:
-    assert set(ROUTER_SETTINGS) == (set(FLAGS) - {"timeout"}) | set(NOT_FLAGS)
+    assert set(SETTING_NAMES) == (set(FLAGS) - {"timeout"}) | set(NOT_FLAGS)
     assert not set(FLAGS) & set(NOT_FLAGS)
 
 
@@ -239,26 +246,23 @@ def test_the_package_imports_its_public_names_lazily() -> None:
         ({"max_step_tokens": 0}, "max_step_tokens must be >= 1"),
         ({"strategy": "random"}, "needs target_rate"),
         ({"temperature": "hot"}, "temperature='hot'"),
-        ({"stop": ["x"]}, "unsupported call arguments"),
+        ({"streaming": True}, "unsupported call arguments"),
+        ({"stop_sequences": ["x"]}, "unsupported call arguments"),
     ],
 )
 def test_a_call_s_settings_are_validated_as_the_constructor_does(
     given: dict[str, Any], message: str
 ) -> None:
-    from langchain_core.messages import HumanMessage
-
     from langchain_glimprouter import InvalidArgumentError
 
     with pytest.raises(InvalidArgumentError, match=message):
-        router()._prepare([HumanMessage("hi")], None, dict(given))
+        router().router.prepare(HI, **given)
 
 
 def test_every_setting_but_stop_may_be_given_per_call() -> None:
-    from langchain_core.messages import HumanMessage
-
-    for name in ROUTER_SETTINGS:
-        if name != "stop" and name not in ("target_rate", "threshold"):
-            router()._prepare([HumanMessage("hi")], None, dict(OTHER[name])).program.close()
+    for name in PER_CALL:
+        if name not in ("target_rate", "threshold"):
+            router().router.prepare(HI, **OTHER[name]).program.close()
     # strings are read as the field's type, as pydantic reads the constructor's
-    call = router()._prepare([HumanMessage("hi")], None, {"max_tokens": "12"})
+    call = router().router.prepare(HI, max_tokens="12")
     call.program.close()
