@@ -12,71 +12,106 @@ LlamaIndex's (:mod:`~langchain_glimprouter.llama_index`) and the OpenAI-compatib
 from __future__ import annotations
 
 from importlib import import_module
+from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from langchain_glimprouter import errors
     from langchain_glimprouter.backend import Backend
     from langchain_glimprouter.chat_models import GlimpRouterChatModel
+    from langchain_glimprouter.core.answers import RoutedAnswer, ToolCallDone, Usage
+    from langchain_glimprouter.core.events import AnswerDelta, ReasoningDelta, StepDone
+    from langchain_glimprouter.core.settings import RouterSettings
     from langchain_glimprouter.core.strategies import STRATEGIES, AdaptiveThreshold, Strategy
-    from langchain_glimprouter.errors import (
-        BackendError,
-        BackendResponseError,
-        BackendTimeoutError,
-        BackendUnreachableError,
-        BudgetError,
-        ContextLengthExceededError,
-        GlimpRouterError,
-        IncompleteAnswerError,
-        InvalidArgumentError,
-        LogprobsCapError,
-        MalformedStreamError,
-        MissingLogprobsError,
-        PromptRenderingError,
-        StreamErrorEventError,
-        StreamInterruptedError,
-        StreamTimeoutError,
+    from langchain_glimprouter.core.tool_calls import (
+        HermesToolCallParser,
+        InvalidCall,
+        ParsedCall,
+        ToolCallParser,
     )
+    from langchain_glimprouter.errors import GlimpRouterError
     from langchain_glimprouter.gguf import gguf_chat_template
-    from langchain_glimprouter.records import STEP_EVENT, RoutingRecord, StepRecord
+    from langchain_glimprouter.records import (
+        RECORD_KEY,
+        STEP_EVENT,
+        STEPS_KEY,
+        RoutingRecord,
+        StepRecord,
+    )
+    from langchain_glimprouter.router import Router, RouterConfig
+
+__version__ = version("langchain-glimprouter")
 
 __all__ = [
+    "RECORD_KEY",
+    "STEPS_KEY",
     "STEP_EVENT",
     "STRATEGIES",
     "AdaptiveThreshold",
+    "AnswerDelta",
     "Backend",
+    "GlimpRouterChatModel",
+    "GlimpRouterError",
+    "HermesToolCallParser",
+    "InvalidCall",
+    "ParsedCall",
+    "ReasoningDelta",
+    "RoutedAnswer",
+    "Router",
+    "RouterConfig",
+    "RouterSettings",
+    "RoutingRecord",
+    "StepDone",
+    "StepRecord",
+    "Strategy",
+    "ToolCallDone",
+    "ToolCallParser",
+    "Usage",
+    "__version__",
+    "errors",
+    "gguf_chat_template",
+]
+_ERRORS = (
     "BackendError",
     "BackendResponseError",
     "BackendTimeoutError",
     "BackendUnreachableError",
     "BudgetError",
     "ContextLengthExceededError",
-    "GlimpRouterChatModel",
-    "GlimpRouterError",
     "IncompleteAnswerError",
     "InvalidArgumentError",
     "LogprobsCapError",
     "MalformedStreamError",
     "MissingLogprobsError",
     "PromptRenderingError",
-    "RoutingRecord",
-    "StepRecord",
-    "Strategy",
     "StreamErrorEventError",
     "StreamInterruptedError",
     "StreamTimeoutError",
-    "gguf_chat_template",
-]
+)
+"""The typed errors, grouped under :mod:`~langchain_glimprouter.errors`; also importable from here
+(``from langchain_glimprouter import InvalidArgumentError``), as before 0.2."""
 _WHERE: dict[str, str] = {
-    **{name: "errors" for name in __all__ if name.endswith("Error")},
+    **dict.fromkeys((*_ERRORS, "GlimpRouterError"), "errors"),
+    **dict.fromkeys(("Router", "RouterConfig"), "router"),
+    **dict.fromkeys(("RoutedAnswer", "ToolCallDone", "Usage"), "core.answers"),
+    **dict.fromkeys(("AnswerDelta", "ReasoningDelta", "StepDone"), "core.events"),
+    "RouterSettings": "core.settings",
+    **dict.fromkeys(
+        ("HermesToolCallParser", "InvalidCall", "ParsedCall", "ToolCallParser"), "core.tool_calls"
+    ),
     "Backend": "backend",
     "GlimpRouterChatModel": "chat_models",
     "gguf_chat_template": "gguf",
-    **dict.fromkeys(("STEP_EVENT", "RoutingRecord", "StepRecord"), "records"),
+    **dict.fromkeys(
+        ("RECORD_KEY", "STEPS_KEY", "STEP_EVENT", "RoutingRecord", "StepRecord"), "records"
+    ),
     **dict.fromkeys(("STRATEGIES", "AdaptiveThreshold", "Strategy"), "core.strategies"),
 }
 
 
 def __getattr__(name: str) -> Any:
+    if name == "errors":
+        return import_module(f"{__name__}.errors")
     if name not in _WHERE:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)

@@ -22,7 +22,7 @@ from langchain_glimprouter.backend import Backend
 from langchain_glimprouter.chat_models import GlimpRouterChatModel
 from langchain_glimprouter.core.settings import SETTING_NAMES, RouterSettings, setting_of
 from langchain_glimprouter.router import RouterConfig
-from langchain_glimprouter.core.decisions import ROLES
+from langchain_glimprouter.router import ROLES
 from langchain_glimprouter.errors import InvalidArgumentError
 
 NOT_FLAGS = {
