@@ -45,7 +45,7 @@ def run_example(pair: Pair, name: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    "name", ["quickstart.py", "lcel.py", "streaming.py", "llama_index_chat.py"]
+    "name", ["quickstart.py", "router.py", "lcel.py", "streaming.py", "llama_index_chat.py"]
 )
 def test_example_runs(vllm_pair: Pair, name: str) -> None:
     done = run_example(vllm_pair, name)
