@@ -27,6 +27,7 @@ from langchain_glimprouter import stats
 from langchain_glimprouter.chat_models import GlimpRouterChatModel
 from langchain_glimprouter.errors import InvalidArgumentError
 from langchain_glimprouter.questions import CALIBRATION_QUESTIONS as CALIBRATION_QUESTIONS
+from langchain_glimprouter.records import RECORD_KEY
 
 QUANTILES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
 """The quantiles a :class:`Calibration` reports besides its threshold."""
@@ -102,7 +103,7 @@ def _summarise(
     target_rate: float, n_questions: int, messages: Sequence[BaseMessage]
 ) -> Calibration:
     groups = [
-        [s["h_init"] for s in message.response_metadata["glimprouter"]["steps"]
+        [s["h_init"] for s in message.response_metadata[RECORD_KEY]["steps"]
          if s["h_init"] is not None]
         for message in messages
     ]  # fmt: skip

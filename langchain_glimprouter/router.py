@@ -137,16 +137,16 @@ class PreparedCall:
 def answer_of(events: Iterator[RouterEvent]) -> RoutedAnswer:
     """The :class:`RoutedAnswer` that ends ``events``."""
     last: RouterEvent | None = None
-    for last in events:
-        pass
+    for event in events:
+        last = event
     return _checked(last)
 
 
 async def aanswer_of(events: AsyncIterator[RouterEvent]) -> RoutedAnswer:
     """The async twin of :func:`answer_of`."""
     last: RouterEvent | None = None
-    async for last in events:
-        pass
+    async for event in events:
+        last = event
     return _checked(last)
 
 

@@ -1,7 +1,7 @@
 """The package's import graph: every module's imports of other package modules, read from the
 source (``TYPE_CHECKING`` and function-local imports included), and its cycles.
 
-    python scripts/import_graph.py            # the cycles, one per line ("none" when there are none)
+    python scripts/import_graph.py            # the cycles, one per line ("none" if none)
     python scripts/import_graph.py --edges    # every edge, "a -> b"
 
 Exits 1 when there is a cycle. ``tests/unit_tests/test_layout.py`` runs it.

@@ -18,6 +18,7 @@ from langchain_glimprouter.cli.flags import (
     messages,
     router_values,
 )
+from langchain_glimprouter.records import RECORD_KEY, STEPS_KEY
 
 
 def print_routed(
@@ -27,7 +28,7 @@ def print_routed(
     record: dict[str, Any] = {}
     answering = False
     for chunk in router.stream(messages(question, system)):
-        for step in chunk.response_metadata.get("glimprouter_steps", []):
+        for step in chunk.response_metadata.get(STEPS_KEY, []):
             h = "   -  " if step["h_init"] is None else f"{step['h_init']:6.3f}"
             text = " ".join(step["text"].split())
             text = text if len(text) <= 60 else text[:57] + "..."
@@ -41,8 +42,8 @@ def print_routed(
                 print("\nAnswer (large model): ", end="", file=out)
                 answering = True
             print(chunk.content, end="", file=out, flush=True)
-        if "glimprouter" in chunk.response_metadata:
-            record = chunk.response_metadata["glimprouter"]
+        if RECORD_KEY in chunk.response_metadata:
+            record = chunk.response_metadata[RECORD_KEY]
     print("\n", file=out)
     print(
         f"Summary: {record['n_steps']} steps, {record['n_large_steps']} by the large model "

@@ -21,9 +21,8 @@ from pydantic import ValidationError
 from langchain_glimprouter.backend import Backend
 from langchain_glimprouter.chat_models import GlimpRouterChatModel
 from langchain_glimprouter.core.settings import SETTING_NAMES, RouterSettings, setting_of
-from langchain_glimprouter.router import RouterConfig
-from langchain_glimprouter.router import ROLES
 from langchain_glimprouter.errors import InvalidArgumentError
+from langchain_glimprouter.router import ROLES, RouterConfig
 
 NOT_FLAGS = {
     name: setting_of(info).no_flag_because

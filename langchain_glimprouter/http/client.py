@@ -406,19 +406,3 @@ class BackendClient:
         # closing generators closes its async pools on their loops.
         with contextlib.suppress(Exception):
             self.close()
-
-
-def count_tokens(client: BackendClient, body: dict[str, Any]) -> int:
-    """Tokens of a prompt by the server's own tokenizer (vLLM's ``/tokenize``)."""
-    try:
-        return int(client.request_json("POST", "/tokenize", body)["count"])
-    except BackendResponseError as exc:
-        if exc.status_code in (404, 405):
-            raise BackendResponseError(
-                f"the {client.role} server has no /tokenize endpoint, so tokens cannot be "
-                "counted with the model's own tokenizer (vLLM provides it).",
-                role=client.role,
-                url=exc.url,
-                status_code=exc.status_code,
-            ) from exc
-        raise

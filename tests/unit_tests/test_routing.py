@@ -423,17 +423,17 @@ def test_topk_bounds_without_escalation_estimates(servers: Any) -> None:
 
 
 def test_a_server_without_tokenize_says_so() -> None:
-    from langchain_glimprouter import BackendResponseError
-    from langchain_glimprouter.http.client import count_tokens
+    from langchain_glimprouter import Backend, Router
+    from langchain_glimprouter.errors import BackendResponseError
 
     class NoTokenize:
-        role = "large"
-
         def request_json(self, method: str, path: str, body: Any) -> dict[str, Any]:
             raise BackendResponseError("404", role="large", url="http://l/v1", status_code=404)
 
+    backend = Backend(base_url="http://l/v1", model="l")
+    router = Router(small=backend, large=backend, client_factory=lambda *a, **k: NoTokenize())
     with pytest.raises(BackendResponseError, match="no /tokenize endpoint") as caught:
-        count_tokens(NoTokenize(), {"prompt": "hi"})  # type: ignore[arg-type]
+        router.count_tokens({"prompt": "hi"})
     assert (caught.value.status_code, caught.value.role) == (404, "large")
 
 

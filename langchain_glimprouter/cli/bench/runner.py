@@ -46,6 +46,7 @@ from langchain_glimprouter.cli.bench.summary import (
 )
 from langchain_glimprouter.core.strategies import SPECS
 from langchain_glimprouter.errors import GlimpRouterError, InvalidArgumentError
+from langchain_glimprouter.records import RECORD_KEY
 
 ModelSource = BaseChatModel | Callable[[], BaseChatModel]
 """A chat model, or a function that builds one (called once per run)."""
@@ -152,7 +153,7 @@ def result_line(
     """
     response = _text(message)
     verdict = grade(response, item)
-    record: Mapping[str, Any] = message.response_metadata.get("glimprouter") or {}
+    record: Mapping[str, Any] = message.response_metadata.get(RECORD_KEY) or {}
     steps = [
         {
             "model": step.get("model"),
