@@ -26,6 +26,15 @@ def _parser_by_name(value: Any) -> Any:
     return _BUILT_IN_PARSERS[value]() if value in _BUILT_IN_PARSERS else value
 
 
+class Identifies:
+    """Marks a :class:`Backend` field that can change what its server writes for a call: it is
+    part of the router's identifying params, so LangChain's cache tells two routers apart that
+    differ in one of them. The other fields only say how to reach the server (never part of a
+    cache key: keys and clients stay out of it; replicas serve the same model)."""
+
+
+IDENTIFIES = Identifies()
+
 ParserField = Annotated[
     ToolCallParser,
     BeforeValidator(_parser_by_name),
@@ -42,9 +51,9 @@ class Backend(BaseModel):
         extra="forbid", frozen=True, arbitrary_types_allowed=True, use_attribute_docstrings=True
     )
 
-    base_url: str
+    base_url: Annotated[str, IDENTIFIES]
     """API root, e.g. 'http://localhost:8001/v1'."""
-    model: str
+    model: Annotated[str, IDENTIFIES]
     """Served model name, as the server's /v1/models lists it."""
     api_key: SecretStr | None = None
     """Bearer token; falls back to the router's api_key, then to the GLIMPROUTER_SMALL_API_KEY /
@@ -54,16 +63,16 @@ class Backend(BaseModel):
     max_retries: int | None = None
     """Retries of a failed request (connection refused, 429, 5xx) or a cut stream (the
     router's max_retries if None)."""
-    chat_template: str | None = None
+    chat_template: Annotated[str | None, IDENTIFIES] = None
     """Jinja chat template rendered client-side; if None the server renders (vLLM /tokenize +
     /detokenize, llama.cpp /apply-template)."""
-    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+    chat_template_kwargs: Annotated[dict[str, Any], IDENTIFIES] = Field(default_factory=dict)
     """Extra variables for the chat template (e.g. bos_token, enable_thinking)."""
     headers: dict[str, str] = Field(default_factory=dict)
     """Extra HTTP headers."""
-    extra_body: dict[str, Any] = Field(default_factory=dict)
+    extra_body: Annotated[dict[str, Any], IDENTIFIES] = Field(default_factory=dict)
     """Extra JSON fields merged into every completions request (e.g. top_k)."""
-    tool_parser: ParserField = Field(default_factory=HermesToolCallParser)
+    tool_parser: Annotated[ParserField, IDENTIFIES] = Field(default_factory=HermesToolCallParser)
     """How this model writes tool calls in its answer (the large backend's parses the answer;
     either's formats past calls for a template that ignores tools)."""
     session_header: str | None = None
@@ -105,15 +114,10 @@ class Backend(BaseModel):
         return server_root(self.base_url)
 
 
-IDENTIFYING = ("base_url", "model", "chat_template", "chat_template_kwargs", "extra_body",
-               "tool_parser")  # fmt: skip
-"""The fields of a :class:`Backend` that can change what its server writes for a call: they
-are part of the router's identifying params, so LangChain's cache tells two routers apart that
-differ in one of them."""
-NOT_IDENTIFYING = ("api_key", "timeout", "max_retries", "headers", "session_header", "replicas",
-                   "client", "async_client", "http_client", "http_async_client")  # fmt: skip
-"""The fields that only say how to reach the server (never part of a cache key: keys and
-clients stay out of it); replicas serve the same model."""
+IDENTIFYING = tuple(
+    name for name, info in Backend.model_fields.items() if IDENTIFIES in info.metadata
+)
+"""The fields of a :class:`Backend` marked :class:`Identifies`, in declaration order."""
 
 
 def identity(backend: Backend) -> dict[str, Any]:
