@@ -5,8 +5,9 @@ the steps' child runs (:mod:`._tracing`) go, in each of the ways LangChain calls
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
-from contextlib import suppress
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,29 @@ from langchain_core.runnables import (
 from langchain_glimprouter._tracing import atrace_step, step_run, trace_step
 from langchain_glimprouter.records import PROVIDER, STEP_EVENT, StepRecord
 
-EVENTS_KWARG = "_glimprouter_events"
+_TARGET: ContextVar[Any] = ContextVar("glimprouter_step_events", default=None)
+"""Where the step events of the call being made in this context go, when LangChain calls
+``_stream`` without its run manager: an :class:`EventTarget` (``stream``/``astream``) or the run
+manager (an invoke that streams internally). Set only around LangChain's own calls
+(:func:`events_to`) and taken by the first ``_stream`` that starts under it, so a nested call
+never sees another call's target."""
+
+
+@contextmanager
+def events_to(target: Any) -> Iterator[None]:
+    """Step events of the call LangChain makes inside this block go to ``target``."""
+    token = _TARGET.set(target)
+    try:
+        yield
+    finally:
+        _TARGET.reset(token)
+
+
+def _take_target() -> Any:
+    target = _TARGET.get()
+    if target is not None:
+        _TARGET.set(None)  # undone when the events_to block ends
+    return target
 
 
 @dataclass(frozen=True)
@@ -62,20 +85,18 @@ def manager_of(cls: Any, run_manager: Any) -> Any:
     )
 
 
-def step_events(
-    model: BaseChatModel, cls: Any, run_manager: Any, kwargs: dict[str, Any]
-) -> tuple[Any, uuid.UUID | None]:
+def step_events(model: BaseChatModel, cls: Any, run_manager: Any) -> tuple[Any, uuid.UUID | None]:
     """The callback manager and run id that ``glimprouter_step`` events go to.
 
     ``_generate`` and the v2 event path get the run manager, whose own ``on_custom_event`` is a
     no-op stub, so a manager is built from its handlers. ``stream``/``astream`` call ``_stream``
-    without it; the model's overrides pass the run's config and id instead
-    (:func:`with_event_target`). An invoke that streams internally (``streaming=True``, or
-    under ``astream_events``) calls it without either; the model's ``_generate_with_cache``
-    overrides pass the run manager itself. Otherwise there is none, and events go through
-    ``dispatch_custom_event``.
+    without it; the model's overrides give the run's config and id instead
+    (:func:`with_event_target`, through :func:`events_to`). An invoke that streams internally
+    (``streaming=True``, or under ``astream_events``) calls it without either; the model's
+    ``_generate_with_cache`` overrides give the run manager itself (:func:`events_to`).
+    Otherwise there is none, and events go through ``dispatch_custom_event``.
     """
-    target: EventTarget | Any = kwargs.get(EVENTS_KWARG)
+    target: EventTarget | Any = _take_target()
     run_manager = run_manager or (None if isinstance(target, EventTarget) else target)
     if run_manager is not None:
         return manager_of(cls, run_manager), run_manager.run_id
@@ -97,13 +118,12 @@ def step_events(
 def step_sink(
     model: BaseChatModel,
     run_manager: CallbackManagerForLLMRun | None,
-    kwargs: dict[str, Any],
     served: dict[str, str],
 ) -> Callable[[StepRecord], None]:
     """What to call with each finished step's record: a ``glimprouter_step`` custom event under
     the model's run (see :func:`step_events`) and, when some handler is inherited, a child run
     of it (:func:`~._tracing.trace_step`) naming the model in ``served`` that wrote it."""
-    manager, run_id = step_events(model, CallbackManager, run_manager, kwargs)
+    manager, run_id = step_events(model, CallbackManager, run_manager)
 
     def emit(record: StepRecord) -> None:
         if manager is not None and run_id is not None:
@@ -120,11 +140,10 @@ def step_sink(
 def astep_sink(
     model: BaseChatModel,
     run_manager: AsyncCallbackManagerForLLMRun | None,
-    kwargs: dict[str, Any],
     served: dict[str, str],
 ) -> Callable[[StepRecord], Awaitable[None]]:
     """The async twin of :func:`step_sink`."""
-    manager, run_id = step_events(model, AsyncCallbackManager, run_manager, kwargs)
+    manager, run_id = step_events(model, AsyncCallbackManager, run_manager)
 
     async def emit(record: StepRecord) -> None:
         if manager is not None and run_id is not None:

@@ -10,7 +10,8 @@ answers: :mod:`._convert`; step events: :mod:`._callbacks`; structured output:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Sequence
+from contextlib import aclosing, closing
 from typing import Any, cast
 
 from langchain_core.callbacks import (
@@ -27,8 +28,8 @@ from pydantic import ConfigDict, PrivateAttr, model_validator
 from typing_extensions import Self
 
 from langchain_glimprouter._callbacks import (
-    EVENTS_KWARG,
     astep_sink,
+    events_to,
     ls_params,
     step_sink,
     with_event_target,
@@ -206,7 +207,6 @@ class GlimpRouterChatModel(BaseChatModel, RouterConfig):
     def _get_invocation_params(
         self, stop: list[str] | None = None, **kwargs: Any
     ) -> dict[str, Any]:
-        kwargs.pop(EVENTS_KWARG, None)
         # LangChain puts the call's stop over the model's own in the cache key: the stop that
         # applies is the call's, else the router's.
         return super()._get_invocation_params(stop=stop or self.stop, **kwargs)
@@ -217,7 +217,7 @@ class GlimpRouterChatModel(BaseChatModel, RouterConfig):
     def _prepare(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
     ) -> PreparedCall:
-        for name in (EVENTS_KWARG, *LANGCHAIN_ONLY):
+        for name in LANGCHAIN_ONLY:
             kwargs.pop(name, None)
         tools = [convert_to_openai_tool(tool) for tool in kwargs.pop("tools", None) or []]
         return self.router.prepare(to_openai_messages(messages), tools=tools, stop=stop, **kwargs)
@@ -294,7 +294,7 @@ class GlimpRouterChatModel(BaseChatModel, RouterConfig):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        emit = step_sink(self, run_manager, kwargs, self._served(kwargs))
+        emit = step_sink(self, run_manager, self._served(kwargs))
         answer: RoutedAnswer | None = None
         for event in self._prepare(messages, stop, kwargs).events():
             if isinstance(event, StepDone):
@@ -310,7 +310,7 @@ class GlimpRouterChatModel(BaseChatModel, RouterConfig):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        emit = astep_sink(self, run_manager, kwargs, self._served(kwargs))
+        emit = astep_sink(self, run_manager, self._served(kwargs))
         answer: RoutedAnswer | None = None
         async for event in self._prepare(messages, stop, kwargs).aevents():
             if isinstance(event, StepDone):
@@ -326,10 +326,11 @@ class GlimpRouterChatModel(BaseChatModel, RouterConfig):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        # An invoke that streams calls _stream without its run manager: pass it on (step_events).
-        if run_manager is not None:
-            kwargs[EVENTS_KWARG] = run_manager
-        return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+        # An invoke that streams (streaming=True, a streaming handler) calls _stream without its
+        # run manager (langchain-core 1.8's BaseChatModel._generate_with_cache): give the steps'
+        # events the run manager for the length of this call.
+        with events_to(run_manager):
+            return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
 
     async def _agenerate_with_cache(
         self,
@@ -338,9 +339,8 @@ class GlimpRouterChatModel(BaseChatModel, RouterConfig):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        if run_manager is not None:
-            kwargs[EVENTS_KWARG] = run_manager
-        return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+        with events_to(run_manager):
+            return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
 
     def stream(
         self,
@@ -351,9 +351,20 @@ class GlimpRouterChatModel(BaseChatModel, RouterConfig):
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:
         # BaseChatModel.stream calls _stream without its run manager; give _stream the run id
-        # and callbacks so that step events reach the config's handlers under this run.
+        # and callbacks (while each chunk is made, not while the consumer holds it) so that step
+        # events reach the config's handlers under this run.
         config, target = with_event_target(config)
-        yield from super().stream(input, config, stop=stop, **{EVENTS_KWARG: target}, **kwargs)
+        streamed = cast(
+            Generator[AIMessageChunk, None, None],
+            super().stream(input, config, stop=stop, **kwargs),
+        )
+        with closing(streamed) as chunks:
+            while True:
+                with events_to(target):
+                    chunk = next(chunks, None)
+                if chunk is None:
+                    return
+                yield chunk
 
     async def astream(
         self,
@@ -364,10 +375,17 @@ class GlimpRouterChatModel(BaseChatModel, RouterConfig):
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
         config, target = with_event_target(config)
-        async for chunk in super().astream(
-            input, config, stop=stop, **{EVENTS_KWARG: target}, **kwargs
-        ):
-            yield chunk
+        streamed = cast(
+            AsyncGenerator[AIMessageChunk, None],
+            super().astream(input, config, stop=stop, **kwargs),
+        )
+        async with aclosing(streamed) as chunks:
+            while True:
+                with events_to(target):
+                    chunk = await anext(chunks, None)
+                if chunk is None:
+                    return
+                yield chunk
 
     def _stream(
         self,
@@ -376,7 +394,7 @@ class GlimpRouterChatModel(BaseChatModel, RouterConfig):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        emit = step_sink(self, run_manager, kwargs, self._served(kwargs))
+        emit = step_sink(self, run_manager, self._served(kwargs))
         chunks = Chunker(self.output_version)
         for event in self._prepare(messages, stop, kwargs).events():
             if isinstance(event, StepDone):
@@ -393,7 +411,7 @@ class GlimpRouterChatModel(BaseChatModel, RouterConfig):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        emit = astep_sink(self, run_manager, kwargs, self._served(kwargs))
+        emit = astep_sink(self, run_manager, self._served(kwargs))
         chunks = Chunker(self.output_version)
         async for event in self._prepare(messages, stop, kwargs).aevents():
             if isinstance(event, StepDone):
