@@ -382,7 +382,7 @@ def prepare_call(
     if auto is not None:
         values["threshold"] = 0.0
     settings = route_settings(values, controller=auto, tools=tuple(tools), answer=constraint)
-    backends = {"small": model.small, "large": large}
-    program = route(to_openai_messages(messages), backends, settings, facts)
+    servers = {"small": model.small.spec(), "large": large.spec()}
+    program = route(to_openai_messages(messages), servers, settings, facts)
     forced = parse and constraint is not None
     return Call(program, clients, large.model, large.tool_parser if parse else None, forced)
