@@ -12,6 +12,7 @@ import httpx2
 import openai
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SecretStr
 
+from langchain_glimprouter.core.servers import ServerSpec, server_root
 from langchain_glimprouter.core.tool_calls import HermesToolCallParser, ToolCallParser
 
 DEFAULT_TIMEOUT = 60.0
@@ -113,6 +114,18 @@ class Backend(BaseModel):
         """The server root, where vLLM serves /tokenize and /detokenize."""
         return server_root(self.base_url)
 
+    def spec(self) -> ServerSpec:
+        """What the routing core needs of this server (no clients, no keys)."""
+        return ServerSpec(
+            urls=tuple(self.urls),
+            model=self.model,
+            chat_template=self.chat_template,
+            chat_template_kwargs=self.chat_template_kwargs,
+            extra_body=self.extra_body,
+            tool_parser=self.tool_parser,
+            max_retries=self.max_retries,
+        )
+
 
 IDENTIFYING = tuple(
     name for name, info in Backend.model_fields.items() if IDENTIFIES in info.metadata
@@ -139,9 +152,3 @@ def resolve_key(backend: Backend, router_key: SecretStr | None, role: str) -> Se
         if value := os.environ.get(name):
             return SecretStr(value)
     return None
-
-
-def server_root(base_url: str) -> str:
-    """``http://host:8000/v1`` -> ``http://host:8000``."""
-    url = base_url.rstrip("/")
-    return url[: -len("/v1")] if url.endswith("/v1") else url

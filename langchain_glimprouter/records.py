@@ -124,8 +124,9 @@ def _per_role() -> dict[Role, int]:
 class RoutingRecord(BaseModel):
     """The routing record of one call: ``response_metadata["glimprouter"]``."""
 
-    threshold: float
-    """The threshold of the call; with threshold='auto', the controller's at the end of it."""
+    threshold: float | None
+    """The threshold of the call; with threshold='auto', the controller's at the end of it
+    (None when the controller has decided no step yet)."""
     estimator: str
     probe: str
     strategy: str = "glimpse"

@@ -264,12 +264,12 @@ class Router:
         values = self._call_settings(settings, stop)
         auto = self._shared.controller if values["threshold"] == "auto" else None
         if auto is not None:
-            values["threshold"] = 0.0  # the controller decides in its place
+            values["threshold"] = None  # the controller decides in its place
         call_settings = route_settings(
             values, controller=auto, tools=tuple(openai_tools), answer=constraint
         )
-        backends = {"small": config.small, "large": large}
-        program = route(openai_messages(messages), backends, call_settings, self.facts)
+        servers = {"small": config.small.spec(), "large": large.spec()}
+        program = route(openai_messages(messages), servers, call_settings, self.facts)
         clients: dict[str, list[Client]] = {role: self.clients(role) for role in ROLES}
         forced = parse and constraint is not None
         return PreparedCall(

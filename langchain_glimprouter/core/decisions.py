@@ -9,12 +9,15 @@ import random
 import time
 from dataclasses import dataclass
 
+from langchain_glimprouter.core.dialects import Hints
 from langchain_glimprouter.core.entropy import EntropyBounds, entropy_bounds, first_token_entropy
-from langchain_glimprouter.core.generation import Generation, Streams
+from langchain_glimprouter.core.generation import Chain, Generation, Streams
 from langchain_glimprouter.core.ops import RETRYABLE_STATUS, Close, Program, Request
 from langchain_glimprouter.core.prompts import THINK_CLOSE
+from langchain_glimprouter.core.settings import RouteSettings, ServerFacts
 from langchain_glimprouter.core.strategies import (
     JUDGE_PROMPT,
+    SPECS,
     StrategySpec,
     judge_score,
     mean_step_entropy,
@@ -90,19 +93,32 @@ class Choice:
     """The small backend failed: the large one writes the step in its place."""
 
 
-class Decisions(Streams):
-    """The decisions of one routed call (the middle of its step loop)."""
+class Decider:
+    """The decisions of one routed call: who writes each step, over the call's stream I/O
+    (``io``) and its chain so far (``chain``)."""
 
-    spec: StrategySpec
-    small_down: bool
-    """The small backend failed and ``on_small_failure="large"``: steps go large."""
-    rng: random.Random
-    """The coin of ``strategy="random"`` (reproducible with a seed)."""
+    def __init__(
+        self, io: Streams, chain: Chain, settings: RouteSettings, facts: ServerFacts
+    ) -> None:
+        self.io = io
+        self.chain = chain
+        self.s = settings
+        self.facts = facts
+        self.strategy: StrategySpec = SPECS[settings.strategy]
+        self.small_down = False
+        """The small server failed and ``on_small_failure="large"``: steps go large."""
+        self.rng = random.Random(settings.seed)
+        """The coin of ``strategy="random"`` (reproducible with a seed)."""
 
-    def _choose(self, cap: int) -> Program[Choice]:
+    def falls_back(self, role: str | None, error: GlimpRouterError) -> bool:
+        """Whether the call carries on with the large server alone after ``role``'s
+        ``error``: the small server failed, the call has a large one, and it may fall back."""
+        return role == "small" and "large" in self.roles() and self._small_failed(error)
+
+    def choose(self, cap: int) -> Program[Choice]:
         """Who writes the next step (at most ``cap`` tokens), as the strategy decides."""
-        s, spec = self.s, self.spec
-        roles = self._roles()
+        s, spec = self.s, self.strategy
+        roles = self.roles()
         if len(roles) == 1:
             return Choice(roles[0])
         if self.small_down:
@@ -116,17 +132,17 @@ class Decisions(Streams):
             if spec.decider == "draft":
                 probe, score = yield from self._drafted(cap, stop)
                 has_tops = spec.draft_logprobs == "top" and probe.token_tops
-                glimpse = self._measure_start(probe) if has_tops else NO_GLIMPSE
+                glimpse = self._measure(probe) if has_tops else NO_GLIMPSE
                 large, tau = self._decide(score)
             else:
                 probe, glimpse = yield from self._probe(cap, stop)
                 if glimpse.bounds is not None and s.controller is None:
                     verdict = yield from self._bounded(probe, glimpse, glimpse.bounds)
-                    large, tau = verdict.large, s.threshold
+                    large, tau = verdict.large, self.fixed_threshold
                 else:
                     large, tau = self._decide(glimpse.h)
         except GlimpRouterError as exc:
-            if getattr(exc, "role", None) != "small" or not self._small_failed(exc):
+            if not self.falls_back(getattr(exc, "role", None), exc):
                 raise  # a judge's (large) failure is never absorbed
             yield Close()
             return Choice("large", fallback=True)
@@ -134,7 +150,7 @@ class Decisions(Streams):
             return Choice("small", probe, glimpse, score, tau, verdict)  # the stream goes on
         if not probe.ended:
             yield Close()
-        self._settle(probe)
+        self.io.settle(probe)
         writer: Role = "large" if large else "small"
         return Choice(writer, None, glimpse, score, tau, verdict, wasted=probe.settled_tokens)
 
@@ -142,36 +158,12 @@ class Decisions(Streams):
         """Read the small stream up to the step's first token with content: whitespace-only
         tokens before it end the delimiter (a step that starts with a lone "\\n"), so the
         glimpse reads past them, in the same stream, and measures that token's distribution."""
-        while gen.content_start() is None and (yield from self._next(gen)) is not None:
+        while gen.content_start() is None and (yield from self.io.next(gen)) is not None:
             pass
-        return self._measure_start(gen)
+        return self._measure(gen)
 
-    def _measure_start(self, gen: Generation) -> Glimpse:
-        """H_init of the first token with content among those ``gen`` received (the first
-        token when there is none: a step of whitespace only)."""
-        at = gen.content_start()
-        if at is None:
-            at = 0
-        tops = gen.token_tops[at] if at < len(gen.token_tops) else gen.top_logprobs
-        if tops:
-            token = gen.token_texts[at] if at < len(gen.token_texts) else gen.first_token
-            skipped = tuple(gen.token_texts[:at])
-            if self.s.estimator == "topk_bounds":
-                bounds = entropy_bounds(tops.values(), k=self.s.top_logprobs)
-                return Glimpse(bounds.estimate, bounds.residual, token, skipped, bounds)
-            h, residual = first_token_entropy(
-                tops.values(), self.s.estimator, k=self.s.top_logprobs
-            )
-            return Glimpse(h, residual, token, skipped)
-        if gen.tokens == 0 and gen.ended:
-            return NO_GLIMPSE  # the model ended at once (EOS): empty step
-        raise MissingLogprobsError(
-            "the server returned no top_logprobs for the step's first token, so H_init cannot "
-            f"be measured. Start vLLM with --max-logprobs >= {self.s.top_logprobs} (or lower "
-            "top_logprobs), and make sure the server supports `logprobs` on /v1/completions.",
-            role="small",
-            url=self.backends["small"].base_url,
-        )
+    def _measure(self, gen: Generation) -> Glimpse:
+        return measure_start(gen, self.s, self.io.dialect("small").hints, self.io.url("small"))
 
     def _small_failed(self, error: GlimpRouterError) -> bool:
         """Whether to carry on without the small backend after ``error`` (fallback): only for
@@ -182,12 +174,19 @@ class Decisions(Streams):
         if self.s.on_small_failure != "large" or not transient:
             return False
         self.small_down = True
-        self.record.small_failures += 1
+        self.io.record.small_failures += 1
         return True
 
-    def _roles(self) -> tuple[Role, ...]:
+    @property
+    def fixed_threshold(self) -> float:
+        """The call's own threshold; asked only when no controller decides in its place."""
+        if self.s.threshold is None:
+            raise RuntimeError("a call whose controller decides has no fixed threshold")
+        return self.s.threshold
+
+    def roles(self) -> tuple[Role, ...]:
         """The backends this call uses."""
-        s, spec = self.s, self.spec
+        s, spec = self.s, self.strategy
         if spec.writer is not None:
             return (spec.writer,)
         if spec.decider == "glimpse" and s.controller is None and s.threshold == 0:
@@ -197,13 +196,14 @@ class Decisions(Streams):
     def _decide(self, value: float | None) -> tuple[bool, float | None]:
         """Whether a measured step goes large, and the threshold applied. ``value`` is the
         strategy's measure (None: the small model ended at once, nothing to measure: small)."""
-        s, spec = self.s, self.spec
+        s, spec = self.s, self.strategy
         if value is None:
             return False, None
         if s.controller is not None:
             large, tau = s.controller.route(spec.difficulty(value))
             return large, spec.difficulty(tau)
-        return spec.difficulty(value) > spec.difficulty(s.threshold), s.threshold
+        tau = self.fixed_threshold
+        return spec.difficulty(value) > spec.difficulty(tau), tau
 
     def _bounded(
         self, gen: Generation, glimpse: Glimpse, bounds: EntropyBounds
@@ -211,8 +211,7 @@ class Decisions(Streams):
         """Decide on the bounds of H_init; a threshold too close to call from the top k is
         settled by one 1-token request for more of the same distribution (the escalation), on
         exactly the tokens the glimpse ``gen`` measured it after."""
-        s = self.s
-        large, how = bounds.decide(s.threshold)
+        large, how = bounds.decide(self.fixed_threshold)
         if how != "uncertain":
             return Verdict(large, how, bounds)
         k = self._escalation_k(bounds)
@@ -221,31 +220,31 @@ class Decisions(Streams):
         started = time.perf_counter()
         prompt, sent = yield from self._context(gen, glimpse)
         while prompt is not None and k is not None:
-            body = self._body("small", prompt, 1, [], k)
+            body = self.io.body("small", prompt, 1, [], k)
             body["stream"] = False
             body.pop("stream_options", None)
             try:
                 answer = yield Request("small", "POST", "/v1/completions", body)
             except LogprobsCapError as exc:  # learnt once per server; then retried at its cap
-                self.record.requests["small"] += 1
+                self.io.record.requests["small"] += 1
                 sent += 1
-                url = self.backends["small"].base_url
+                url = self.io.url("small")
                 self.facts.max_logprobs[url] = min(exc.cap, k - 1)  # lower each time: this ends
                 k = self._escalation_k(bounds)
                 continue
-            self.record.requests["small"] += 1
-            self.record.escalations += 1
+            self.io.record.requests["small"] += 1
+            self.io.record.escalations += 1
             usage = answer.get("usage") or {}
             tokens = int(usage.get("completion_tokens") or 1)
-            self.record.tokens["small"] += tokens
-            self.record.prompt_tokens["small"] += int(usage.get("prompt_tokens") or 0)
+            self.io.record.tokens["small"] += tokens
+            self.io.record.prompt_tokens["small"] += int(usage.get("prompt_tokens") or 0)
             choice = (answer.get("choices") or [{}])[0]
             tops = ((choice.get("logprobs") or {}).get("top_logprobs") or [None])[0]
             took = time.perf_counter() - started
             if not tops:
                 return Verdict(large, "estimated", bounds, False, tokens, sent + 1, took)
             wider = entropy_bounds(tops.values(), k=k)
-            large, sure = wider.decide(s.threshold)
+            large, sure = wider.decide(self.fixed_threshold)
             taken = "escalated" if sure == "certain" else "estimated"
             return Verdict(large, taken, wider, True, tokens, sent + 1, took)
         took = time.perf_counter() - started
@@ -255,7 +254,7 @@ class Decisions(Streams):
         """How many logprobs an escalation probe asks for: ``escalation_logprobs``, within the
         cap the small server is known to have; None when that is no more than ``bounds`` had."""
         s = self.s
-        cap = self.facts.max_logprobs.get(self.backends["small"].base_url)
+        cap = self.facts.max_logprobs.get(self.io.url("small"))
         k = s.escalation_logprobs if cap is None else min(s.escalation_logprobs, cap)
         return k if k > bounds.k else None
 
@@ -278,7 +277,7 @@ class Decisions(Streams):
             return prompt, 0
         if gen.resumes:
             return None, 0
-        url = self.backends["small"].base_url
+        url = self.io.url("small")
         sent = 0
         skipped: list[int] = []
         for token in glimpse.skipped:
@@ -293,38 +292,34 @@ class Decisions(Streams):
         return (None if ids is None else ids + skipped), sent + n
 
     def _tokenize(self, gen: Generation, text: str) -> Program[tuple[list[int] | None, int]]:
-        """``text`` as the small server tokenizes ``gen``'s prompt (vLLM's ``/tokenize``), and
-        the requests that took; None from a server whose ``/tokenize`` cannot say (learnt once)."""
-        url = self.backends["small"].base_url
+        """``text`` as the small server tokenizes ``gen``'s prompt, and the requests that took;
+        None from a server whose dialect has no tokenizer or that cannot say (learnt once)."""
+        url = self.io.url("small")
         if url in self.facts.untokenized:
             return None, 0
-        body = {"model": gen.body["model"], "prompt": text,
-                "add_special_tokens": gen.body.get("add_special_tokens", True)}  # fmt: skip
-        try:
-            answer = yield Request("small", "POST", "/tokenize", body)
-        except BackendResponseError as exc:
-            if exc.status_code is None or exc.status_code in RETRYABLE_STATUS:
-                raise
-            answer = {}  # no such endpoint, or not this request's shape
-        ids = answer.get("tokens")
-        if not isinstance(ids, list) or not ids or not all(isinstance(i, int) for i in ids):
+        add_special = gen.body.get("add_special_tokens", True)
+        tokenizing = self.io.dialect("small").tokenize(
+            "small", gen.body["model"], text, add_special
+        )
+        if tokenizing is None:
+            return None, 0
+        ids = yield from tokenizing
+        if ids is None:
             self.facts.untokenized.add(url)
-            return None, 1
         return ids, 1
 
     def _probe(self, max_tokens: int, stop: list[str]) -> Program[tuple[Generation, Glimpse]]:
         """The small backend's glimpse of the next step: its stream and what it measured."""
-        s = self.s
+        s, prompt = self.s, self.chain.prompt("small")
         if s.probe == "stream":
-            probe = Generation("small", self._body("small", self._prompt("small"), max_tokens,
-                                                    stop, s.top_logprobs))  # fmt: skip
+            body = self.io.body("small", prompt, max_tokens, stop, s.top_logprobs)
         else:
-            probe = Generation("small", self._body("small", self._prompt("small"), 1, [],
-                                                    s.top_logprobs))  # fmt: skip
-        yield from self._open(probe)
+            body = self.io.body("small", prompt, 1, [], s.top_logprobs)
+        probe = Generation("small", body)
+        yield from self.io.open(probe)
         glimpse = yield from self._glimpse(probe)
         if s.probe == "separate" and not probe.ended:
-            yield from self._consume(probe, None)
+            yield from self.io.consume(probe, None)
         return probe, glimpse
 
     def _drafted(
@@ -333,12 +328,12 @@ class Decisions(Streams):
         """A whole step written by the small backend and its measure (``decider="draft"``):
         the mean entropy, the perplexity, or the large backend's judge score (None: the small
         model wrote nothing)."""
-        s, spec = self.s, self.spec
+        s, spec = self.s, self.strategy
         logprobs = {"top": s.top_logprobs, "one": 1, None: None}[spec.draft_logprobs]
-        draft = Generation("small", self._body("small", self._prompt("small"), max_tokens, stop,
-                                                logprobs))  # fmt: skip
-        yield from self._open(draft)
-        while (yield from self._next(draft)) is not None:
+        prompt = self.chain.prompt("small")
+        draft = Generation("small", self.io.body("small", prompt, max_tokens, stop, logprobs))
+        yield from self.io.open(draft)
+        while (yield from self.io.next(draft)) is not None:
             if THINK_CLOSE in draft.text:  # the chain is over: not a token more
                 yield Close()
                 draft.ended = True
@@ -353,28 +348,64 @@ class Decisions(Streams):
                 return draft, mean_step_entropy(draft.token_tops, s.estimator, s.top_logprobs)
             return draft, perplexity(draft.token_logprobs)
         except ValueError:
+            hint = self.io.dialect("small").hints.logprobs.format(k=s.top_logprobs)
             raise MissingLogprobsError(
                 f"the server returned no logprobs for the step's tokens, so {s.strategy} "
-                "cannot measure it. Make sure the server supports `logprobs` on "
-                f"/v1/completions (vLLM: --max-logprobs >= {s.top_logprobs}).",
+                f"cannot measure it. Make sure the server supports `logprobs` on "
+                f"/v1/completions ({hint}).",
                 role="small",
-                url=self.backends["small"].base_url,
+                url=self.io.url("small"),
             ) from None
 
     def _judge(self, text: str) -> Program[float]:
         """The large backend's one-token score (0-9) of the small model's step ``text``."""
-        prompt = self._prompt("large") + text + JUDGE_PROMPT
-        judge = Generation("large", self._body("large", prompt, 1, [], self.s.top_logprobs))
-        yield from self._open(judge)
-        while (yield from self._next(judge)) is not None:
+        prompt = self.chain.prompt("large") + text + JUDGE_PROMPT
+        judge = Generation("large", self.io.body("large", prompt, 1, [], self.s.top_logprobs))
+        yield from self.io.open(judge)
+        while (yield from self.io.next(judge)) is not None:
             pass
-        self._settle(judge)
+        self.io.settle(judge)
         if judge.top_logprobs is None:
+            hint = sentence(self.io.dialect("large").hints.logprobs, self.s.top_logprobs)
             raise MissingLogprobsError(
                 "the large server returned no top_logprobs for the judge's score token "
-                "(specreason). Start it with --max-logprobs >= "
-                f"{self.s.top_logprobs}, or lower top_logprobs.",
+                f"(specreason). {hint}, or lower top_logprobs.",
                 role="large",
-                url=self.backends["large"].base_url,
+                url=self.io.url("large"),
             )
         return judge_score(judge.top_logprobs)
+
+
+def measure_start(gen: Generation, settings: RouteSettings, hints: Hints, url: str) -> Glimpse:
+    """H_init of the first token with content among those ``gen`` (the small stream, from
+    ``url``) received (the first token when there is none: a step of whitespace only), with
+    ``settings``' estimator; ``hints`` word the error of a server that sent no logprobs."""
+    at = gen.content_start()
+    if at is None:
+        at = 0
+    tops = gen.token_tops[at] if at < len(gen.token_tops) else gen.top_logprobs
+    if tops:
+        token = gen.token_texts[at] if at < len(gen.token_texts) else gen.first_token
+        skipped = tuple(gen.token_texts[:at])
+        if settings.estimator == "topk_bounds":
+            bounds = entropy_bounds(tops.values(), k=settings.top_logprobs)
+            return Glimpse(bounds.estimate, bounds.residual, token, skipped, bounds)
+        h, residual = first_token_entropy(
+            tops.values(), settings.estimator, k=settings.top_logprobs
+        )
+        return Glimpse(h, residual, token, skipped)
+    if gen.tokens == 0 and gen.ended:
+        return NO_GLIMPSE  # the model ended at once (EOS): empty step
+    raise MissingLogprobsError(
+        "the server returned no top_logprobs for the step's first token, so H_init cannot "
+        f"be measured. {sentence(hints.logprobs, settings.top_logprobs)} (or lower "
+        "top_logprobs), and make sure the server supports `logprobs` on /v1/completions.",
+        role="small",
+        url=url,
+    )
+
+
+def sentence(hint: str, k: int) -> str:
+    """A dialect's logprobs hint for ``k`` logprobs, as a sentence's start."""
+    text = hint.format(k=k)
+    return text[:1].upper() + text[1:]

@@ -21,45 +21,49 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from langchain_glimprouter.core.decisions import Choice, Decisions
+from langchain_glimprouter.core.decisions import Choice, Decider
 from langchain_glimprouter.core.events import (
     AnswerDelta,
     ReasoningDelta,
     Result,
     StepDone,
 )
-from langchain_glimprouter.core.generation import Generation, Holdback, incomplete_json
+from langchain_glimprouter.core.generation import (
+    Chain,
+    Generation,
+    Holdback,
+    Streams,
+    ended_by,
+    incomplete_json,
+)
 from langchain_glimprouter.core.ops import Close, Emit, Program, replica_order, retrying
 from langchain_glimprouter.core.prompts import THINK_CLOSE, render
+from langchain_glimprouter.core.servers import ServerSpec
 from langchain_glimprouter.core.settings import AnswerConstraint, RouteSettings, ServerFacts
-from langchain_glimprouter.core.strategies import SPECS
-from langchain_glimprouter.errors import GlimpRouterError, InvalidArgumentError
+from langchain_glimprouter.errors import GlimpRouterError
 from langchain_glimprouter.records import ChainEnd, Role, RoutingRecord, StepRecord
-
-if TYPE_CHECKING:  # only for annotations: the core imports no HTTP client
-    from langchain_glimprouter.backend import Backend
 
 REPLICA_COOLDOWN_S = 30.0
 """How long a replica found unreachable is tried last by new conversations."""
 
 
-class _Run(Decisions):
-    """State of one routed call; its generator methods are the routing program."""
+class _Run:
+    """One routed call: its record, its stream I/O (``io``), its chain so far (``chain``) and
+    who decides each step (``decider``); :meth:`run` is the routing program."""
 
     def __init__(
         self,
         messages: list[dict[str, Any]],
-        backends: Mapping[str, Backend],
+        servers: Mapping[str, ServerSpec],
         settings: RouteSettings,
         facts: ServerFacts,
     ) -> None:
         self.messages = messages
-        self.backends = backends
+        self.servers = servers
         self.s = settings
         self.facts = facts
         self.record = RoutingRecord(
@@ -69,95 +73,82 @@ class _Run(Decisions):
             strategy=settings.strategy,
             target_rate=settings.target_rate,
         )
-        self.retries = {
-            role: settings.max_retries if backend.max_retries is None else backend.max_retries
-            for role, backend in backends.items()
-        }
-        self.spec = SPECS[settings.strategy]
-        self.small_down = False
-        self.prefix: dict[str, str] = {}
-        self.steps: list[str] = []
-        self.seps: list[str] = []
-        """What followed each kept step in the chain: the delimiter that ended it, or nothing."""
-        self.chain = ""
-        self.rng = random.Random(settings.seed)
+        self.io = Streams(servers, settings, facts, self.record)
+        self.chain = Chain()
+        self.decider = Decider(self.io, self.chain, settings, facts)
 
     # -- the program ---------------------------------------------------------------------------
 
     def run(self) -> Program[None]:
         started = time.perf_counter()
-        s = self.s
-        roles = self._roles()
-        for role in roles:
+        yield from self._prepare()
+        end, reasoning_tokens = yield from self._reason()
+        self.record.chain_end = end
+        closing = ("\n" if end == "budget" else "") + THINK_CLOSE + "\n\n"
+        writer: Role = self.decider.strategy.writer or "large"
+        prompt = self.chain.prompt(writer) + closing
+        answer, finish_reason = yield from self._answer(writer, prompt, self.s.answer)
+        yield Emit(self._result(answer, finish_reason, reasoning_tokens, started))
+
+    def _prepare(self) -> Program[None]:
+        """Each server's context window and prompt before the chain; a small server that
+        fails here leaves the call to the large one (``on_small_failure="large"``)."""
+        for role in self.decider.roles():
             try:
-                yield from self._learn_limits(role)
-                self.prefix[role] = yield from render(
-                    role, self.backends[role], self.messages, self.facts.renders, list(s.tools)
+                yield from self.io.learn_limits(role)
+                self.chain.prefix[role] = yield from render(
+                    role, self.servers[role], self.messages, self.facts.renders, list(self.s.tools)
                 )
             except GlimpRouterError as exc:
-                if role != "small" or "large" not in roles or not self._small_failed(exc):
+                if not self.decider.falls_back(role, exc):
                     raise
+
+    def _reason(self) -> Program[tuple[ChainEnd, int]]:
+        """The reasoning chain, step by step: how it ended and the tokens it took."""
         end: ChainEnd | None = None
-        reasoning_tokens = 0
-        last_text: str | None = None
-        closing = THINK_CLOSE + "\n\n"
+        tokens = 0
+        last: str | None = None
         while end is None:
-            remaining = s.max_reasoning_tokens - reasoning_tokens
+            remaining = self.s.max_reasoning_tokens - tokens
             if remaining <= 0:
-                end, closing = "budget", "\n" + THINK_CLOSE + "\n\n"
-                break
-            step, sep = yield from self._step(len(self.steps), remaining)
-            reasoning_tokens += step.tokens
-            text = step.text
-            if step.finish == "delimiter" and not text.strip() and self.seps[-1:] == [""]:
+                return "budget", tokens
+            step, sep = yield from self._step(len(self.chain.steps), remaining)
+            tokens += step.tokens
+            if step.finish == "delimiter" and not step.text.strip() and self.chain.split:
                 # The step before was split at max_step_tokens just short of its delimiter.
-                self.steps[-1] += text
-                self.seps[-1] = sep
-                self.chain += text + sep
+                self.chain.extend(step.text, sep)
                 continue
-            if step.finish == "think_end":
-                end = "think_end"
-            elif step.finish == "length":
-                end, closing = "budget", "\n" + THINK_CLOSE + "\n\n"
-            elif step.finish == "eos" or not text.strip():
-                end = "eos"
-            elif last_text is not None and text.strip() == last_text:
-                end, step.finish = "loop", "loop"
-            last_text = text.strip()
-            if not text.strip():  # the chain ended where a step would start: no step
+            end = chain_end(step, last)
+            last = step.text.strip()
+            if not last:  # the chain ended where a step would start: no step
                 self.record.end_step = step
                 continue
-            self.steps.append(text)
-            self.seps.append("" if end in ("think_end", "budget") else sep)
+            self.chain.add(step.text, "" if end in ("think_end", "budget") else sep)
             self.record.steps.append(step)
-            self.chain += text + self.seps[-1]
             yield Emit(StepDone(step))
-        if end == "think_end":
-            closing = THINK_CLOSE + "\n\n"
-        self.record.chain_end = end
-        writer: Role = self.spec.writer or "large"
-        prompt = self.prefix[writer] + self.chain + closing
-        answer_text, finish_reason = yield from self._answer(writer, prompt, s.answer)
+        return end, tokens
+
+    def _result(
+        self, answer: str, finish_reason: str | None, reasoning_tokens: int, started: float
+    ) -> Result:
+        """The call's result, its record completed."""
         rec = self.record
         rec.n_steps = len(rec.steps)
         rec.n_large_steps = sum(1 for st in rec.steps if st.model == "large")
         rec.intervention_rate = rec.n_large_steps / rec.n_steps if rec.n_steps else 0.0
         rec.reasoning_tokens = reasoning_tokens
         rec.latency_s = time.perf_counter() - started
-        if s.controller is not None and (tau := s.controller.threshold) is not None:
-            rec.threshold = self.spec.difficulty(tau)
+        if self.s.controller is not None and (tau := self.s.controller.threshold) is not None:
+            rec.threshold = self.decider.strategy.difficulty(tau)
         output = rec.tokens["small"] + rec.tokens["large"]
-        reasoning = "".join(t + sep for t, sep in zip(self.steps, self.seps, strict=True))
-        yield Emit(
-            Result(
-                answer=answer_text,
-                reasoning=reasoning.removesuffix(self.seps[-1]) if self.seps else "",
-                finish_reason=finish_reason,
-                record=rec,
-                input_tokens=rec.prompt_tokens["small"] + rec.prompt_tokens["large"],
-                output_tokens=output,
-                reasoning_tokens=output - rec.answer_tokens,
-            )
+        return Result(
+            answer=answer,
+            reasoning=self.chain.reasoning(),
+            finish_reason=finish_reason,
+            record=rec,
+            input_tokens=rec.prompt_tokens["small"] + rec.prompt_tokens["large"],
+            output_tokens=output,
+            reasoning_tokens=output - rec.answer_tokens,
         )
 
     def _step(self, index: int, remaining: int) -> Program[tuple[StepRecord, str]]:
@@ -165,36 +156,37 @@ class _Run(Decisions):
         that follows it in the chain."""
         started = time.perf_counter()
         cap = min(remaining, self.s.max_step_tokens or remaining)
-        choice = yield from self._choose(cap)
+        choice = yield from self.decider.choose(cap)
         gen = choice.gen
         if gen is None:
             writer = choice.writer
-            body = self._body(writer, self._prompt(writer), cap, list(self.s.delimiters), None)
+            body = self.io.body(writer, self.chain.prompt(writer), cap, list(self.s.delimiters),
+                                None)  # fmt: skip
             gen = Generation(writer, body)
-            yield from self._open(gen)
-        holdback = Holdback(self.seps[-1] if self.seps else "")
+            yield from self.io.open(gen)
+        holdback = Holdback(self.chain.lead)
         fell_back = yield from self._write(gen, holdback, cap)
         return (yield from self._finish(index, gen, holdback, choice, fell_back, cap, remaining,
                                         started))  # fmt: skip
 
     def _write(self, gen: Generation, holdback: Holdback, cap: int) -> Program[bool]:
-        """Read the step's stream to its end. When the small backend dies mid-step (and
+        """Read the step's stream to its end. When the small server dies mid-step (and
         ``on_small_failure="large"``), the large one continues the same text: returns True."""
         if gen.ended:
             return False
         try:
-            yield from self._consume(gen, holdback)
+            yield from self.io.consume(gen, holdback)
         except GlimpRouterError as exc:
-            if gen.role != "small" or "large" not in self._roles() or not self._small_failed(exc):
+            if not self.decider.falls_back(gen.role, exc):
                 raise
             yield Close()
-            self._settle(gen)
+            self.io.settle(gen)
             gen.role, gen.resumes, gen.stalled = "large", 0, False
-            gen.body = self._body(
-                "large", self._prompt("large"), cap, list(self.s.delimiters), None
+            gen.body = self.io.body(
+                "large", self.chain.prompt("large"), cap, list(self.s.delimiters), None
             )
-            yield from self._open(gen)
-            yield from self._consume(gen, holdback)
+            yield from self.io.open(gen)
+            yield from self.io.consume(gen, holdback)
             return True
         return False
 
@@ -210,7 +202,7 @@ class _Run(Decisions):
         started: float,
     ) -> Program[tuple[StepRecord, str]]:
         """Account the written step, release the rest of its text, and record it."""
-        self._settle(gen)
+        self.io.settle(gen)
         verdict = choice.verdict
         wasted = choice.wasted + (verdict.tokens if verdict is not None else 0)
         self.record.wasted_small_tokens += wasted
@@ -223,7 +215,7 @@ class _Run(Decisions):
         elif gen.hit_eos:
             finish = "eos"
         else:
-            finish, sep = "delimiter", self._ended_by(gen)
+            finish, sep = "delimiter", ended_by(gen, self.s.delimiters)
         if text.strip() and (delta := holdback.delta(text, final=True)):
             yield Emit(ReasoningDelta(delta))
         record = StepRecord(
@@ -243,19 +235,6 @@ class _Run(Decisions):
         )
         return record, sep
 
-    def _ended_by(self, gen: Generation) -> str:
-        """The delimiter that ended ``gen``'s step (the server excludes it from the text)."""
-        delimiters = self.s.delimiters
-        if isinstance(gen.stop_reason, str) and gen.stop_reason in delimiters:
-            return gen.stop_reason
-        if len(delimiters) == 1:
-            return delimiters[0]
-        raise InvalidArgumentError(
-            f"the {gen.role} server did not say which of the step delimiters {delimiters!r} "
-            "ended a step (no `stop_reason`, as vLLM sends), so the chain cannot be rebuilt "
-            "exactly. Use a single step_delimiter with this server."
-        )
-
     def _answer(
         self, role: Role, prompt: str, constraint: AnswerConstraint | None
     ) -> Program[tuple[str, str | None]]:
@@ -263,27 +242,44 @@ class _Run(Decisions):
         lead, stop = "", list(self.s.stop)
         if constraint is not None:
             lead, stop = constraint.prefix, []  # a stop string could cut the JSON
-        body = self._body(role, prompt + lead, self.s.max_tokens, stop, None)
+        body = self.io.body(role, prompt + lead, self.s.max_tokens, stop, None)
         if constraint is not None:
-            body["structured_outputs"] = {"json": constraint.schema}
+            body.update(self.io.dialect(role).constrain(constraint.schema))
         gen = Generation(role, body)
-        yield from self._open(gen)
+        yield from self.io.open(gen)
         if lead:
             yield Emit(AnswerDelta(lead))
         sent = 0
-        while (yield from self._next(gen)) is not None:
+        while (yield from self.io.next(gen)) is not None:
             if len(gen.text) > sent:
                 yield Emit(AnswerDelta(gen.text[sent:]))
                 sent = len(gen.text)
-        self._settle(gen)
+        self.io.settle(gen)
         self.record.answer_tokens = gen.tokens
         if constraint is not None:
-            self.record.answer_error = incomplete_json(gen)
+            support = self.io.dialect(role).hints.structured_outputs
+            self.record.answer_error = incomplete_json(gen, support)
         tail = ""
         if constraint is not None and constraint.suffix and gen.finish_reason == "stop":
             tail = constraint.suffix
             yield Emit(AnswerDelta(tail))
         return lead + gen.text + tail, gen.finish_reason
+
+
+def chain_end(step: StepRecord, last: str | None) -> ChainEnd | None:
+    """Whether ``step`` ends the chain, and how (None: it goes on); ``last`` is the text of
+    the step before. A step that repeats it is a loop (its finish says so)."""
+    text = step.text.strip()
+    if step.finish == "think_end":
+        return "think_end"
+    if step.finish == "length":
+        return "budget"
+    if step.finish == "eos" or not text:
+        return "eos"
+    if last is not None and text == last:
+        step.finish = "loop"
+        return "loop"
+    return None
 
 
 def measured(choice: Choice) -> dict[str, Any]:
@@ -319,7 +315,7 @@ def opening(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def route(
     messages: list[dict[str, Any]],
-    backends: Mapping[str, Backend],
+    servers: Mapping[str, ServerSpec],
     settings: RouteSettings,
     facts: ServerFacts,
 ) -> Program[None]:
@@ -329,22 +325,22 @@ def route(
     It emits :class:`ReasoningDelta`, :class:`StepDone` and :class:`AnswerDelta` events as the
     chain and the answer are produced, and one :class:`Result` at the end.
     """
-    run = _Run(messages, backends, settings, facts)
+    run = _Run(messages, servers, settings, facts)
     # A conversation is known by its opening messages (up to its first user message), so every
     # turn of it (an agent loop, a chat) prefers the same replica and finds its prefix in that
     # server's cache, and carries the same session id to a gateway.
     key = json.dumps(opening(messages), sort_keys=True, default=str)
     now = time.monotonic()
     down = {url for url, since in facts.down.items() if now - since < REPLICA_COOLDOWN_S}
-    orders = {role: replica_order(b.urls, key, down) for role, b in backends.items()}
+    orders = {role: replica_order(spec.urls, key, down) for role, spec in servers.items()}
 
     def count(role: str, error: GlimpRouterError) -> None:
         run.record.retries += 1
 
     def moved(role: str, replica: int) -> None:
         failed = orders[role][orders[role].index(replica) - 1]
-        facts.down[backends[role].urls[failed]] = time.monotonic()
+        facts.down[servers[role].urls[failed]] = time.monotonic()
         run.record.failovers += 1
 
     session = hashlib.sha256(key.encode()).hexdigest()[:32]
-    return retrying(run.run(), run.retries, orders, count, moved, session)
+    return retrying(run.run(), run.io.retries, orders, count, moved, session)

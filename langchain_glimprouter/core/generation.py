@@ -1,28 +1,29 @@
-"""One piece of generated text across the streams that produce it (:class:`Generation`), and the
-I/O every part of the step loop shares (:class:`Streams`): the request body, opening a stream,
-reading it with resumption of a cut stream, and accounting its tokens to its backend."""
+"""One piece of generated text across the streams that produce it (:class:`Generation`), the
+chain the steps build (:class:`Chain`), and the I/O every part of the step loop shares
+(:class:`Streams`): the request body, opening a stream, reading it with resumption of a cut
+stream, and accounting its tokens to its server."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from langchain_glimprouter.core.dialects import Dialect, dialect_named
 from langchain_glimprouter.core.events import ReasoningDelta
 from langchain_glimprouter.core.ops import Close, Emit, Open, Program, Read, Request
 from langchain_glimprouter.core.prompts import THINK_CLOSE
+from langchain_glimprouter.core.servers import ServerSpec
 from langchain_glimprouter.core.settings import RouteSettings, ServerFacts
 from langchain_glimprouter.core.wire import Chunk
 from langchain_glimprouter.errors import (
     BackendResponseError,
     BackendTimeoutError,
+    InvalidArgumentError,
     StreamInterruptedError,
 )
 from langchain_glimprouter.records import Role, RoutingRecord
-
-if TYPE_CHECKING:  # only for annotations: the core imports no HTTP client
-    from langchain_glimprouter.backend import Backend
 
 
 @dataclass
@@ -125,35 +126,104 @@ class Holdback:
         return out
 
 
+def ended_by(gen: Generation, delimiters: tuple[str, ...]) -> str:
+    """The delimiter that ended ``gen``'s step (the server excludes it from the text)."""
+    if isinstance(gen.stop_reason, str) and gen.stop_reason in delimiters:
+        return gen.stop_reason
+    if len(delimiters) == 1:
+        return delimiters[0]
+    raise InvalidArgumentError(
+        f"the {gen.role} server did not say which of the step delimiters {delimiters!r} "
+        "ended a step (no `stop_reason`, as vLLM sends), so the chain cannot be rebuilt "
+        "exactly. Use a single step_delimiter with this server."
+    )
+
+
+class Chain:
+    """The reasoning chain of one routed call, and each server's rendered prompt before it."""
+
+    def __init__(self) -> None:
+        self.prefix: dict[str, str] = {}
+        """Each server's rendered prompt before the chain."""
+        self.steps: list[str] = []
+        self.seps: list[str] = []
+        """What followed each kept step in the chain: the delimiter that ended it, or nothing."""
+        self.text = ""
+        """Every kept step followed by its separator: what both prompts append to their prefix."""
+
+    def prompt(self, role: str) -> str:
+        return self.prefix[role] + self.text
+
+    @property
+    def lead(self) -> str:
+        """The separator after the last step (what a streamed step's text starts with)."""
+        return self.seps[-1] if self.seps else ""
+
+    @property
+    def split(self) -> bool:
+        """The last step was cut at ``max_step_tokens`` (nothing follows it yet)."""
+        return self.seps[-1:] == [""]
+
+    def add(self, step: str, sep: str) -> None:
+        self.steps.append(step)
+        self.seps.append(sep)
+        self.text += step + sep
+
+    def extend(self, text: str, sep: str) -> None:
+        """Continue the last step (cut short of its delimiter) with ``text`` and ``sep``."""
+        self.steps[-1] += text
+        self.seps[-1] = sep
+        self.text += text + sep
+
+    def reasoning(self) -> str:
+        """The steps as the caller sees the reasoning: without the last separator."""
+        text = "".join(t + sep for t, sep in zip(self.steps, self.seps, strict=True))
+        return text.removesuffix(self.seps[-1]) if self.seps else ""
+
+
 class Streams:
-    """The stream I/O of one routed call (the base of its step loop)."""
+    """The stream I/O of one routed call, shared by its step loop and its decisions."""
 
-    backends: Mapping[str, Backend]
-    s: RouteSettings
-    facts: ServerFacts
-    record: RoutingRecord
-    retries: dict[str, int]
-    """Retries of a failed request or a cut stream, per role."""
-    prefix: dict[str, str]
-    """Each backend's rendered prompt before the chain."""
-    chain: str
-    """Every kept step followed by its separator: what both prompts append to their prefix."""
+    def __init__(
+        self,
+        servers: Mapping[str, ServerSpec],
+        settings: RouteSettings,
+        facts: ServerFacts,
+        record: RoutingRecord,
+    ) -> None:
+        self.servers = servers
+        self.s = settings
+        self.facts = facts
+        self.record = record
+        self.retries = {
+            role: settings.max_retries if spec.max_retries is None else spec.max_retries
+            for role, spec in servers.items()
+        }
+        """Retries of a failed request or a cut stream, per role."""
 
-    def _learn_limits(self, role: str) -> Program[None]:
-        backend = self.backends[role]
-        if (backend.base_url, backend.model) in self.facts.max_model_len:
+    def url(self, role: str) -> str:
+        return self.servers[role].base_url
+
+    def dialect(self, role: str) -> Dialect:
+        """The kind of ``role``'s server, as rendering its prompt found it."""
+        return dialect_named(self.facts.renders.methods.get(self.url(role)))
+
+    def learn_limits(self, role: str) -> Program[None]:
+        """Learn the context window of ``role``'s model from ``/v1/models`` (once a server)."""
+        spec = self.servers[role]
+        if (spec.base_url, spec.model) in self.facts.max_model_len:
             return
         limit: int | None = None
         try:
             listing = yield Request(role, "GET", "/v1/models")
             for card in listing.get("data") or []:
-                if card.get("id") == backend.model and isinstance(card.get("max_model_len"), int):
+                if card.get("id") == spec.model and isinstance(card.get("max_model_len"), int):
                     limit = card["max_model_len"]
         except BackendResponseError:
             limit = None
-        self.facts.max_model_len[backend.base_url, backend.model] = limit
+        self.facts.max_model_len[spec.base_url, spec.model] = limit
 
-    def _body(
+    def body(
         self,
         role: str,
         prompt: str | list[int],
@@ -162,15 +232,14 @@ class Streams:
         logprobs: int | None,
     ) -> dict[str, Any]:
         """A completions request; ``prompt`` is text, or token ids (an escalation probe's)."""
-        backend = self.backends[role]
-        limit = self.facts.max_model_len.get((backend.base_url, backend.model))
+        spec = self.servers[role]
+        limit = self.facts.max_model_len.get((spec.base_url, spec.model))
         body: dict[str, Any] = {
-            "model": backend.model,
+            "model": spec.model,
             "prompt": prompt,
             "max_tokens": min(max_tokens, limit) if limit else max_tokens,
             "stream": True,
-            "stream_options": {"include_usage": True, "continuous_usage_stats": True},
-            "add_special_tokens": False,
+            **self.dialect(role).body_extras(),
         }
         if stop:
             body["stop"] = stop
@@ -179,25 +248,25 @@ class Streams:
         for key in ("temperature", "top_p", "seed"):
             if (value := getattr(self.s, key)) is not None:
                 body[key] = value
-        body.update(backend.extra_body)
+        body.update(spec.extra_body)
         return body
 
-    def _open(self, gen: Generation) -> Program[None]:
+    def open(self, gen: Generation) -> Program[None]:
         yield Open(gen.role, gen.request())
         self.record.requests[gen.role] += 1
 
-    def _settle(self, gen: Generation) -> None:
-        """Account the current stream of ``gen`` to its backend and start a fresh count."""
+    def settle(self, gen: Generation) -> None:
+        """Account the current stream of ``gen`` to its server and start a fresh count."""
         self.record.tokens[gen.role] += gen.stream_tokens
         self.record.prompt_tokens[gen.role] += gen.prompt_tokens or 0
         gen.settled_tokens += gen.stream_tokens
         gen.usage_tokens, gen.counted_tokens, gen.prompt_tokens = None, 0, None
 
-    def _next(self, gen: Generation) -> Program[Chunk | None]:
+    def next(self, gen: Generation) -> Program[Chunk | None]:
         """The next chunk of ``gen``'s open stream. A stream cut before its finish_reason (a
         broken connection, a malformed event, an error event of the server's own failure) is
         resumed where it broke (its prompt extended by the text received, so nothing is
-        duplicated), up to the backend's retry count; a stalled one (no chunk within the
+        duplicated), up to the server's retry count; a stalled one (no chunk within the
         timeout) once, as each stall costs a whole timeout."""
         while True:
             try:
@@ -207,7 +276,7 @@ class Streams:
                         "the stream ended before the server reported a finish_reason. Check "
                         "the server's log (crash, restart or proxy timeout) and retry.",
                         role=gen.role,
-                        url=self.backends[gen.role].base_url,
+                        url=self.url(gen.role),
                     )
             except StreamInterruptedError as exc:
                 stalled = isinstance(exc, BackendTimeoutError)
@@ -216,9 +285,9 @@ class Streams:
                 gen.stalled |= stalled
                 gen.resumes += 1
                 self.record.resumed_streams += 1
-                self._settle(gen)
+                self.settle(gen)
                 yield Close()
-                yield from self._open(gen)
+                yield from self.open(gen)
                 continue
             if chunk is None:
                 gen.ended = True
@@ -226,7 +295,7 @@ class Streams:
                 gen.feed(chunk)
             return chunk
 
-    def _consume(self, gen: Generation, emit: Holdback | None) -> Program[None]:
+    def consume(self, gen: Generation, emit: Holdback | None) -> Program[None]:
         """Read ``gen``'s stream to its end (or to ``</think>``), emitting reasoning deltas."""
         while True:
             if emit is not None:
@@ -236,15 +305,13 @@ class Streams:
                     if not gen.ended:
                         yield Close()
                     return
-            if (yield from self._next(gen)) is None:
+            if (yield from self.next(gen)) is None:
                 return
 
-    def _prompt(self, role: str) -> str:
-        return self.prefix[role] + self.chain
 
-
-def incomplete_json(gen: Generation) -> str | None:
-    """Why the constrained part of an answer is not one whole JSON value (None: it is)."""
+def incomplete_json(gen: Generation, support: str) -> str | None:
+    """Why the constrained part of an answer is not one whole JSON value (None: it is);
+    ``support`` names what the server must support (its dialect's wording)."""
     try:
         json.loads(gen.text)
     except ValueError as exc:
@@ -256,10 +323,10 @@ def incomplete_json(gen: Generation) -> str | None:
         if not gen.text.strip():
             return (
                 f"the server wrote no JSON (finish_reason={gen.finish_reason!r}): it must "
-                "support structured outputs (vLLM's `structured_outputs`)"
+                f"support structured outputs ({support})"
             )
         return (
             f"the answer is not the JSON the server was asked to constrain it to ({exc}): "
-            "the server must support structured outputs (vLLM's `structured_outputs`)"
+            f"the server must support structured outputs ({support})"
         )
     return None

@@ -1,8 +1,9 @@
 """Render a conversation into each backend's own prompt text, with the thinking block opened.
 
-Ways to render, in order of preference:
+How a server kind renders is its dialect's (:mod:`~langchain_glimprouter.core.dialects`); they
+are tried in this order:
 
-1. ``Backend.chat_template`` is set: render it client-side with Jinja, as transformers does.
+1. ``chat_template`` is set: render it client-side with Jinja, as transformers does.
 2. vLLM: ``POST /tokenize`` with the messages and ``add_generation_prompt`` gives the ids of the
    server-side rendering; ``POST /detokenize`` turns them back into text.
 3. llama.cpp's C++ server (``llama-server``): ``POST /apply-template``. llama-cpp-python's server
@@ -13,7 +14,7 @@ Ways to render, in order of preference:
 
 The text always ends with exactly one opened ``<think>\\n`` (R1-Distill's template opens it
 already; Qwen3's and most others' do not). Renders are cached per conversation and the working
-method per backend, so a conversation costs the server at most two extra requests once (with
+method per server, so a conversation costs the server at most two extra requests once (with
 tools, up to three renderings: see :func:`render`).
 """
 
@@ -21,40 +22,21 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from jinja2 import TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-from langchain_glimprouter.core.ops import Program, Request
+from langchain_glimprouter.core.dialects import DIALECTS, NOT_SUPPORTED, Dialect
+from langchain_glimprouter.core.dialects.base import Conversation
+from langchain_glimprouter.core.dialects.jinja import call_with_object_args, render_jinja
+from langchain_glimprouter.core.ops import Program
+from langchain_glimprouter.core.servers import ServerSpec
 from langchain_glimprouter.core.tool_calls import ToolCallParser
 from langchain_glimprouter.errors import BackendResponseError, PromptRenderingError
-
-if TYPE_CHECKING:  # only for annotations: the core imports no HTTP client
-    from langchain_glimprouter.backend import Backend
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 
-_NOT_SUPPORTED = (404, 405, 501)
-
-
-def _raise_exception(message: str) -> None:
-    raise TemplateError(message)
-
-
-def render_jinja(template: str, messages: list[dict[str, Any]], **variables: Any) -> str:
-    """Render a Hugging Face style chat template with the generation prompt."""
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.filters["tojson"] = lambda value, indent=None: json.dumps(
-        value, ensure_ascii=False, indent=indent
-    )
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    return env.from_string(template).render(
-        messages=messages, add_generation_prompt=True, **variables
-    )
+__all__ = ["THINK_CLOSE", "THINK_OPEN", "RenderCache", "inline_tools", "open_thinking",
+           "render", "render_jinja"]  # fmt: skip
 
 
 def open_thinking(prompt: str) -> str:
@@ -77,7 +59,8 @@ class RenderCache:
         self._size = size
         self._texts: OrderedDict[str, str] = OrderedDict()
         self.methods: dict[str, str] = {}
-        """The rendering method that worked, per server URL: 'jinja', 'vllm' or 'llamacpp'."""
+        """The rendering method that worked, per server URL: the name of its dialect
+        ('jinja', 'vllm' or 'llamacpp'), which also words the server's requests."""
 
     def get(self, key: str) -> str | None:
         text = self._texts.get(key)
@@ -90,29 +73,6 @@ class RenderCache:
         self._texts.move_to_end(key)
         while len(self._texts) > self._size:
             self._texts.popitem(last=False)
-
-
-def _jinja_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Tool-call arguments as objects, as transformers hands them to templates (the OpenAI
-    format, which vLLM takes and converts itself, has them as JSON strings)."""
-    out = []
-    for message in messages:
-        calls = message.get("tool_calls")
-        if calls:
-            message = {**message, "tool_calls": [_call_with_object_args(c) for c in calls]}
-        out.append(message)
-    return out
-
-
-def _call_with_object_args(call: dict[str, Any]) -> dict[str, Any]:
-    function = call.get("function") or {}
-    args = function.get("arguments")
-    if isinstance(args, str):
-        try:
-            args = json.loads(args) if args.strip() else {}
-        except ValueError:
-            return call
-    return {**call, "function": {**function, "arguments": args}}
 
 
 def inline_tools(
@@ -128,7 +88,7 @@ def inline_tools(
             out.append({"role": "system", "content": f"{content}\n\n{prompt}".lstrip()})
             prompt = None
         elif role == "assistant" and message.get("tool_calls"):
-            calls = [_call_with_object_args(c)["function"] for c in message["tool_calls"]]
+            calls = [call_with_object_args(c)["function"] for c in message["tool_calls"]]
             written = [parser.format_call(c.get("name", ""), c.get("arguments")) for c in calls]
             out.append({"role": "assistant", "content": "\n".join([content, *written]).strip()})
         elif role == "tool":
@@ -150,97 +110,79 @@ def _without_tools(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def render(
     role: str,
-    backend: Backend,
+    spec: ServerSpec,
     messages: list[dict[str, Any]],
     cache: RenderCache,
     tools: list[dict[str, Any]] | None = None,
 ) -> Program[str]:
-    """Program that returns the backend's prompt for ``messages``, thinking block opened.
+    """Program that returns the server's prompt for ``messages``, thinking block opened.
 
     ``tools`` go to the chat template (vLLM's ``/tokenize`` takes them, Jinja gets ``tools``).
     When there are tools or past tool calls, the conversation is also rendered without them
     (once per conversation, cached): if both texts are equal the template ignores tools, and
     the conversation is rendered with the tools written into it by :func:`inline_tools`, in
-    the format of ``backend.tool_parser``.
+    the format of ``spec.tool_parser``.
     """
-    text = yield from _render(role, backend, messages, cache, tools)
+    text = yield from _render(role, spec, messages, cache, tools)
     if tools or any(m.get("tool_calls") for m in messages):
-        plain = yield from _render(role, backend, _without_tools(messages), cache, None)
+        plain = yield from _render(role, spec, _without_tools(messages), cache, None)
         if plain == text:
-            inlined = inline_tools(messages, tools or [], backend.tool_parser)
-            text = yield from _render(role, backend, inlined, cache, None)
+            inlined = inline_tools(messages, tools or [], spec.tool_parser)
+            text = yield from _render(role, spec, inlined, cache, None)
     return text
 
 
 def _render(
     role: str,
-    backend: Backend,
+    spec: ServerSpec,
     messages: list[dict[str, Any]],
     cache: RenderCache,
     tools: list[dict[str, Any]] | None,
 ) -> Program[str]:
-
-    url = backend.base_url
-    template = [backend.chat_template, backend.chat_template_kwargs]
-    key = json.dumps([url, backend.model, template, messages, tools], sort_keys=True, default=str)
+    """One rendering, from the cache or by the first dialect that can; the dialect that
+    rendered is remembered for the server."""
+    url = spec.base_url
+    template = [spec.chat_template, spec.chat_template_kwargs]
+    key = json.dumps([url, spec.model, template, messages, tools], sort_keys=True, default=str)
     cached = cache.get(key)
     if cached is not None:
         return cached
-    variables = {**backend.chat_template_kwargs, **({"tools": tools} if tools else {})}
-    method = cache.methods.get(url)
+    known = cache.methods.get(url)
     text: str | None = None
-    if backend.chat_template is not None:
-        method = "jinja"
-        try:
-            text = render_jinja(backend.chat_template, _jinja_messages(messages), **variables)
-        except TemplateError as exc:
-            raise PromptRenderingError(
-                f"Backend.chat_template failed: {exc}", role=role, url=url
-            ) from exc
-    if text is None and method in (None, "vllm"):
-        body: dict[str, Any] = {
-            "model": backend.model,
-            "messages": messages,
-            "add_generation_prompt": True,
-        }
-        if backend.chat_template_kwargs:
-            body["chat_template_kwargs"] = backend.chat_template_kwargs
-        if tools:
-            body["tools"] = tools
-        try:
-            ids = yield Request(role, "POST", "/tokenize", body)
-            detok = yield Request(
-                role, "POST", "/detokenize", {"model": backend.model, "tokens": ids["tokens"]}
-            )
-            text, method = str(detok["prompt"]), "vllm"
-        except BackendResponseError as exc:
-            if exc.status_code not in _NOT_SUPPORTED or method == "vllm":
-                raise
-    if text is None and method in (None, "llamacpp"):
-        try:
-            body = {"messages": messages}
-            if backend.chat_template_kwargs:
-                body["chat_template_kwargs"] = backend.chat_template_kwargs
-            if tools:
-                body["tools"] = tools
-            answer = yield Request(role, "POST", "/apply-template", body)
-            text, method = str(answer["prompt"]), "llamacpp"
-        except BackendResponseError as exc:
-            if exc.status_code not in _NOT_SUPPORTED or method == "llamacpp":
-                raise
-    if text is None or method is None:
-        raise PromptRenderingError(
-            "the server renders no chat template (no vLLM /tokenize, no llama.cpp "
-            "/apply-template; llama-cpp-python's server has neither). Pass the model's Jinja "
-            "template as Backend(chat_template=...); for a GGUF model, "
-            "Backend(..., **gguf_chat_template(path)) takes the one in the file.",
-            role=role,
-            url=url,
-        )
+    for dialect in DIALECTS:
+        if dialect.renders(spec, known):
+            talk = Conversation(role, spec, messages, tools)
+            text = yield from _attempt(dialect, talk, known)
+            if text is not None:
+                break
+    if text is None:
+        raise _no_rendering(role, url)
     try:
         text = open_thinking(text)
     except ValueError as exc:
         raise PromptRenderingError(str(exc), role=role, url=url) from exc
-    cache.methods[url] = method
+    cache.methods[url] = dialect.name
     cache.put(key, text)
     return text
+
+
+def _attempt(dialect: Dialect, talk: Conversation, known: str | None) -> Program[str | None]:
+    """``dialect``'s rendering; None when the server has no such endpoint and was not known
+    to be of this kind (then the next kind is tried)."""
+    try:
+        return (yield from dialect.render(talk))
+    except BackendResponseError as exc:
+        if exc.status_code not in NOT_SUPPORTED or known == dialect.name:
+            raise
+        return None
+
+
+def _no_rendering(role: str, url: str) -> PromptRenderingError:
+    endpoints = [f"no {d.renders_with}" for d in DIALECTS if d.renders_with is not None]
+    return PromptRenderingError(
+        f"the server renders no chat template ({', '.join(endpoints)}; llama-cpp-python's "
+        "server has neither). Pass the model's Jinja template as Backend(chat_template=...); "
+        "for a GGUF model, Backend(..., **gguf_chat_template(path)) takes the one in the file.",
+        role=role,
+        url=url,
+    )

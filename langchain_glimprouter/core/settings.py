@@ -268,7 +268,8 @@ class RouteSettings:
     (see :func:`route_settings`; the docs and defaults are there), in the forms the step loop
     reads, and what the call derives (the controller, the tools, the answer's constraint)."""
 
-    threshold: float
+    threshold: float | None
+    """The fixed threshold; None with ``threshold="auto"``: ``controller`` decides."""
     estimator: Estimator
     probe: Probe
     top_logprobs: int

@@ -29,7 +29,8 @@ import jiter
 import openai
 from pydantic import SecretStr
 
-from langchain_glimprouter.backend import Backend, server_root
+from langchain_glimprouter.backend import Backend
+from langchain_glimprouter.core.servers import server_root
 from langchain_glimprouter.core.wire import Chunk, parse_chunk
 from langchain_glimprouter.errors import (
     BackendResponseError,

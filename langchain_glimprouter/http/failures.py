@@ -1,21 +1,19 @@
 """Which typed error a server's failure is: an HTTP error answer, or an error event in a stream,
-with what to do about it."""
+with what to do about it. A failure one kind of server words its own way (vLLM's context length,
+its logprobs cap) is that kind's dialect's to recognise and explain
+(:mod:`~langchain_glimprouter.core.dialects`)."""
 
 from __future__ import annotations
 
 import json
-import re
 
+from langchain_glimprouter.core.dialects import DIALECTS
 from langchain_glimprouter.core.ops import RETRYABLE_STATUS
 from langchain_glimprouter.errors import (
     BackendResponseError,
-    ContextLengthExceededError,
     GlimpRouterError,
-    LogprobsCapError,
     StreamErrorEventError,
 )
-
-_CAP_RE = re.compile(r"greater than max allowed: (\d+)")
 
 
 def _error_message(body: str) -> str:
@@ -29,21 +27,9 @@ def _error_message(body: str) -> str:
 def error_from_response(role: str, url: str, status: int, body: str) -> GlimpRouterError:
     """Map an HTTP error answer to the most specific typed error, with what to do about it."""
     message = _error_message(body)
-    lowered = message.lower()
-    if "maximum context length" in lowered or "context length" in lowered:
-        return ContextLengthExceededError(
-            f"{message} Shorten the conversation, lower max_reasoning_tokens / max_tokens, or "
-            "serve the model with a larger --max-model-len.",
-            role=role,
-            url=url,
-            status_code=status,
-        )
-    if "logprobs" in lowered and (cap := _CAP_RE.search(message)):
-        return LogprobsCapError(
-            f"[{role} backend at {url}] {message} Set top_logprobs <= {cap.group(1)}, or restart "
-            "vLLM with a larger --max-logprobs.",
-            cap=int(cap.group(1)),
-        )
+    for dialect in DIALECTS:  # a server kind that words this failure its own way
+        if (error := dialect.server_error(role, url, status, message)) is not None:
+            return error
     hint = {
         401: "Check the backend's api_key.",
         403: "Check the backend's api_key.",

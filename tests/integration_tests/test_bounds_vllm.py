@@ -14,7 +14,8 @@ import httpx
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from langchain_glimprouter.core.decisions import Decisions, Glimpse
+from langchain_glimprouter.core import decisions
+from langchain_glimprouter.core.decisions import Glimpse
 from langchain_glimprouter.core.entropy import EntropyBounds, first_token_entropy
 from langchain_glimprouter.core.generation import Generation
 from langchain_glimprouter.http.client import BackendClient
@@ -78,14 +79,14 @@ class Seen:
 def seen(monkeypatch: pytest.MonkeyPatch) -> list[Seen]:
     """Every glimpse of the test, as the router measured it."""
     glimpses: list[Seen] = []
-    measure = Decisions._measure_start
+    measure = decisions.measure_start
 
-    def recording(self: Decisions, gen: Generation) -> Glimpse:
-        glimpse = measure(self, gen)
+    def recording(gen: Generation, *args: Any) -> Glimpse:
+        glimpse = measure(gen, *args)
         glimpses.append(Seen(list(gen.token_texts), [dict(t) for t in gen.token_tops], glimpse))
         return glimpse
 
-    monkeypatch.setattr(Decisions, "_measure_start", recording)
+    monkeypatch.setattr(decisions, "measure_start", recording)
     return glimpses
 
 

@@ -9,15 +9,8 @@ from typing import Any
 import pytest
 
 from langchain_glimprouter import InvalidArgumentError
-from langchain_glimprouter.core.engine import _Run
 from langchain_glimprouter.core.entropy import first_token_entropy
-from langchain_glimprouter.core.generation import Generation
-from langchain_glimprouter.core.settings import (
-    RouterSettings,
-    RouteSettings,
-    ServerFacts,
-    route_settings,
-)
+from langchain_glimprouter.core.generation import Generation, ended_by
 from langchain_glimprouter.core.strategies import (
     AdaptiveThreshold,
     judge_score,
@@ -289,20 +282,15 @@ def test_max_step_tokens_splits_long_steps(servers: Any) -> None:
     assert all(log.params["max_tokens"] == 2 for log in small.requests)
 
 
-def settings(**given: Any) -> RouteSettings:
-    return route_settings(RouterSettings(**given).settings_dict())
-
-
 def test_several_delimiters_need_a_stop_reason() -> None:
     """A server that does not say which stop string ended a step (llama-cpp-python) cannot
     tell the delimiters apart: one delimiter is assumed, several are refused."""
-    one = _Run([], {}, settings(threshold=1.0), ServerFacts())
-    several = settings(threshold=1.0, step_delimiter=["\n\n", "\nWait,"])
-    run = _Run([], {}, several, ServerFacts())
+    one = ("\n\n",)
+    several = ("\n\n", "\nWait,")
     told = Generation("small", {}, finish_reason="stop", stop_reason="\nWait,",
                        reports_stop_reason=True)  # fmt: skip
     untold = Generation("small", {}, finish_reason="stop")
-    assert one._ended_by(untold) == "\n\n"
-    assert run._ended_by(told) == "\nWait,"
+    assert ended_by(untold, one) == "\n\n"
+    assert ended_by(told, several) == "\nWait,"
     with pytest.raises(InvalidArgumentError, match="stop_reason"):
-        run._ended_by(untold)
+        ended_by(untold, several)
