@@ -22,15 +22,15 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from langchain_glimprouter import (
     Backend,
     ContextLengthExceededError,
-    GlimpRouterChatModel,
     InvalidArgumentError,
 )
 from langchain_glimprouter.llama_index import GlimpRouterLLM
+from langchain_glimprouter.router import Router, RouterConfig
 from scripted_server import Script, ScriptedServer
 from tests.support.llama_steps import Steps, listening
 from tests.support.pair import LARGE_STEPS, SMALL_STEPS, router_for
@@ -45,12 +45,22 @@ def user(text: str = QUESTION) -> list[ChatMessage]:
     return [ChatMessage(role=MessageRole.USER, content=text)]
 
 
+def router(small: ScriptedServer, large: ScriptedServer, **settings: Any) -> Router:
+    """A Router over the two servers, built without LangChain (``threshold=1.0`` unless given)."""
+    settings.setdefault("threshold", 1.0)
+    return Router(
+        small=Backend(base_url=small.base_url, model="small-m"),
+        large=Backend(base_url=large.base_url, model="large-m"),
+        **settings,
+    )
+
+
 def llm_for(servers: Servers, answer: str = "The answer is 42.", **settings: Any) -> Any:
     small, large = servers(
         small=Script(steps=SMALL_STEPS, h_init=[0.2, 1.5, 0.1, 2.0, 0.0]),
         large=Script(steps=LARGE_STEPS, answer=answer),
     )
-    return GlimpRouterLLM(router=router_for(small, large, **settings)), small, large
+    return GlimpRouterLLM(router=router(small, large, **settings)), small, large
 
 
 def get_weather(city: str) -> str:
@@ -90,8 +100,8 @@ def assert_routed(response: ChatResponse) -> None:
 
 def test_built_from_a_router_or_from_its_fields(servers: Servers) -> None:
     small, large = servers()
-    router = router_for(small, large)
-    assert GlimpRouterLLM(router=router).router is router  # the same clients and controller
+    routed = router(small, large)
+    assert GlimpRouterLLM(router=routed).router is routed  # the same clients and controller
     llm = GlimpRouterLLM(
         small=Backend(base_url=small.base_url, model="small-m"),
         large=Backend(base_url=large.base_url, model="large-m"),
@@ -99,15 +109,28 @@ def test_built_from_a_router_or_from_its_fields(servers: Servers) -> None:
         max_tokens=64,
         context_window=8192,
     )
-    assert isinstance(llm.router, GlimpRouterChatModel)
-    assert llm.router.router_settings == {**router.router_settings, "max_tokens": 64}
+    assert type(llm.router) is Router
+    assert type(llm.router.config) is RouterConfig
+    assert llm.router.config.settings_dict() == {**routed.config.settings_dict(), "max_tokens": 64}
     meta = llm.metadata
     assert (meta.is_chat_model, meta.is_function_calling_model) == (True, True)
     assert (meta.model_name, meta.context_window) == ("large-m", 8192)
-    assert meta.num_output == llm.router.max_reasoning_tokens + 64
+    assert meta.num_output == llm.router.config.max_reasoning_tokens + 64
     assert_routed(llm.chat(user()))
     with pytest.raises(InvalidArgumentError, match="not both"):
-        GlimpRouterLLM(router=router, threshold=0.5)
+        GlimpRouterLLM(router=routed, threshold=0.5)
+    with pytest.raises(ValidationError, match="Router"):
+        GlimpRouterLLM(router="a router")
+
+
+def test_a_chat_model_is_taken_for_its_router(servers: Servers) -> None:
+    """For compatibility: the LLM routes with the chat model's Router (and its settings)."""
+    small, large = servers()
+    chat_model = router_for(small, large, max_tokens=64)
+    llm = GlimpRouterLLM(router=chat_model)
+    assert llm.router is chat_model.router
+    assert llm.metadata.num_output == chat_model.max_reasoning_tokens + 64
+    assert_routed(llm.chat(user()))
 
 
 def test_importing_the_package_does_not_import_llama_index() -> None:
