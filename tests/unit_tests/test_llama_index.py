@@ -133,14 +133,26 @@ def test_a_chat_model_is_taken_for_its_router(servers: Servers) -> None:
     assert_routed(llm.chat(user()))
 
 
-def test_importing_the_package_does_not_import_llama_index() -> None:
-    code = (
-        "import sys, langchain_glimprouter as g\n"
-        "g.GlimpRouterChatModel\n"
-        "print('llama_index' in sys.modules)"
-    )
+def loaded_by(statement: str) -> list[str]:
+    """The top-level packages a fresh interpreter has loaded after ``statement``."""
+    packages = "sorted({m.split('.')[0] for m in sys.modules})"
+    code = f"import json, sys\n{statement}\nprint(json.dumps({packages}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False"]
+    loaded: list[str] = json.loads(out.stdout)
+    return loaded
+
+
+def test_importing_the_package_does_not_import_llama_index() -> None:
+    assert "llama_index" not in loaded_by(
+        "import langchain_glimprouter as g; g.GlimpRouterChatModel"
+    )
+
+
+def test_the_llama_index_llm_loads_no_langchain() -> None:
+    """GlimpRouterLLM wraps the Router: LangChain need not be installed for it."""
+    loaded = loaded_by("from langchain_glimprouter.llama_index import GlimpRouterLLM")
+    assert "llama_index" in loaded
+    assert not {"langchain_core", "langchain"} & set(loaded)
 
 
 def test_without_llama_index_the_import_error_names_the_extra(
