@@ -2,10 +2,11 @@
 
 It wraps a :class:`~langchain_glimprouter.router.Router`, with no LangChain on its path:
 LlamaIndex messages become OpenAI-style dicts, the router prepares the call (settings, tools,
-the answer's constraint) and runs it, and its events and :class:`RoutedAnswer` become
-LlamaIndex ``ChatResponse``\\ s. Routing, tool calls and errors are therefore the router's, as
-for the LangChain chat model and the proxy. Each finished step is also a
-:class:`GlimpRouterStepEvent` on LlamaIndex's instrumentation dispatcher.
+the answer's constraint) and runs it, and its events and its
+:class:`~langchain_glimprouter.core.answers.RoutedAnswer` become LlamaIndex
+``ChatResponse``\\ s. Routing, tool calls and errors are therefore the router's, as for the
+LangChain chat model and the proxy. Each finished step is also a :class:`GlimpRouterStepEvent`
+on LlamaIndex's instrumentation dispatcher.
 
 Needs the ``llama-index`` extra: ``pip install "langchain-glimprouter[llama-index]"``.
 """
