@@ -30,6 +30,7 @@ from langchain_glimprouter import (
     InvalidArgumentError,
 )
 from langchain_glimprouter.llama_index import GlimpRouterLLM
+from langchain_glimprouter.llama_index._messages import to_openai_messages
 from langchain_glimprouter.router import Router, RouterConfig
 from scripted_server import Script, ScriptedServer
 from tests.support.llama_steps import Steps, listening
@@ -367,6 +368,31 @@ def test_a_tool_round_trip_renders_the_call_and_the_result(servers: Servers, for
     prompt = large.requests[0].prompt
     assert '{"name": "get_weather", "arguments": {"city": "Paris"}}' in prompt
     assert "<tool_response>\nSunny in Paris\n</tool_response>" in prompt
+
+
+def test_llama_index_roles_and_calls_become_openai_messages() -> None:
+    """FUNCTION is a tool result, CHATBOT and MODEL (Cohere's, Gemini's) the assistant; a call's
+    arguments as a JSON string are parsed; past reasoning is left out."""
+    call = ToolCallBlock(tool_call_id="c1", tool_name="get_weather", tool_kwargs='{"city": "Oslo"}')
+    history = [
+        ChatMessage(role=MessageRole.DEVELOPER, content="Be brief."),
+        ChatMessage(
+            role=MessageRole.MODEL,
+            blocks=[ThinkingBlock(content="THOUGHT"), TextBlock(text="Let me look."), call],
+        ),
+        ChatMessage(
+            role=MessageRole.FUNCTION, content="Sunny", additional_kwargs={"tool_call_id": "c1"}
+        ),
+        ChatMessage(role=MessageRole.CHATBOT, content="Sunny in Oslo."),
+    ]
+    function = {"name": "get_weather", "arguments": {"city": "Oslo"}}
+    assert to_openai_messages(history) == [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "assistant", "content": "Let me look.",
+         "tool_calls": [{"id": "c1", "type": "function", "function": function}]},
+        {"role": "tool", "content": "Sunny", "tool_call_id": "c1"},
+        {"role": "assistant", "content": "Sunny in Oslo."},
+    ]  # fmt: skip
 
 
 # -- errors ---------------------------------------------------------------------------------------
