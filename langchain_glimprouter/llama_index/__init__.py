@@ -1,10 +1,11 @@
 """GlimpRouterLLM: the router as a LlamaIndex ``FunctionCallingLLM``.
 
-It holds a :class:`~langchain_glimprouter.GlimpRouterChatModel` and runs the same routing
-programs with the same drivers: LlamaIndex messages become the chat model's messages, the
-chat model prepares the call (settings, tools, the answer's constraint), and its result (or its
-stream of chunks) becomes a LlamaIndex ``ChatResponse``. Routing, tool calls and errors are
-therefore exactly the chat model's. Each finished step is also a :class:`GlimpRouterStepEvent`
+It wraps a :class:`~langchain_glimprouter.router.Router`, with no LangChain on its path:
+LlamaIndex messages become OpenAI-style dicts, the router prepares the call (settings, tools,
+the answer's constraint) and runs it, and its events and its
+:class:`~langchain_glimprouter.core.answers.RoutedAnswer` become LlamaIndex
+``ChatResponse``\\ s. Routing, tool calls and errors are therefore the router's, as for the
+LangChain chat model and the proxy. Each finished step is also a :class:`GlimpRouterStepEvent`
 on LlamaIndex's instrumentation dispatcher.
 
 Needs the ``llama-index`` extra: ``pip install "langchain-glimprouter[llama-index]"``.
@@ -12,8 +13,9 @@ Needs the ``llama-index`` extra: ``pip install "langchain-glimprouter[llama-inde
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, Generator, Sequence
+from contextlib import aclosing, closing
+from typing import TYPE_CHECKING, Any, cast
 
 try:
     from llama_index.core.base.llms.generic_utils import (
@@ -46,20 +48,19 @@ except ImportError as exc:
     raise ImportError(
         'GlimpRouterLLM needs LlamaIndex: pip install "langchain-glimprouter[llama-index]"'
     ) from exc
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from langchain_glimprouter._convert import Call
-from langchain_glimprouter.chat_models import GlimpRouterChatModel
-from langchain_glimprouter.core.events import Result, StepDone
+from langchain_glimprouter.core.answers import RouterEvent
+from langchain_glimprouter.core.events import StepDone
 from langchain_glimprouter.errors import InvalidArgumentError
-from langchain_glimprouter.http.drivers import adrive, drive
 from langchain_glimprouter.llama_index._messages import (
-    Stream,
+    Responses,
     arguments,
-    from_result,
-    to_langchain_messages,
+    from_answer,
+    to_openai_messages,
 )
 from langchain_glimprouter.records import StepRecord
+from langchain_glimprouter.router import PreparedCall, Router, aanswer_of, answer_of
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
@@ -82,13 +83,33 @@ def step_event(record: StepRecord) -> GlimpRouterStepEvent:
     return GlimpRouterStepEvent(**record.model_dump())
 
 
+def dispatched(call: PreparedCall) -> Generator[RouterEvent, None, None]:
+    """Run ``call``, yielding its events; each finished step also goes to the dispatcher.
+    Closing this closes the call's open stream, which the server aborts."""
+    with closing(cast(Generator[RouterEvent, None, None], call.events())) as events:
+        for event in events:
+            if isinstance(event, StepDone):
+                dispatcher.event(step_event(event.record))
+            yield event
+
+
+async def adispatched(call: PreparedCall) -> AsyncGenerator[RouterEvent, None]:
+    """The async twin of :func:`dispatched`."""
+    async with aclosing(cast(AsyncGenerator[RouterEvent, None], call.aevents())) as events:
+        async for event in events:
+            if isinstance(event, StepDone):
+                await dispatcher.aevent(step_event(event.record))
+            yield event
+
+
 class GlimpRouterLLM(FunctionCallingLLM):
     """GlimpRouter as a LlamaIndex LLM: a small model glimpses each reasoning step, a large one
     takes the hard steps and writes the answer.
 
-    Build it from a chat model, or from the chat model's own fields::
+    Build it from a :class:`~langchain_glimprouter.router.Router`, or from the Router's own
+    fields (a :class:`~langchain_glimprouter.GlimpRouterChatModel` is taken too: its router)::
 
-        llm = GlimpRouterLLM(router=GlimpRouterChatModel(small=..., large=..., threshold=0.9))
+        llm = GlimpRouterLLM(router=Router(small=..., large=..., threshold=0.9))
         llm = GlimpRouterLLM(small=..., large=..., threshold=0.9)
 
     The answer is the message's text; the chain is ``additional_kwargs["reasoning_content"]`` and
@@ -97,20 +118,27 @@ class GlimpRouterLLM(FunctionCallingLLM):
     (``llm.chat(messages, threshold=0)``).
     """
 
-    router: GlimpRouterChatModel
-    """The chat model whose settings, servers and clients every call uses."""
+    router: Router
+    """The router whose settings, servers and clients every call uses."""
     context_window: int = Field(default=DEFAULT_CONTEXT_WINDOW)
     """Tokens the large model takes in and puts out per call (its server's --max-model-len)."""
 
-    def __init__(self, router: GlimpRouterChatModel | None = None, **fields: Any) -> None:
+    def __init__(self, router: Any = None, **fields: Any) -> None:
         own = {name: fields.pop(name) for name in list(fields) if name in type(self).model_fields}
         if router is None:
-            router = GlimpRouterChatModel(**fields)
+            router = Router(**fields)
         elif fields:
             raise InvalidArgumentError(
                 f"give the router or its settings, not both (got router and {sorted(fields)})."
             )
         super().__init__(router=router, **own)
+
+    @field_validator("router", mode="before")
+    @classmethod
+    def _router_of(cls, value: Any) -> Any:
+        """A chat model (anything with a Router in ``.router``) gives its Router."""
+        inner = getattr(value, "router", None)
+        return inner if not isinstance(value, Router) and isinstance(inner, Router) else value
 
     @classmethod
     def class_name(cls) -> str:
@@ -120,12 +148,13 @@ class GlimpRouterLLM(FunctionCallingLLM):
     def metadata(self) -> LLMMetadata:
         """The large model's name; ``num_output`` is the chain's budget plus the answer's (both
         are generated after the prompt, in the large model's context)."""
+        config = self.router.config
         return LLMMetadata(
             context_window=self.context_window,
-            num_output=self.router.max_reasoning_tokens + self.router.max_tokens,
+            num_output=config.max_reasoning_tokens + config.max_tokens,
             is_chat_model=True,
             is_function_calling_model=True,
-            model_name=self.router.large.model,
+            model_name=config.large.model,
         )
 
     # -- tools ------------------------------------------------------------------------------------
@@ -194,42 +223,29 @@ class GlimpRouterLLM(FunctionCallingLLM):
 
     # -- chat -------------------------------------------------------------------------------------
 
-    def _call(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> Call:
-        stop = kwargs.pop("stop", None)
-        return self.router._prepare(to_langchain_messages(messages), stop, kwargs)
+    def _call(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> PreparedCall:
+        """Check and plan a call (a bad argument fails here, before any request)."""
+        return self.router.prepare(to_openai_messages(messages), **kwargs)
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        call = self._call(messages, kwargs)
-        result: Result | None = None
-        for event in drive(call.program, call.clients):
-            if isinstance(event, StepDone):
-                dispatcher.event(step_event(event.record))
-            elif isinstance(event, Result):
-                result = event
-        return from_result(result, call)
+        return from_answer(answer_of(dispatched(self._call(messages, kwargs))))
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        call = self._call(messages, kwargs)
-        result: Result | None = None
-        async for event in adrive(call.program, call.clients):
-            if isinstance(event, StepDone):
-                await dispatcher.aevent(step_event(event.record))
-            elif isinstance(event, Result):
-                result = event
-        return from_result(result, call)
+        return from_answer(await aanswer_of(adispatched(self._call(messages, kwargs))))
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        call = self._call(messages, kwargs)  # a bad argument fails here, before any request
+        call = self._call(messages, kwargs)
 
         def gen() -> ChatResponseGen:
-            stream = Stream(call)
-            for event in drive(call.program, call.clients):
-                if isinstance(event, StepDone):
-                    dispatcher.event(step_event(event.record))
-                yield from stream.of(event)
+            responses = Responses()
+            with closing(dispatched(call)) as events:
+                for event in events:
+                    response = responses.of(event)
+                    if response is not None:
+                        yield response
 
         return gen()
 
@@ -240,12 +256,12 @@ class GlimpRouterLLM(FunctionCallingLLM):
         call = self._call(messages, kwargs)
 
         async def gen() -> ChatResponseAsyncGen:
-            stream = Stream(call)
-            async for event in adrive(call.program, call.clients):
-                if isinstance(event, StepDone):
-                    await dispatcher.aevent(step_event(event.record))
-                for response in stream.of(event):
-                    yield response
+            responses = Responses()
+            async with aclosing(adispatched(call)) as events:
+                async for event in events:
+                    response = responses.of(event)
+                    if response is not None:
+                        yield response
 
         return gen()
 

@@ -1,5 +1,5 @@
-"""Between LlamaIndex and the chat model: LlamaIndex messages to the chat model's, and the chat
-model's result (or its stream of chunks) to ``ChatResponse``\\ s.
+"""Between LlamaIndex and the :class:`~langchain_glimprouter.router.Router`: LlamaIndex messages
+to OpenAI-style dicts, and the router's events and answer to ``ChatResponse``\\ s. No LangChain.
 
 Imported by :mod:`langchain_glimprouter.llama_index` only after it has checked that
 llama-index-core is installed."""
@@ -8,18 +8,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from typing import Any, cast
+from typing import Any
 
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-    HumanMessage,
-    SystemMessage,
-    ToolMessage,
-)
-from langchain_core.messages import ChatMessage as LangChainMessage
-from langchain_core.messages.tool import ToolCall, tool_call
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -29,36 +19,37 @@ from llama_index.core.base.llms.types import (
     ToolCallBlock,
 )
 
-from langchain_glimprouter._convert import Call, Chunker, chat_result, require_result
-from langchain_glimprouter.core.events import Result, StepDone
+from langchain_glimprouter.core.answers import RoutedAnswer, RouterEvent, ToolCallDone
+from langchain_glimprouter.core.events import AnswerDelta, ReasoningDelta
+from langchain_glimprouter.core.tool_calls import InvalidCall, ParsedCall
 from langchain_glimprouter.errors import InvalidArgumentError
-
-RECORD = "glimprouter"
-"""Key of the routing record in ``ChatResponse.raw`` and ``ChatResponse.additional_kwargs``."""
-
+from langchain_glimprouter.records import PROVIDER, RECORD_KEY
 
 # -- LlamaIndex messages in -----------------------------------------------------------------------
 
+ROLES = {
+    MessageRole.FUNCTION: "tool",
+    MessageRole.CHATBOT: "assistant",  # Cohere's name for it
+    MessageRole.MODEL: "assistant",  # Gemini's
+}
+"""LlamaIndex's roles under OpenAI's names; the others (``developer`` too) are OpenAI's own."""
 
-def to_langchain_messages(messages: Sequence[ChatMessage]) -> list[BaseMessage]:
-    """LlamaIndex messages as the chat model's. Past reasoning is not re-sent: a ThinkingBlock
-    is dropped, and so are ``additional_kwargs["reasoning_content"]`` and ``["reasoning"]``
-    (vLLM's name for it since vllm#27752), as the chat model drops an AIMessage's."""
-    out: list[BaseMessage] = []
+
+def to_openai_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """LlamaIndex messages as the router's OpenAI-style dicts. Past reasoning is not re-sent: a
+    ThinkingBlock is dropped, and so are ``additional_kwargs["reasoning_content"]`` and
+    ``["reasoning"]`` (vLLM's name for it since vllm#27752)."""
+    out: list[dict[str, Any]] = []
     for message in messages:
-        text = "".join(_text_of(message))
-        role = message.role
-        if role == MessageRole.ASSISTANT:
-            out.append(AIMessage(content=text, tool_calls=_calls_of(message)))
-        elif role in (MessageRole.TOOL, MessageRole.FUNCTION):
-            call_id = message.additional_kwargs.get("tool_call_id", "")
-            out.append(ToolMessage(content=text, tool_call_id=str(call_id)))
-        elif role in (MessageRole.SYSTEM, MessageRole.DEVELOPER):
-            out.append(SystemMessage(content=text))
-        elif role == MessageRole.USER:
-            out.append(HumanMessage(content=text))
-        else:
-            out.append(LangChainMessage(content=text, role=role.value))
+        role = ROLES.get(message.role, message.role.value)
+        entry: dict[str, Any] = {"role": role, "content": "".join(_text_of(message))}
+        if role == "assistant":
+            calls = _calls_of(message)
+            if calls:
+                entry["tool_calls"] = calls
+        elif role == "tool":
+            entry["tool_call_id"] = str(message.additional_kwargs.get("tool_call_id", ""))
+        out.append(entry)
     return out
 
 
@@ -69,26 +60,29 @@ def _text_of(message: ChatMessage) -> Iterator[str]:
         elif not isinstance(block, (ThinkingBlock, ToolCallBlock)):
             raise InvalidArgumentError(
                 f"GlimpRouterLLM takes text only; a {message.role.value} message has a "
-                f"{block.block_type!r} block. Send text, or describe the content in words."
+                f"{block.block_type!r} block. Send text, or describe the content in words.",
+                param="messages",
             )
 
 
-def _calls_of(message: ChatMessage) -> list[ToolCall]:
-    """An assistant message's tool calls: its ToolCallBlocks, else OpenAI-style
+def _calls_of(message: ChatMessage) -> list[dict[str, Any]]:
+    """An assistant message's tool calls, OpenAI-style: its ToolCallBlocks, else
     ``additional_kwargs["tool_calls"]`` (as older LlamaIndex integrations keep them)."""
-    blocks = [b for b in message.blocks if isinstance(b, ToolCallBlock)]
-    if blocks:
-        return [
-            tool_call(name=b.tool_name, args=arguments(b.tool_kwargs), id=b.tool_call_id)
-            for b in blocks
-        ]
-    calls = []
-    for raw in message.additional_kwargs.get("tool_calls") or []:
-        entry = raw if isinstance(raw, dict) else raw.model_dump()
-        function = entry["function"]
-        args = arguments(function.get("arguments") or {})
-        calls.append(tool_call(name=function["name"], args=args, id=entry.get("id")))
-    return calls
+    named = [
+        (b.tool_call_id, b.tool_name, b.tool_kwargs)
+        for b in message.blocks
+        if isinstance(b, ToolCallBlock)
+    ]
+    if not named:
+        for raw in message.additional_kwargs.get("tool_calls") or []:
+            entry = raw if isinstance(raw, dict) else raw.model_dump()
+            function = entry["function"]
+            named.append((entry.get("id"), function["name"], function.get("arguments") or {}))
+    return [
+        {"id": call_id, "type": "function",
+         "function": {"name": name, "arguments": arguments(args)}}
+        for call_id, name, args in named
+    ]  # fmt: skip
 
 
 def arguments(value: dict[str, Any] | str) -> dict[str, Any]:
@@ -105,95 +99,96 @@ def arguments(value: dict[str, Any] | str) -> dict[str, Any]:
 def response_of(
     text: str,
     reasoning: str,
-    calls: list[ToolCallBlock],
-    invalid: list[dict[str, Any]],
-    last: AIMessage | None,
+    calls: Sequence[ParsedCall],
+    invalid: Sequence[InvalidCall],
+    answer: RoutedAnswer | None = None,
     delta: str | None = None,
 ) -> ChatResponse:
-    """A response of the answer ``text``, the chain and the calls so far; ``last`` (the chat
-    model's final message, or last chunk) adds the record and the token counts."""
+    """A response of the answer ``text``, the chain and the calls so far; the ``answer`` (at
+    the end) adds the record and the token counts."""
     blocks: list[Any] = [ThinkingBlock(content=reasoning)] if reasoning else []
-    blocks += [TextBlock(text=text), *calls]  # copies: a stream's responses do not share lists
+    blocks.append(TextBlock(text=text))
+    blocks += [
+        ToolCallBlock(tool_call_id=c.id, tool_name=c.name, tool_kwargs=c.args) for c in calls
+    ]
     kwargs: dict[str, Any] = {"reasoning_content": reasoning}
     if calls:
         kwargs["tool_calls"] = [
             {
-                "id": call.tool_call_id,
+                "id": call.id,
                 "type": "function",
-                "function": {"name": call.tool_name, "arguments": json.dumps(call.tool_kwargs)},
+                "function": {"name": call.name, "arguments": json.dumps(call.args)},
             }
             for call in calls
         ]
     if invalid:
-        kwargs["invalid_tool_calls"] = list(invalid)
+        kwargs["invalid_tool_calls"] = [
+            {"name": c.name, "args": c.text, "id": c.id, "error": c.error} for c in invalid
+        ]
     message = ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks, additional_kwargs=kwargs)
-    if last is None:
+    if answer is None:
         return ChatResponse(message=message, delta=delta)
-    usage = last.usage_metadata
-    counts = {} if usage is None else {
-        "prompt_tokens": usage["input_tokens"],
-        "completion_tokens": usage["output_tokens"],
-        "total_tokens": usage["total_tokens"],
-    }  # fmt: skip
-    record = last.response_metadata[RECORD]
-    if isinstance(blocks[0], ThinkingBlock) and usage is not None:
-        blocks[0].num_tokens = (usage.get("output_token_details") or {}).get("reasoning")
-    raw = {**last.response_metadata, "usage": counts}
+    usage = answer.usage
+    counts = {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+    if reasoning:
+        blocks[0].num_tokens = usage.reasoning_tokens
+    record = answer.record.model_dump()
+    raw = {
+        "model_name": answer.model,
+        "model_provider": PROVIDER,
+        "finish_reason": answer.finish_reason,
+        RECORD_KEY: record,
+        "usage": counts,
+    }
     return ChatResponse(
-        message=message, delta=delta, raw=raw, additional_kwargs={RECORD: record, **counts}
+        message=message, delta=delta, raw=raw, additional_kwargs={RECORD_KEY: record, **counts}
     )
 
 
-def from_result(result: Result | None, call: Call) -> ChatResponse:
-    """A call's result, read as the chat model reads it, as a LlamaIndex response."""
-    message = cast(AIMessage, chat_result(require_result(result), call).generations[0].message)
-    calls = [
-        ToolCallBlock(tool_call_id=c["id"], tool_name=c["name"], tool_kwargs=c["args"])
-        for c in message.tool_calls
-    ]
-    invalid = [dict(c) for c in message.invalid_tool_calls]
-    reasoning = str(message.additional_kwargs.get("reasoning_content", ""))
-    return response_of(str(message.content), reasoning, calls, invalid, message)
+def from_answer(answer: RoutedAnswer) -> ChatResponse:
+    """A routed call's answer as a LlamaIndex response."""
+    return response_of(
+        answer.content, answer.reasoning, answer.tool_calls, answer.invalid_tool_calls, answer
+    )
 
 
-class Stream:
-    """Engine events to cumulative ``ChatResponse``\\ s, through the chat model's
-    :class:`~langchain_glimprouter._convert.Chunker` (so tool calls split out of the answer
-    exactly as they do for the chat model): each response holds the text so far and its
-    ``delta``; a reasoning delta is ``additional_kwargs["thinking_delta"]``."""
+class Responses:
+    """The router's events as cumulative ``ChatResponse``\\ s: each holds the text so far and
+    its ``delta``; a reasoning delta is ``additional_kwargs["thinking_delta"]``; the last (of the
+    :class:`RoutedAnswer`) has the record, the token counts and the calls with their final
+    errors. A finished step gives none (it is an instrumentation event)."""
 
-    def __init__(self, call: Call) -> None:
-        self.chunker = Chunker(call, None)
+    def __init__(self) -> None:
         self.text = ""
         self.reasoning = ""
-        self.calls: list[ToolCallBlock] = []
-        self.invalid: list[dict[str, Any]] = []
+        self.calls: list[ParsedCall] = []
+        self.invalid: list[InvalidCall] = []
 
-    def of(self, event: Any) -> list[ChatResponse]:
-        if isinstance(event, StepDone):
-            return []  # a step arrives as an instrumentation event
-        return [self._response(cast(AIMessageChunk, c.message)) for c in self.chunker.of(event)]
-
-    def _response(self, chunk: AIMessageChunk) -> ChatResponse:
-        thinking = str(chunk.additional_kwargs.get("reasoning_content", ""))
-        delta = str(chunk.content)
-        self.reasoning += thinking
-        self.text += delta
-        invalid = {call.id: call for call in self.chunker.invalid}
-        for piece in chunk.tool_call_chunks:
-            name, args, call_id = piece["name"] or "", piece["args"] or "", piece["id"]
-            if call_id in invalid:
-                error = invalid[call_id].error
-                self.invalid.append({"name": name, "args": args, "id": call_id, "error": error})
+    def of(self, event: RouterEvent) -> ChatResponse | None:
+        if isinstance(event, ReasoningDelta):
+            self.reasoning += event.text
+            response = self._so_far("")
+            response.additional_kwargs["thinking_delta"] = event.text
+            return response
+        if isinstance(event, AnswerDelta):
+            self.text += event.text
+            return self._so_far(event.text)
+        if isinstance(event, ToolCallDone):
+            if isinstance(event.call, ParsedCall):
+                self.calls.append(event.call)
             else:
-                kwargs = arguments(args)
-                self.calls.append(ToolCallBlock(tool_call_id=call_id, tool_name=name,
-                                                tool_kwargs=kwargs))  # fmt: skip
-        last = chunk if RECORD in chunk.response_metadata else None
-        if last is not None and self.chunker.forced and not self.chunker.parsed:
-            for entry in self.invalid:  # as chat_result does: the forced call's reason
-                entry["error"] = last.response_metadata[RECORD]["answer_error"]
-        response = response_of(self.text, self.reasoning, self.calls, self.invalid, last, delta)
-        if thinking:
-            response.additional_kwargs["thinking_delta"] = thinking
-        return response
+                self.invalid.append(event.call)
+            return self._so_far("")
+        if isinstance(event, RoutedAnswer):
+            # The answer's calls, not ours: a forced call that is missing has its reason there.
+            return response_of(
+                self.text, event.reasoning, event.tool_calls, event.invalid_tool_calls, event, ""
+            )
+        return None
+
+    def _so_far(self, delta: str) -> ChatResponse:
+        return response_of(self.text, self.reasoning, self.calls, self.invalid, delta=delta)

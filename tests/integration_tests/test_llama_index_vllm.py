@@ -10,8 +10,8 @@ import pytest
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole, ThinkingBlock
 from llama_index.core.tools import FunctionTool
 
-from langchain_glimprouter import GlimpRouterChatModel
 from langchain_glimprouter.llama_index import GlimpRouterLLM, GlimpRouterStepEvent
+from langchain_glimprouter.router import Router
 from tests.support.accounting import glimpse_requests
 from tests.support.llama_steps import Steps, listening
 
@@ -31,7 +31,7 @@ def steps() -> Iterator[Steps]:
 def llm(pair: Pair, **settings: Any) -> GlimpRouterLLM:
     values: dict[str, Any] = {"threshold": TAU, "max_reasoning_tokens": 160, "max_tokens": 24}
     values.update(settings)
-    return GlimpRouterLLM(router=GlimpRouterChatModel(small=pair.small, large=pair.large, **values))
+    return GlimpRouterLLM(router=Router(small=pair.small, large=pair.large, **values))
 
 
 def messages() -> list[ChatMessage]:

@@ -22,15 +22,16 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from langchain_glimprouter import (
     Backend,
     ContextLengthExceededError,
-    GlimpRouterChatModel,
     InvalidArgumentError,
 )
 from langchain_glimprouter.llama_index import GlimpRouterLLM
+from langchain_glimprouter.llama_index._messages import to_openai_messages
+from langchain_glimprouter.router import Router, RouterConfig
 from scripted_server import Script, ScriptedServer
 from tests.support.llama_steps import Steps, listening
 from tests.support.pair import LARGE_STEPS, SMALL_STEPS, router_for
@@ -45,12 +46,22 @@ def user(text: str = QUESTION) -> list[ChatMessage]:
     return [ChatMessage(role=MessageRole.USER, content=text)]
 
 
+def router(small: ScriptedServer, large: ScriptedServer, **settings: Any) -> Router:
+    """A Router over the two servers, built without LangChain (``threshold=1.0`` unless given)."""
+    settings.setdefault("threshold", 1.0)
+    return Router(
+        small=Backend(base_url=small.base_url, model="small-m"),
+        large=Backend(base_url=large.base_url, model="large-m"),
+        **settings,
+    )
+
+
 def llm_for(servers: Servers, answer: str = "The answer is 42.", **settings: Any) -> Any:
     small, large = servers(
         small=Script(steps=SMALL_STEPS, h_init=[0.2, 1.5, 0.1, 2.0, 0.0]),
         large=Script(steps=LARGE_STEPS, answer=answer),
     )
-    return GlimpRouterLLM(router=router_for(small, large, **settings)), small, large
+    return GlimpRouterLLM(router=router(small, large, **settings)), small, large
 
 
 def get_weather(city: str) -> str:
@@ -90,8 +101,8 @@ def assert_routed(response: ChatResponse) -> None:
 
 def test_built_from_a_router_or_from_its_fields(servers: Servers) -> None:
     small, large = servers()
-    router = router_for(small, large)
-    assert GlimpRouterLLM(router=router).router is router  # the same clients and controller
+    routed = router(small, large)
+    assert GlimpRouterLLM(router=routed).router is routed  # the same clients and controller
     llm = GlimpRouterLLM(
         small=Backend(base_url=small.base_url, model="small-m"),
         large=Backend(base_url=large.base_url, model="large-m"),
@@ -99,25 +110,50 @@ def test_built_from_a_router_or_from_its_fields(servers: Servers) -> None:
         max_tokens=64,
         context_window=8192,
     )
-    assert isinstance(llm.router, GlimpRouterChatModel)
-    assert llm.router.router_settings == {**router.router_settings, "max_tokens": 64}
+    assert type(llm.router) is Router
+    assert type(llm.router.config) is RouterConfig
+    assert llm.router.config.settings_dict() == {**routed.config.settings_dict(), "max_tokens": 64}
     meta = llm.metadata
     assert (meta.is_chat_model, meta.is_function_calling_model) == (True, True)
     assert (meta.model_name, meta.context_window) == ("large-m", 8192)
-    assert meta.num_output == llm.router.max_reasoning_tokens + 64
+    assert meta.num_output == llm.router.config.max_reasoning_tokens + 64
     assert_routed(llm.chat(user()))
     with pytest.raises(InvalidArgumentError, match="not both"):
-        GlimpRouterLLM(router=router, threshold=0.5)
+        GlimpRouterLLM(router=routed, threshold=0.5)
+    with pytest.raises(ValidationError, match="Router"):
+        GlimpRouterLLM(router="a router")
+
+
+def test_a_chat_model_is_taken_for_its_router(servers: Servers) -> None:
+    """For compatibility: the LLM routes with the chat model's Router (and its settings)."""
+    small, large = servers()
+    chat_model = router_for(small, large, max_tokens=64)
+    llm = GlimpRouterLLM(router=chat_model)
+    assert llm.router is chat_model.router
+    assert llm.metadata.num_output == chat_model.max_reasoning_tokens + 64
+    assert_routed(llm.chat(user()))
+
+
+def loaded_by(statement: str) -> list[str]:
+    """The top-level packages a fresh interpreter has loaded after ``statement``."""
+    packages = "sorted({m.split('.')[0] for m in sys.modules})"
+    code = f"import json, sys\n{statement}\nprint(json.dumps({packages}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded: list[str] = json.loads(out.stdout)
+    return loaded
 
 
 def test_importing_the_package_does_not_import_llama_index() -> None:
-    code = (
-        "import sys, langchain_glimprouter as g\n"
-        "g.GlimpRouterChatModel\n"
-        "print('llama_index' in sys.modules)"
+    assert "llama_index" not in loaded_by(
+        "import langchain_glimprouter as g; g.GlimpRouterChatModel"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False"]
+
+
+def test_the_llama_index_llm_loads_no_langchain() -> None:
+    """GlimpRouterLLM wraps the Router: LangChain need not be installed for it."""
+    loaded = loaded_by("from langchain_glimprouter.llama_index import GlimpRouterLLM")
+    assert "llama_index" in loaded
+    assert not {"langchain_core", "langchain"} & set(loaded)
 
 
 def test_without_llama_index_the_import_error_names_the_extra(
@@ -332,6 +368,31 @@ def test_a_tool_round_trip_renders_the_call_and_the_result(servers: Servers, for
     prompt = large.requests[0].prompt
     assert '{"name": "get_weather", "arguments": {"city": "Paris"}}' in prompt
     assert "<tool_response>\nSunny in Paris\n</tool_response>" in prompt
+
+
+def test_llama_index_roles_and_calls_become_openai_messages() -> None:
+    """FUNCTION is a tool result, CHATBOT and MODEL (Cohere's, Gemini's) the assistant; a call's
+    arguments as a JSON string are parsed; past reasoning is left out."""
+    call = ToolCallBlock(tool_call_id="c1", tool_name="get_weather", tool_kwargs='{"city": "Oslo"}')
+    history = [
+        ChatMessage(role=MessageRole.DEVELOPER, content="Be brief."),
+        ChatMessage(
+            role=MessageRole.MODEL,
+            blocks=[ThinkingBlock(content="THOUGHT"), TextBlock(text="Let me look."), call],
+        ),
+        ChatMessage(
+            role=MessageRole.FUNCTION, content="Sunny", additional_kwargs={"tool_call_id": "c1"}
+        ),
+        ChatMessage(role=MessageRole.CHATBOT, content="Sunny in Oslo."),
+    ]
+    function = {"name": "get_weather", "arguments": {"city": "Oslo"}}
+    assert to_openai_messages(history) == [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "assistant", "content": "Let me look.",
+         "tool_calls": [{"id": "c1", "type": "function", "function": function}]},
+        {"role": "tool", "content": "Sunny", "tool_call_id": "c1"},
+        {"role": "assistant", "content": "Sunny in Oslo."},
+    ]  # fmt: skip
 
 
 # -- errors ---------------------------------------------------------------------------------------
