@@ -6,12 +6,13 @@ a script of that name would shadow the llama_index package for itself.)
 
 from typing import Any
 
-from _servers import router
+from _servers import backends, threshold
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 
+from langchain_glimprouter import Router
 from langchain_glimprouter.llama_index import GlimpRouterLLM, GlimpRouterStepEvent
 
 
@@ -24,7 +25,11 @@ class PrintSteps(BaseEventHandler):
 
 
 get_dispatcher().add_event_handler(PrintSteps())
-llm = GlimpRouterLLM(router=router(max_reasoning_tokens=256, max_tokens=96))
+small, large = backends()
+router = Router(
+    small=small, large=large, threshold=threshold(), max_reasoning_tokens=256, max_tokens=96
+)
+llm = GlimpRouterLLM(router=router)  # no LangChain on this path
 question = ChatMessage(role=MessageRole.USER, content="How many minutes are there in a week?")
 response = llm.chat([question])
 
