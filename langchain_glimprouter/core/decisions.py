@@ -125,7 +125,7 @@ class Decider:
             return Choice("large", fallback=True)
         if spec.decider == "coin":
             return Choice("large" if self.rng.random() < (s.target_rate or 0.0) else "small")
-        stop = list(s.delimiters)
+        stop = list(s.step_delimiter)
         verdict: Verdict | None = None
         score: float | None = None
         try:
@@ -345,7 +345,9 @@ class Decider:
             return draft, (yield from self._judge(text))
         try:
             if spec.measure == "mean_entropy":
-                return draft, mean_step_entropy(draft.token_tops, s.estimator, s.top_logprobs)
+                return draft, mean_step_entropy(
+                    draft.token_tops, s.entropy_estimator, s.top_logprobs
+                )
             return draft, perplexity(draft.token_logprobs)
         except ValueError:
             hint = self.io.dialect("small").hints.logprobs.format(k=s.top_logprobs)
@@ -387,11 +389,11 @@ def measure_start(gen: Generation, settings: RouteSettings, hints: Hints, url: s
     if tops:
         token = gen.token_texts[at] if at < len(gen.token_texts) else gen.first_token
         skipped = tuple(gen.token_texts[:at])
-        if settings.estimator == "topk_bounds":
+        if settings.entropy_estimator == "topk_bounds":
             bounds = entropy_bounds(tops.values(), k=settings.top_logprobs)
             return Glimpse(bounds.estimate, bounds.residual, token, skipped, bounds)
         h, residual = first_token_entropy(
-            tops.values(), settings.estimator, k=settings.top_logprobs
+            tops.values(), settings.entropy_estimator, k=settings.top_logprobs
         )
         return Glimpse(h, residual, token, skipped)
     if gen.tokens == 0 and gen.ended:

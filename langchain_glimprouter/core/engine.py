@@ -68,7 +68,7 @@ class _Run:
         self.facts = facts
         self.record = RoutingRecord(
             threshold=settings.threshold,
-            estimator=settings.estimator,
+            estimator=settings.entropy_estimator,
             probe=settings.probe,
             strategy=settings.strategy,
             target_rate=settings.target_rate,
@@ -160,7 +160,7 @@ class _Run:
         gen = choice.gen
         if gen is None:
             writer = choice.writer
-            body = self.io.body(writer, self.chain.prompt(writer), cap, list(self.s.delimiters),
+            body = self.io.body(writer, self.chain.prompt(writer), cap, list(self.s.step_delimiter),
                                 None)  # fmt: skip
             gen = Generation(writer, body)
             yield from self.io.open(gen)
@@ -183,7 +183,7 @@ class _Run:
             self.io.settle(gen)
             gen.role, gen.resumes, gen.stalled = "large", 0, False
             gen.body = self.io.body(
-                "large", self.chain.prompt("large"), cap, list(self.s.delimiters), None
+                "large", self.chain.prompt("large"), cap, list(self.s.step_delimiter), None
             )
             yield from self.io.open(gen)
             yield from self.io.consume(gen, holdback)
@@ -215,7 +215,7 @@ class _Run:
         elif gen.hit_eos:
             finish = "eos"
         else:
-            finish, sep = "delimiter", ended_by(gen, self.s.delimiters)
+            finish, sep = "delimiter", ended_by(gen, self.s.step_delimiter)
         if text.strip() and (delta := holdback.delta(text, final=True)):
             yield Emit(ReasoningDelta(delta))
         record = StepRecord(

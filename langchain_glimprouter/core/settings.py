@@ -265,12 +265,13 @@ def check_settings(values: Mapping[str, Any]) -> None:
 @dataclass(frozen=True)
 class RouteSettings:
     """One routed call's settings: a :class:`RouterSettings`' values with the call's overrides
-    (see :func:`route_settings`; the docs and defaults are there), in the forms the step loop
-    reads, and what the call derives (the controller, the tools, the answer's constraint)."""
+    (see :func:`route_settings`; the docs and defaults are there), by the same names, in the
+    forms the step loop reads, and what the call derives (the controller, the tools, the
+    answer's constraint)."""
 
     threshold: float | None
     """The fixed threshold; None with ``threshold="auto"``: ``controller`` decides."""
-    estimator: Estimator
+    entropy_estimator: Estimator
     probe: Probe
     top_logprobs: int
     max_reasoning_tokens: int
@@ -278,8 +279,8 @@ class RouteSettings:
     temperature: float | None
     top_p: float | None
     seed: int | None
-    delimiters: tuple[str, ...]
-    """``step_delimiter`` as a tuple; the one that ended a step is kept in the chain."""
+    step_delimiter: tuple[str, ...]
+    """What ends a step (a tuple); the one that ended a step is kept in the chain."""
     max_step_tokens: int | None
     escalation_logprobs: int
     strategy: Strategy
@@ -295,8 +296,6 @@ class RouteSettings:
     """A constrained final answer (a forced tool call, a JSON schema), or free text."""
 
 
-RENAMED = {"entropy_estimator": "estimator", "step_delimiter": "delimiters"}
-"""Settings whose :class:`RouteSettings` field has another name (and form)."""
 DERIVED = frozenset({"controller", "tools", "answer"})
 """RouteSettings fields made per call, not set by a setting."""
 
@@ -307,7 +306,7 @@ def route_settings(values: Mapping[str, Any], **derived: Any) -> RouteSettings:
     converted = dict(values)
     converted["step_delimiter"] = delimiters(values["step_delimiter"])
     converted["stop"] = tuple(values["stop"] or ())
-    return RouteSettings(**{RENAMED.get(k, k): v for k, v in converted.items()}, **derived)
+    return RouteSettings(**converted, **derived)
 
 
 @dataclass(frozen=True)

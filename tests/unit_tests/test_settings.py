@@ -35,7 +35,6 @@ from langchain_glimprouter.cli.flags import (
 from langchain_glimprouter.core.settings import (
     DERIVED,
     PER_CALL,
-    RENAMED,
     SETTING_NAMES,
     RouteSettings,
     route_settings,
@@ -133,7 +132,7 @@ def test_seed_alone_changes_the_cache_key() -> None:
 
 def test_every_setting_reaches_the_core_and_nothing_else_does() -> None:
     core = {f.name for f in dataclasses.fields(RouteSettings)}
-    mapped = {RENAMED.get(name, name) for name in SETTING_NAMES}
+    mapped = set(SETTING_NAMES)
     assert mapped <= core, f"settings the core does not know: {mapped - core}"
     assert core - mapped == DERIVED, f"core settings no field sets: {core - mapped - DERIVED}"
     assert set(SETTING_NAMES) - set(PER_CALL) == {"stop"}  # LangChain's own call argument
@@ -145,7 +144,7 @@ def test_the_core_gets_each_value() -> None:
     settings = route_settings(model.router_settings, controller=None, tools=(), answer=None)
     assert (settings.seed, settings.probe) == (7, "separate")
     assert settings.stop == ("###",)
-    assert settings.delimiters == ("\n\n", "\nWait,")
+    assert settings.step_delimiter == ("\n\n", "\nWait,")
 
 
 def test_the_bench_header_records_every_setting() -> None:
