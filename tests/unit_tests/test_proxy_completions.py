@@ -11,8 +11,9 @@ import openai
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
+from langchain_glimprouter.core.settings import SETTING_NAMES
 from langchain_glimprouter.proxy import create_app
-from langchain_glimprouter.proxy.chat_request import HARMLESS, OWN
+from langchain_glimprouter.proxy.chat_request import ChatCompletionRequest
 from tests.support.pair import RENDERS_PAST_REASONING, router_for
 from tests.support.proxy import (
     ANSWER_SCHEMA,
@@ -24,6 +25,7 @@ from tests.support.proxy import (
     answering,
     asgi_client,
     deltas,
+    proxy_router,
     sse_payloads,
 )
 
@@ -38,7 +40,7 @@ async def post(app: Any, **body: Any) -> Any:
 @pytest.fixture
 def app(servers: Any) -> Any:
     small, large = servers()
-    return create_app(router_for(small, large))
+    return create_app(proxy_router(small, large))
 
 
 async def test_a_plain_completion_has_the_chain_the_answer_usage_and_the_record(app: Any) -> None:
@@ -99,7 +101,7 @@ async def test_a_stream_sends_the_chain_each_step_and_the_record_last(
 @pytest.mark.parametrize("stream", [False, True])
 async def test_tool_calls_come_back_parsed(servers: Any, stream: bool) -> None:
     small, large = servers(**answering(f"Let me look.\n{CALL}"))
-    app = create_app(router_for(small, large))
+    app = create_app(proxy_router(small, large))
     response = await post(app, messages=QUESTION, tools=[WEATHER_TOOL], stream=stream)
     if stream:
         chunks = sse_payloads(response.text)[:-1]
@@ -130,7 +132,7 @@ async def test_tool_calls_come_back_parsed(servers: Any, stream: bool) -> None:
 )
 async def test_a_forced_tool_choice_constrains_the_answer(servers: Any, choice: Any) -> None:
     small, large = servers(**answering(CALL))
-    app = create_app(router_for(small, large))
+    app = create_app(proxy_router(small, large))
     response = await post(app, messages=QUESTION, tools=[WEATHER_TOOL], tool_choice=choice)
     message = response.json()["choices"][0]["message"]
     assert message["content"] is None
@@ -145,7 +147,7 @@ async def test_a_forced_tool_choice_constrains_the_answer(servers: Any, choice: 
 )
 async def test_response_format_constrains_the_answer(servers: Any, form: Any, sent: Any) -> None:
     small, large = servers(**answering(JSON_ANSWER + " and some prose"))
-    app = create_app(router_for(small, large))
+    app = create_app(proxy_router(small, large))
     response = await post(app, messages=QUESTION, response_format=form)
     assert json.loads(response.json()["choices"][0]["message"]["content"]) == {
         "value": 24,
@@ -190,7 +192,7 @@ async def test_a_past_turns_reasoning_is_not_resent_under_either_key(
     small, large = servers(chat_template=RENDERS_PAST_REASONING)
     past = {"role": "assistant", "content": "First answer.", key: "THOUGHT OF THE FIRST TURN"}
     history = [{"role": "user", "content": "First question?"}, past, *QUESTION]
-    response = await post(create_app(router_for(small, large)), messages=history)
+    response = await post(create_app(proxy_router(small, large)), messages=history)
     assert response.status_code == 200, response.text
     for server in (small, large):
         prompt = server.requests[0].prompt
@@ -200,7 +202,7 @@ async def test_a_past_turns_reasoning_is_not_resent_under_either_key(
 
 async def test_openai_fields_and_router_settings_reach_the_router(servers: Any) -> None:
     small, large = servers()
-    app = create_app(router_for(small, large))
+    app = create_app(proxy_router(small, large))
     response = await post(
         app, messages=QUESTION, threshold=0, max_completion_tokens=3, temperature=0.2,
         top_p=0.5, seed=7, stop=["never"], user="u", n=1, parallel_tool_calls=True,
@@ -219,12 +221,12 @@ async def test_a_null_field_is_one_not_given(servers: Any) -> None:
     """As OpenAI's API reads it, a field sent as null is one not sent: the router's own setting
     holds (model and messages stay required, see below)."""
     small, large = servers()
-    router = router_for(small, large)
-    app = create_app(router)
+    app = create_app(proxy_router(small, large))
     plain = await post(app, messages=QUESTION)
     sent = [r.params for r in (*small.requests, *large.requests)]
     small.reset(), large.reset()
-    optional = {*OWN, *HARMLESS, *router.router_settings, "logit_bias"} - {"model", "messages"}
+    fields = {*ChatCompletionRequest.model_fields, *SETTING_NAMES, "logit_bias"}
+    optional = fields - {"model", "messages"}
     nulls = await post(app, messages=QUESTION, **dict.fromkeys(optional))
     assert nulls.status_code == 200, nulls.text
     assert [r.params for r in (*small.requests, *large.requests)] == sent
@@ -255,7 +257,7 @@ async def test_a_null_field_is_one_not_given(servers: Any) -> None:
         ({"model": None}, 400, "model is required", "model"),
         ({"messages": None}, 400, "messages must be a non-empty list", "messages"),
         ({"messages": []}, 400, "messages must be a non-empty list", "messages"),
-        ({"messages": [{"role": "wizard", "content": "x"}]}, 400, "messages:", "messages"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, 400, "role must be", "messages"),
         ({"messages": [IMAGE]}, 400, "takes text only", "messages"),
         ({"stop": [1]}, 400, "stop must be", "stop"),
         ({"stream": 0}, 400, "stream must be a boolean", "stream"),
