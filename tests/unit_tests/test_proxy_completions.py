@@ -305,3 +305,140 @@ async def test_the_async_openai_sdk_reads_it(app: Any) -> None:
     stream = await sdk.chat.completions.create(model="glimprouter", messages=QUESTION, stream=True)
     text = [c.choices[0].delta.content or "" async for c in stream if c.choices]
     assert "".join(text) == "The answer is 42."
+
+
+def tool_loop(**assistant: Any) -> list[dict[str, Any]]:
+    """A tool loop's second turn: the question, the assistant's call (its other fields from
+    ``assistant``) and the tool's result."""
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}  # fmt: skip
+    return [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "tool_calls": [call], **assistant},
+        {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 24 C"},
+    ]
+
+
+async def prompts_of(servers: Any, **body: Any) -> tuple[Any, list[str]]:
+    """The response to ``body``, and the prompts both servers were sent for it."""
+    small, large = servers()
+    response = await post(create_app(proxy_router(small, large)), **body)
+    return response, [r.prompt for r in (*small.requests, *large.requests)]
+
+
+@pytest.mark.parametrize(
+    "assistant", [{}, {"content": None}, {"content": ""}, {"content": [], "name": "agent"}]
+)
+async def test_an_assistant_call_with_absent_or_null_content_is_accepted(
+    servers: Any, assistant: dict[str, Any]
+) -> None:
+    """LiteLLM sends the assistant's tool calls with no ``content`` key on every tool loop."""
+    response, prompts = await prompts_of(
+        servers, messages=tool_loop(**assistant), tools=[WEATHER_TOOL]
+    )
+    assert response.status_code == 200, response.text
+    _, expected = await prompts_of(servers, messages=tool_loop(content=""), tools=[WEATHER_TOOL])
+    assert prompts == expected
+    assert "Sunny, 24 C" in prompts[-1]
+
+
+async def test_content_as_text_parts_is_the_text(servers: Any) -> None:
+    parts = [{"type": "text", "text": "What is 6 "}, {"type": "text", "text": "times 7?"}]
+    response, prompts = await prompts_of(servers, messages=[{"role": "user", "content": parts}])
+    assert response.status_code == 200, response.text
+    _, expected = await prompts_of(servers, messages=QUESTION)
+    assert prompts == expected
+
+
+async def test_names_on_messages_are_accepted(servers: Any) -> None:
+    named = [
+        {"role": "system", "content": "Be brief.", "name": "policy"},
+        {"role": "user", "content": "What is 6 times 7?", "name": "alice"},
+    ]
+    response, _ = await prompts_of(servers, messages=named)
+    assert response.status_code == 200, response.text
+
+
+async def test_a_litellm_tool_loop_body_is_answered(servers: Any) -> None:
+    """A whole second turn as LiteLLM's OpenAI client sends it (parts, no assistant content,
+    the call's index, the tool's name, null fields, tool_choice "auto")."""
+    body = {
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "You help with weather."}]},
+            {"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]},
+            {"role": "assistant", "tool_calls": [
+                {"index": 0, "id": "call_1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+            {"role": "tool", "tool_call_id": "call_1", "name": "get_weather",
+             "content": "Sunny, 24 C"},
+        ],
+        "tools": [WEATHER_TOOL], "tool_choice": "auto", "stream": True,
+        "stream_options": {"include_usage": True}, "temperature": None, "max_tokens": 64,
+    }  # fmt: skip
+    response, prompts = await prompts_of(servers, **body)
+    assert response.status_code == 200, response.text
+    assert sse_payloads(response.text)[-1] == "[DONE]"
+    assert deltas(sse_payloads(response.text)[:-1], "content") == "The answer is 42."
+    assert "Sunny, 24 C" in prompts[-1]
+
+
+BAD_CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": \n</tool_call>'
+
+
+async def answer_of(app: Any, stream: bool, **body: Any) -> tuple[str, list[Any], str, Any]:
+    """The content, tool calls, finish reason and record of a plain or streamed answer."""
+    response = await post(app, messages=QUESTION, tools=[WEATHER_TOOL], stream=stream, **body)
+    assert response.status_code == 200, response.text
+    if not stream:
+        data = response.json()
+        choice = data["choices"][0]
+        message = choice["message"]
+        calls = message.get("tool_calls", [])
+        return message["content"], calls, choice["finish_reason"], data["glimprouter"]
+    chunks = sse_payloads(response.text)[:-1]
+    calls = [
+        d for c in chunks if c["choices"] for d in c["choices"][0]["delta"].get("tool_calls", [])
+    ]
+    finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1]
+    return deltas(chunks, "content"), calls, finish, chunks[-1]["glimprouter"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_call_that_does_not_parse_is_content_not_a_call(servers: Any, stream: bool) -> None:
+    """As vLLM's tool parsers do: the text is the answer's content, finish_reason "stop", and
+    no call without a name comes back (issue 27)."""
+    small, large = servers(**answering(f"Let me look.\n{BAD_CALL}"))
+    content, calls, finish, record = await answer_of(create_app(proxy_router(small, large)), stream)
+    assert calls == []
+    assert finish == "stop"
+    assert content.strip() == f"Let me look.\n{BAD_CALL}"
+    assert record["answer_error"] is None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_with_one_call_parsed_the_one_that_did_not_is_content(
+    servers: Any, stream: bool
+) -> None:
+    small, large = servers(**answering(f"{BAD_CALL}\n{CALL}"))
+    content, calls, finish, _ = await answer_of(create_app(proxy_router(small, large)), stream)
+    assert finish == "tool_calls"
+    assert [(c["index"] if stream else 0, c["function"]["name"]) for c in calls] == [
+        (0, "get_weather")
+    ]
+    assert all(c["id"] and c["function"]["name"] for c in calls)
+    assert content.strip() == BAD_CALL
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_forced_call_that_does_not_parse_is_content_and_says_why(
+    servers: Any, stream: bool
+) -> None:
+    """tool_choice forced a call and the answer is none: no call (never one with a null name),
+    the answer's text as content, the record's answer_error saying why."""
+    small, large = servers(**answering("not a call"))
+    content, calls, finish, record = await answer_of(
+        create_app(proxy_router(small, large)), stream, tool_choice="required"
+    )
+    assert (calls, finish) == ([], "stop")
+    assert "not a call" in content
+    assert record["answer_error"].startswith("tool_choice forced a tool call, but ")

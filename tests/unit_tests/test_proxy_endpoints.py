@@ -339,3 +339,57 @@ def test_the_package_loads_no_server_library() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_proxy_loads_neither_langchain_nor_llama_index() -> None:
+    """The proxy wraps the Router: importing it, building an app and answering a request (here
+    a 503: the servers are down) load no LangChain and no LlamaIndex."""
+    code = """
+import asyncio, json, sys
+import httpx
+import langchain_glimprouter.backend, langchain_glimprouter.proxy.env
+from langchain_glimprouter.backend import Backend
+from langchain_glimprouter.errors import BackendUnreachableError
+from langchain_glimprouter.proxy import create_app
+from langchain_glimprouter.router import Router
+
+class Down:
+    def __init__(self, role, *args, **kwargs):
+        self.error = BackendUnreachableError("down", role=role, url="http://down/v1")
+    def astream(self, *args, **kwargs):
+        raise self.error
+    async def arequest_json(self, *args, **kwargs):
+        raise self.error
+
+router = Router(small=Backend(base_url="http://s/v1", model="s"), client_factory=Down,
+                large=Backend(base_url="http://l/v1", model="l"), max_retries=0)
+
+async def ask():
+    transport = httpx.ASGITransport(app=create_app(router))
+    async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+        body = {"model": "glimprouter", "messages": [{"role": "user", "content": "Hi"}]}
+        return (await client.post("/v1/chat/completions", json=body)).status_code
+
+status = asyncio.run(ask())
+print(json.dumps([status, sorted({m.split(".")[0] for m in sys.modules})]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    status, loaded = json.loads(done.stdout)
+    assert status == 503
+    forbidden = {"langchain_core", "langchain", "llama_index"}
+    assert not forbidden & set(loaded), sorted(forbidden & set(loaded))
+
+
+def test_a_chat_model_is_served_through_its_router() -> None:
+    """create_app and router_env take a GlimpRouterChatModel too: the Router it wraps."""
+    from langchain_glimprouter import GlimpRouterChatModel
+
+    model = GlimpRouterChatModel(
+        small=Backend(base_url="http://s/v1", model="s"),
+        large=Backend(base_url="http://l/v1", model="l"),
+        threshold=0.5,
+    )
+    assert create_app(model).state.proxy.router is model.router
+    assert router_env(model) == router_env(model.router) == router_env(model.router.config)
+    with pytest.raises(Exception, match="serves a Router"):
+        create_app(object())  # type: ignore[arg-type]
