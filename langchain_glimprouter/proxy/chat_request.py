@@ -199,7 +199,7 @@ def parse_chat_request(body: Any, router: Router, served_name: str) -> ChatReque
     try:
         request = ChatCompletionRequest.model_validate(given)
     except ValidationError as exc:
-        raise _refusal(exc.errors()[0], served_name) from None
+        raise _refusal(exc.errors(), served_name) from None
     _refuse_unsupported(request)
     if request.model not in (served_name, router.config.large.model):
         raise ApiError(
@@ -228,14 +228,34 @@ def parse_chat_request(body: Any, router: Router, served_name: str) -> ChatReque
     )
 
 
-def _refusal(error: ErrorDetails, served_name: str) -> ApiError:
-    """The 400 of pydantic's first complaint, naming the top-level field."""
-    name = str(error["loc"][0]) if error["loc"] else ""
+def _refusal(errors: list[ErrorDetails], served_name: str) -> ApiError:
+    """The 400 of pydantic's complaint about the first field at fault, naming it: of the
+    union's alternatives, the complaint that got furthest into the value."""
+    name = str(errors[0]["loc"][0])
+    error = max((e for e in errors if e["loc"][0] == name), key=lambda e: len(e["loc"]))
     if name == "model" and error["type"] in ("missing", "string_too_short"):
         return bad(f"model is required: use {served_name!r}.", name, "missing_required_parameter")
-    where = ".".join(map(str, error["loc"]))
+    where = _path(error["loc"])
     detail = error["msg"] if where == name else f"{where}: {error['msg']}"
     return bad(f"{name} must be {MUST_BE.get(name, 'valid')} ({detail}).", name)
+
+
+_MODELS = (ChatCompletionRequest, ChatMessage, Tool, FunctionDefinition, NamedToolChoice,
+           NamedFunction, JsonSchemaFormat, JsonSchema, StreamOptions)  # fmt: skip
+_FIELDS = frozenset(
+    info.alias or name for model in _MODELS for name, info in model.model_fields.items()
+)
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    """Where in the request pydantic's ``loc`` is (``messages[0].content``), without the
+    names pydantic gives a union's alternatives."""
+    parts: list[str] = []
+    for at in loc:
+        part = f"[{at}]" if isinstance(at, int) else f".{at}"
+        if (isinstance(at, int) or at in _FIELDS) and parts[-1:] != [part]:
+            parts.append(part)
+    return "".join(parts).lstrip(".")
 
 
 def _refuse_unsupported(request: ChatCompletionRequest) -> None:

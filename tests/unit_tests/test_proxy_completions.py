@@ -267,6 +267,33 @@ async def test_a_null_field_is_one_not_given(servers: Any) -> None:
         ({"tool_choice": "required"}, 400, "needs tools", "tool_choice"),
         ({"tools": [WEATHER_TOOL], "tool_choice": "f"}, 400, "names no bound", "tool_choice"),
         ({"response_format": {"type": "xml"}}, 400, "response_format must be", "response_format"),
+        ({"messages": [{"role": "user", "content": 5}]}, 400, "messages[0].content:", "messages"),
+        ({"messages": [{"content": "x"}]}, 400, "messages[0].role: Field required", "messages"),
+        ({"tools": [1]}, 400, "tools must be a list of", "tools"),
+        (
+            {"tools": [WEATHER_TOOL], "tool_choice": {"type": "function"}},
+            400,
+            "tool_choice.function: Field required",
+            "tool_choice",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": "bad"}},
+            400,
+            "response_format.json_schema:",
+            "response_format",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "A"}}},
+            400,
+            "response_format.json_schema.schema: Field required",
+            "response_format",
+        ),
+        (
+            {"stream_options": {"include_usage": "yes"}},
+            400,
+            "stream_options.include_usage",
+            "stream_options",
+        ),
     ],
 )
 @pytest.mark.parametrize("stream", [False, True])
