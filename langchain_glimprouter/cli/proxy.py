@@ -20,20 +20,22 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TextIO
 
+from pydantic import ValidationError
+
 from langchain_glimprouter.backend import Backend
-from langchain_glimprouter.chat_models import GlimpRouterChatModel
 from langchain_glimprouter.cli import servers as local
 from langchain_glimprouter.cli.demo import DEMO_NOTICE
 from langchain_glimprouter.cli.flags import (
     add_router_flags,
     add_server_flags,
     backends,
-    build_router,
     router_values,
 )
 from langchain_glimprouter.cli.serve import sigterm_as_interrupt
 from langchain_glimprouter.cli.servers import ServeError
+from langchain_glimprouter.core.settings import RouterSettings
 from langchain_glimprouter.errors import InvalidArgumentError
+from langchain_glimprouter.router import Router
 
 SERVER_FLAGS = ("small_url", "small_model", "large_url", "large_model")
 LOCAL_SETTINGS = {"threshold": 1.5, "max_reasoning_tokens": 256, "max_tokens": 96}
@@ -81,7 +83,7 @@ def add_parser(commands: Any) -> None:
         help="the model name clients ask for (default %(default)s)",
     )
     local_notes = {
-        name: f"default {GlimpRouterChatModel.model_fields[name].default!r}, {value!r} with the "
+        name: f"default {RouterSettings.model_fields[name].default!r}, {value!r} with the "
         "bundled tiny pair"
         for name, value in LOCAL_SETTINGS.items()
     }
@@ -160,7 +162,17 @@ def usage(args: argparse.Namespace, secured: bool) -> str:
     )
 
 
-def worker_env(router: GlimpRouterChatModel, served_name: str, key: str | None) -> dict[str, str]:
+def build_router(small: Backend, large: Backend, values: Mapping[str, Any]) -> Router:
+    """The Router the proxy serves (no LangChain model on its path), with pydantic's complaint
+    about a bad value turned into an InvalidArgumentError."""
+    try:
+        return Router(small=small, large=large, **values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InvalidArgumentError(f"invalid router settings: {problems}") from None
+
+
+def worker_env(router: Router, served_name: str, key: str | None) -> dict[str, str]:
     """The environment each worker process builds its app from (``app_from_env``)."""
     from langchain_glimprouter.proxy import router_env
 
@@ -193,7 +205,7 @@ def own_signal_handlers() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def serve(router: GlimpRouterChatModel, args: argparse.Namespace, key: str | None) -> None:
+def serve(router: Router, args: argparse.Namespace, key: str | None) -> None:
     """Run uvicorn until it is stopped: the app itself, or ``--workers`` processes of it."""
     import uvicorn
 

@@ -1,24 +1,32 @@
-"""An OpenAI-compatible chat completions server over a :class:`~langchain_glimprouter.
-GlimpRouterChatModel` (needs the ``proxy`` extra: starlette, uvicorn, prometheus-client).
+"""An OpenAI-compatible chat completions server over a :class:`~langchain_glimprouter.router.
+Router` (needs the ``proxy`` extra: starlette, uvicorn, prometheus-client). It loads neither
+LangChain nor LlamaIndex.
 
 ``create_app(router, *, served_name="glimprouter", api_key=None, max_body_bytes=4 MiB)`` is a
-Starlette app; ``app_from_env()`` builds one in each worker of ``uvicorn --factory --workers N``
-from the variables that ``router_env(router, served_name, api_key=...)`` writes
+Starlette app over a Router (or what wraps one: a ``GlimpRouterChatModel`` is served through
+its ``router``); ``app_from_env()`` builds one in each worker of ``uvicorn --factory --workers
+N`` from the variables that ``router_env(router, served_name, api_key=...)`` writes
 (:mod:`.env`). Endpoints:
 
 ``POST /v1/chat/completions``
-    OpenAI's request body, plain or streamed (``stream``, ``stream_options.include_usage``).
-    Each call runs through the router's own path (``_prepare``, the driver, ``Chunker`` /
-    ``chat_result``), so tool-call parsing, forced calls and records are the chat model's.
+    OpenAI's request body, plain or streamed (``stream``, ``stream_options.include_usage``),
+    checked by pydantic models of OpenAI's fields (:mod:`.chat_request`, as vLLM's server
+    checks it) and handed to :meth:`Router.prepare` as OpenAI-style dicts; the response is
+    written from the Router's events (:mod:`.openai_json`), so tool-call parsing, forced calls
+    and records are the Router's.
 
+    * ``messages`` in the shapes OpenAI and vLLM accept: an assistant message with
+      ``tool_calls`` and absent or null ``content``, ``content`` as a list of text parts,
+      ``name`` on any message, tool messages.
     * The chain is ``message.reasoning_content`` (``delta.reasoning_content`` in a stream), the
       same text also under ``reasoning``; the answer is ``content``. ``usage`` counts both
       servers' tokens, with ``completion_tokens_details.reasoning_tokens``.
-    * ``tools`` / ``tool_choice`` and ``response_format`` (``json_schema``, ``json_object``) go
-      where ``bind_tools`` / ``with_structured_output`` put them; calls come back parsed in
+    * ``tools`` / ``tool_choice`` and ``response_format`` (``json_schema``, ``json_object``)
+      constrain the answer (a ``text`` response_format is none); calls come back parsed in
       ``message.tool_calls`` (``delta.tool_calls``: one whole call per delta, with its index),
-      with ``finish_reason: "tool_calls"``. A call that did not parse keeps its text as
-      ``arguments``; the record's ``answer_error`` says why.
+      each with a name and an id, with ``finish_reason: "tool_calls"``. Call text that did
+      not parse is content, never a call (the answer's own finish reason; under a forcing
+      ``tool_choice`` the record's ``answer_error`` says why there is no call).
     * ``stop``, ``max_tokens`` / ``max_completion_tokens`` (the answer's budget; the chain's is
       ``max_reasoning_tokens``), ``temperature``, ``top_p``, ``seed``, and every other router
       setting as an extra field (``threshold``, ``strategy``, ``max_reasoning_tokens``, ...;

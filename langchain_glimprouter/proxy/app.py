@@ -9,9 +9,8 @@ import json
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
-from langchain_core.messages import AIMessage
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -19,16 +18,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from langchain_glimprouter._convert import Call, Chunker, chat_result, require_result
-from langchain_glimprouter.chat_models import GlimpRouterChatModel
-from langchain_glimprouter.core.events import AnswerDelta, ReasoningDelta, Result
-from langchain_glimprouter.errors import BackendTimeoutError, BackendUnreachableError
-from langchain_glimprouter.http.drivers import adrive
+from langchain_glimprouter.core.answers import RoutedAnswer, RouterEvent
+from langchain_glimprouter.core.events import AnswerDelta, ReasoningDelta
+from langchain_glimprouter.errors import (
+    BackendTimeoutError,
+    BackendUnreachableError,
+    GlimpRouterError,
+    InvalidArgumentError,
+)
 from langchain_glimprouter.proxy.chat_request import ChatRequest, parse_chat_request
 from langchain_glimprouter.proxy.errors import ApiError, api_error
 from langchain_glimprouter.proxy.metrics import CONTENT_TYPE, Metrics
 from langchain_glimprouter.proxy.openai_json import Shaper
 from langchain_glimprouter.proxy.streaming import ClientGone, EventStream, unless_disconnected
+from langchain_glimprouter.router import PreparedCall, Role, Router
 
 HEALTH_TIMEOUT_S = 5.0
 """How long ``/health`` waits for each backend's ``/v1/models``."""
@@ -38,6 +41,24 @@ GONE = 499
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+class HasRouter(Protocol):
+    """What wraps a Router (a :class:`~langchain_glimprouter.GlimpRouterChatModel`)."""
+
+    @property
+    def router(self) -> Router: ...
+
+
+def router_of(source: Router | HasRouter) -> Router:
+    """``source`` if it is a Router, else the Router it wraps (its ``router``)."""
+    router = source if isinstance(source, Router) else getattr(source, "router", None)
+    if not isinstance(router, Router):
+        raise InvalidArgumentError(
+            f"the proxy serves a Router (or what wraps one, as GlimpRouterChatModel.router), "
+            f"not {type(source).__name__}."
+        )
+    return router
+
+
 def sse(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
@@ -45,9 +66,7 @@ def sse(payload: dict[str, Any]) -> str:
 class Proxy:
     """One app's router, settings and metrics, and its endpoints."""
 
-    def __init__(
-        self, router: GlimpRouterChatModel, served_name: str, api_key: str | None, limit: int
-    ) -> None:
+    def __init__(self, router: Router, served_name: str, api_key: str | None, limit: int) -> None:
         self.router, self.served_name, self.limit = router, served_name, limit
         self.key = api_key.encode() if api_key else None
         self.metrics = Metrics()
@@ -113,7 +132,10 @@ class Proxy:
                 streaming = True  # from here the stream counts the request when it ends
                 streamed = StreamedCall(self, call, parsed, started, first, events)
                 return EventStream(streamed.events, streamed.close)
-            message = await unless_disconnected(request.receive, self._collect(call, started))
+            shaper = Shaper(parsed.model)
+            answer = await unless_disconnected(
+                request.receive, self._collect(call, shaper, started)
+            )
         except ClientGone:
             self._end(stream, started, GONE)
             return Response(status_code=GONE)
@@ -124,54 +146,58 @@ class Proxy:
         finally:
             if not streaming:
                 self.metrics.in_flight.dec()
-        record = message.response_metadata["glimprouter"]
+        record = answer.record
         self._end(False, started, 200)
         headers = {
-            "x-glimprouter-steps": str(record["n_steps"]),
-            "x-glimprouter-large-steps": str(record["n_large_steps"]),
-            "x-glimprouter-intervention-rate": f"{record['intervention_rate']:.4g}",
+            "x-glimprouter-steps": str(record.n_steps),
+            "x-glimprouter-large-steps": str(record.n_large_steps),
+            "x-glimprouter-intervention-rate": f"{record.intervention_rate:.4g}",
         }
-        return JSONResponse(Shaper(parsed.model).completion(message), headers=headers)
+        return JSONResponse(shaper.completion(answer), headers=headers)
 
     def _end(self, stream: bool, started: float, status: int, error: str | None = None) -> None:
         seconds = time.perf_counter() - started
         self.metrics.finished(stream=stream, status=status, seconds=seconds, error=error)
 
-    async def _routed(self, call: Call, stream: bool, started: float) -> AsyncGenerator[Any, None]:
-        """The call's engine events; times the first token, counts the record at the end."""
+    async def _routed(
+        self, call: PreparedCall, stream: bool, started: float
+    ) -> AsyncGenerator[RouterEvent, None]:
+        """The call's router events; times the first token, counts the record at the end."""
         first = True
-        driven = cast(AsyncGenerator[Any, None], adrive(call.program, call.clients))
+        # aevents is an async generator: closing it closes the open stream (the server aborts)
+        driven = cast(AsyncGenerator[RouterEvent, None], call.aevents())
         async with aclosing(driven) as events:
             async for event in events:
                 if first and isinstance(event, (ReasoningDelta, AnswerDelta)):
                     first = False
                     seconds = time.perf_counter() - started
                     self.metrics.first_token.labels(str(stream).lower()).observe(seconds)
-                elif isinstance(event, Result):
+                elif isinstance(event, RoutedAnswer):
                     self.metrics.routed(event.record)
                 yield event
 
-    async def _collect(self, call: Call, started: float) -> AIMessage:
-        result = None
+    async def _collect(self, call: PreparedCall, shaper: Shaper, started: float) -> RoutedAnswer:
+        """The call's answer, its events read by ``shaper``."""
         async with aclosing(self._routed(call, False, started)) as events:
             async for event in events:
-                if isinstance(event, Result):
-                    result = event
-        return cast(AIMessage, chat_result(require_result(result), call).generations[0].message)
+                if isinstance(event, RoutedAnswer):
+                    return event
+                shaper.delta(event)
+        raise GlimpRouterError("the routing program ended without a result")
 
     # -- the other endpoints ----------------------------------------------------------------------
 
     async def models(self, request: Request) -> Response:
-        names = dict.fromkeys((self.served_name, self.router.large.model))
+        names = dict.fromkeys((self.served_name, self.router.config.large.model))
         cards = [
             {"id": name, "object": "model", "created": self.created, "owned_by": "glimprouter"}
             for name in names
         ]
         return JSONResponse({"object": "list", "data": cards})
 
-    async def _tier(self, role: str) -> str:
+    async def _tier(self, role: Role) -> str:
         """``ok`` when a replica of ``role`` answers ``GET /v1/models``, else why not."""
-        clients = self.router._clients_for(role)
+        clients = self.router.clients(role)
 
         async def check(client: Any) -> None:
             await asyncio.wait_for(
@@ -207,11 +233,11 @@ class StreamedCall:
     def __init__(
         self,
         proxy: Proxy,
-        call: Call,
+        call: PreparedCall,
         parsed: ChatRequest,
         started: float,
-        first: Any,
-        engine: AsyncGenerator[Any, None],
+        first: RouterEvent,
+        engine: AsyncGenerator[RouterEvent, None],
     ) -> None:
         self.proxy, self.call, self.parsed, self.started = proxy, call, parsed, started
         self.first, self.engine = first, engine
@@ -222,12 +248,10 @@ class StreamedCall:
         """The call's server-sent events (none of its code runs until the first is asked for)."""
 
     async def _sse(self) -> AsyncGenerator[str, None]:
-        shaper, chunker = Shaper(self.parsed.model), Chunker(self.call, None)
+        shaper, include_usage = Shaper(self.parsed.model), self.parsed.include_usage
 
-        def texts(event: Any) -> list[str]:
-            chunks = chunker.of(event)
-            include_usage = self.parsed.include_usage
-            return [sse(p) for chunk in chunks for p in shaper.chunks(chunk, include_usage)]
+        def texts(event: RouterEvent) -> list[str]:
+            return [sse(chunk) for chunk in shaper.chunks(event, include_usage)]
 
         try:
             yield sse(shaper.first())
@@ -261,16 +285,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    router: GlimpRouterChatModel,
+    router: Router | HasRouter,
     *,
     served_name: str = "glimprouter",
     api_key: str | SecretStr | None = None,
     max_body_bytes: int = 4 * 1024 * 1024,
 ) -> Starlette:
     """An OpenAI-compatible chat completions server over ``router`` (see
-    :mod:`langchain_glimprouter.proxy`)."""
+    :mod:`langchain_glimprouter.proxy`): a :class:`~langchain_glimprouter.router.Router`, or
+    what wraps one (a :class:`~langchain_glimprouter.GlimpRouterChatModel`: its ``router``)."""
     key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
-    proxy = Proxy(router, served_name, key, max_body_bytes)
+    proxy = Proxy(router_of(router), served_name, key, max_body_bytes)
     routes = [
         Route("/v1/chat/completions", proxy.guarded(proxy.chat), methods=["POST"]),
         Route("/v1/models", proxy.guarded(proxy.models), methods=["GET"]),

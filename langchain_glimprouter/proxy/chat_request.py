@@ -1,23 +1,132 @@
-"""An OpenAI chat completions request body as a router call: LangChain messages, ``stop`` and
-the call's keywords (router settings and the answer's tools / response_format), refusing what
-the router cannot honour with a 400 that names it."""
+"""An OpenAI chat completions request body, checked as vLLM's entrypoints check it: by a
+pydantic model of OpenAI's fields (:class:`ChatCompletionRequest`), whose extra fields are the
+router settings a call may override. What the Router takes (OpenAI-style dicts, the call's
+settings) comes out of it as a :class:`ChatRequest`; what the proxy cannot honour is refused
+with a 400 that names the field."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Annotated, Any, Literal
 
-from langchain_core.messages import BaseMessage, convert_to_messages
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic_core import ErrorDetails
 
-from langchain_glimprouter._convert import ANSWER_KWARGS, Call
-from langchain_glimprouter._settings import NOT_PER_CALL
+from langchain_glimprouter.core.settings import PER_CALL
 from langchain_glimprouter.errors import InvalidArgumentError
 from langchain_glimprouter.proxy.errors import ApiError
+from langchain_glimprouter.router import PreparedCall, Router
 
-if TYPE_CHECKING:
-    from langchain_glimprouter.chat_models import GlimpRouterChatModel
+_OPEN = ConfigDict(extra="allow")
+"""OpenAI's objects may carry fields this proxy does not read: they are kept and passed on."""
 
-HARMLESS: dict[str, tuple[Any, ...] | None] = {
+
+class ChatMessage(BaseModel):
+    """A message of the conversation, in the shapes OpenAI and vLLM accept: ``content`` as
+    text, as a list of parts, or absent or null (an assistant message that calls tools);
+    ``name``; ``tool_calls``; ``tool_call_id``. The Router's
+    :func:`~langchain_glimprouter.core.messages.openai_messages` checks the rest (the role,
+    each part, each call) and says what is wrong."""
+
+    model_config = _OPEN
+
+    role: str
+    content: str | list[Any] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class FunctionDefinition(BaseModel):
+    model_config = _OPEN
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(BaseModel):
+    model_config = _OPEN
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
+class JsonSchema(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    name: str | None = None
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+
+
+class TextFormat(BaseModel):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(BaseModel):
+    type: Literal["json_object"]
+
+
+class JsonSchemaFormat(BaseModel):
+    type: Literal["json_schema"]
+    json_schema: JsonSchema
+
+
+ResponseFormat = Annotated[
+    TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")
+]
+
+
+class StreamOptions(BaseModel):
+    model_config = _OPEN
+
+    include_usage: StrictBool | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI's ``POST /v1/chat/completions`` body. Extra fields are router settings (the
+    :data:`~langchain_glimprouter.core.settings.PER_CALL` ones), validated by the Router as
+    its constructor validates them; so are ``max_tokens``, ``temperature``, ``top_p`` and
+    ``seed``, which are router settings too."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    max_tokens: Any = None
+    max_completion_tokens: int | None = None
+    temperature: Any = None
+    top_p: Any = None
+    seed: Any = None
+    tools: list[Tool] | None = None
+    tool_choice: str | NamedToolChoice | None = None
+    """``none``, ``auto``, ``required`` or a named function (the Router checks the name)."""
+    response_format: ResponseFormat | None = None
+    # Accepted and ignored (see IGNORED):
+    user: str | None = None
+    metadata: dict[str, Any] | None = None
+    store: bool | None = None
+    parallel_tool_calls: bool | None = None
+    n: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logprobs: bool | None = None
+
+
+IGNORED: dict[str, tuple[Any, ...] | None] = {
     "user": None,
     "metadata": None,
     "store": None,
@@ -28,148 +137,163 @@ HARMLESS: dict[str, tuple[Any, ...] | None] = {
     "logprobs": (False,),
 }
 """Fields accepted and ignored: with any value (None), or only with one of these values."""
-OWN = frozenset(
-    {"model", "messages", "stream", "stream_options", "stop", "max_completion_tokens"}
-    | ANSWER_KWARGS
-)
-"""OpenAI fields the proxy reads itself (every router setting is read too, by its name)."""
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """A parsed request: what ``GlimpRouterChatModel._prepare`` takes, and how to answer."""
-
-    model: str
-    messages: list[BaseMessage]
-    stop: list[str] | None
-    kwargs: dict[str, Any]
-    stream: bool
-    include_usage: bool
-    aliases: dict[str, str]
-    """The request's own name of a call keyword it gave under another name (``max_tokens``
-    given as ``max_completion_tokens``), for the ``param`` of an error."""
-
-    def prepare(self, router: GlimpRouterChatModel) -> Call:
-        """The router's call of this request (``_prepare``, which checks every setting as the
-        constructor does); an invalid one is a 400 whose ``param`` is the request's field."""
-        try:
-            return router._prepare(self.messages, self.stop, dict(self.kwargs))
-        except InvalidArgumentError as exc:
-            param = exc.param and self.aliases.get(exc.param, exc.param)
-            raise bad(str(exc), param) from None
+SETTINGS_IN_OPENAI = ("max_tokens", "temperature", "top_p", "seed")
+"""OpenAI's fields that are router settings of the same name and meaning."""
+MUST_BE = {
+    "model": "the served model's name",
+    "messages": "a non-empty list of messages ({'role': ..., 'content': ...} objects)",
+    "stream": "a boolean",
+    "stream_options": "an object ({'include_usage': true})",
+    "stop": "a string or a list of strings",
+    "max_completion_tokens": "an integer",
+    "tools": "a list of {'type': 'function', 'function': {'name': ..., 'parameters': {...}}} "
+    "objects",
+    "tool_choice": "'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}",
+    "response_format": "{'type': 'text'}, {'type': 'json_object'} or {'type': 'json_schema', "
+    "'json_schema': {'name': ..., 'schema': {...}}}",
+}
+"""What a field must be, said when pydantic refuses its value."""
 
 
 def bad(message: str, param: str | None = None, code: str = "invalid_value") -> ApiError:
     return ApiError(400, message, param=param, code=code)
 
 
-def parse_chat_request(body: Any, router: GlimpRouterChatModel, served_name: str) -> ChatRequest:
+@dataclass(frozen=True)
+class ChatRequest:
+    """A checked request: what :meth:`Router.prepare` takes, and how to answer."""
+
+    model: str
+    """The name the client asked for, which the response repeats."""
+    messages: list[dict[str, Any]]
+    arguments: dict[str, Any]
+    """tools, tool_choice, response_format and stop, as :meth:`Router.prepare` takes them."""
+    settings: dict[str, Any]
+    """The router settings this call overrides."""
+    stream: bool
+    include_usage: bool
+    aliases: dict[str, str]
+    """The request's own name of a setting it gave under another name (``max_tokens`` given
+    as ``max_completion_tokens``), for the ``param`` of an error."""
+
+    def prepare(self, router: Router) -> PreparedCall:
+        """The router's call of this request (checked as the Router's constructor checks
+        its settings, the messages and tools too); an invalid one is a 400 whose ``param``
+        is the request's field."""
+        try:
+            return router.prepare(self.messages, **self.arguments, **self.settings)
+        except InvalidArgumentError as exc:
+            param = exc.param and self.aliases.get(exc.param, exc.param)
+            raise bad(str(exc), param) from None
+
+
+def parse_chat_request(body: Any, router: Router, served_name: str) -> ChatRequest:
     """Check ``body`` and turn it into a :class:`ChatRequest` (raises :class:`ApiError`).
 
-    The router settings (``threshold``, ``max_reasoning_tokens``, ``temperature``, ...) are
-    passed on as the call's keywords, which the router validates as its constructor does;
-    ``max_completion_tokens`` is the answer's budget, as ``max_tokens`` is. A field whose
-    value is null is one not given, as in OpenAI's API (so ``model`` and ``messages`` are
-    still required).
+    A field whose value is null is one not given, as in OpenAI's API (so ``model`` and
+    ``messages`` are still required).
     """
     if not isinstance(body, dict):
         raise bad("the request body must be a JSON object.")
-    body = {name: value for name, value in body.items() if value is not None}
-    settings = set(router.router_settings) - NOT_PER_CALL
-    _refuse_unsupported(body, settings)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad(f"model is required: use {served_name!r}.", "model", "missing_required_parameter")
-    if model not in (served_name, router.large.model):
+    given = {name: value for name, value in body.items() if value is not None}
+    try:
+        request = ChatCompletionRequest.model_validate(given)
+    except ValidationError as exc:
+        raise _refusal(exc.errors(), served_name) from None
+    _refuse_unsupported(request)
+    if request.model not in (served_name, router.config.large.model):
         raise ApiError(
             404,
-            f"The model {model!r} does not exist; this proxy serves {served_name!r}.",
+            f"The model {request.model!r} does not exist; this proxy serves {served_name!r}.",
             param="model",
             code="model_not_found",
         )
-    stream, options = body.get("stream", False), body.get("stream_options", {})
-    if not isinstance(stream, bool):
-        raise bad("stream must be a boolean.", "stream")
-    if not isinstance(options, dict):
-        raise bad("stream_options must be an object.", "stream_options")
-    kwargs = {name: body[name] for name in settings if name in body}
+    settings = {name: given[name] for name in SETTINGS_IN_OPENAI if name in given}
+    settings |= request.model_extra or {}
     aliases = {}
-    if "max_completion_tokens" in body:
-        if "max_tokens" in body and body["max_tokens"] != body["max_completion_tokens"]:
+    if request.max_completion_tokens is not None:
+        if "max_tokens" in settings and settings["max_tokens"] != request.max_completion_tokens:
             raise bad("give max_tokens or max_completion_tokens, not both.", "max_tokens")
-        kwargs["max_tokens"] = body["max_completion_tokens"]
+        settings["max_tokens"] = request.max_completion_tokens
         aliases["max_tokens"] = "max_completion_tokens"
-    kwargs.update(_answer_kwargs(body))
+    options = request.stream_options
     return ChatRequest(
-        model=model,
-        messages=_messages(body.get("messages")),
-        stop=_stop(body.get("stop")),
-        kwargs=kwargs,
-        stream=stream,
-        include_usage=bool(options.get("include_usage")),
+        model=request.model,
+        messages=[dump(message) for message in request.messages],
+        arguments=_answer_arguments(request),
+        settings=settings,
+        stream=request.stream,
+        include_usage=bool(options and options.include_usage),
         aliases=aliases,
     )
 
 
-def _refuse_unsupported(body: dict[str, Any], settings: set[str]) -> None:
-    unknown = sorted(set(body) - OWN - set(HARMLESS) - settings)
+def _refusal(errors: list[ErrorDetails], served_name: str) -> ApiError:
+    """The 400 of pydantic's complaint about the first field at fault, naming it: of the
+    union's alternatives, the complaint that got furthest into the value."""
+    name = str(errors[0]["loc"][0])
+    error = max((e for e in errors if e["loc"][0] == name), key=lambda e: len(e["loc"]))
+    if name == "model" and error["type"] in ("missing", "string_too_short"):
+        return bad(f"model is required: use {served_name!r}.", name, "missing_required_parameter")
+    where = _path(error["loc"])
+    detail = error["msg"] if where == name else f"{where}: {error['msg']}"
+    return bad(f"{name} must be {MUST_BE.get(name, 'valid')} ({detail}).", name)
+
+
+_MODELS = (ChatCompletionRequest, ChatMessage, Tool, FunctionDefinition, NamedToolChoice,
+           NamedFunction, JsonSchemaFormat, JsonSchema, StreamOptions)  # fmt: skip
+_FIELDS = frozenset(
+    info.alias or name for model in _MODELS for name, info in model.model_fields.items()
+)
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    """Where in the request pydantic's ``loc`` is (``messages[0].content``), without the
+    names pydantic gives a union's alternatives."""
+    parts: list[str] = []
+    for at in loc:
+        part = f"[{at}]" if isinstance(at, int) else f".{at}"
+        if (isinstance(at, int) or at in _FIELDS) and parts[-1:] != [part]:
+            parts.append(part)
+    return "".join(parts).lstrip(".")
+
+
+def _refuse_unsupported(request: ChatCompletionRequest) -> None:
+    unknown = sorted(set(request.model_extra or ()) - set(PER_CALL))
     if unknown:
         raise bad(
             f"unsupported fields {unknown}: the glimprouter proxy does not implement them; "
-            f"remove them. Router settings may be given as extra fields: {sorted(settings)}.",
+            f"remove them. Router settings may be given as extra fields: {sorted(PER_CALL)}.",
             unknown[0],
             "unsupported_parameter",
         )
-    for name, allowed in HARMLESS.items():
-        if allowed is not None and name in body and body[name] not in allowed:
+    for name, allowed in IGNORED.items():
+        value = getattr(request, name)
+        if allowed is not None and value is not None and value not in allowed:
             raise bad(
-                f"{name}={body[name]!r} is not supported by the glimprouter proxy; remove it.",
+                f"{name}={value!r} is not supported by the glimprouter proxy; remove it.",
                 name,
                 "unsupported_value",
             )
 
 
-def _messages(raw: Any) -> list[BaseMessage]:
-    if not isinstance(raw, list) or not raw:
-        raise bad("messages must be a non-empty list of messages.", "messages")
-    try:
-        return convert_to_messages(raw)
-    except (ValueError, TypeError, KeyError, NotImplementedError) as exc:
-        raise bad(f"messages: {exc}", "messages") from None
+def _answer_arguments(request: ChatCompletionRequest) -> dict[str, Any]:
+    """tools, tool_choice, response_format and stop as :meth:`Router.prepare` takes them (a
+    ``{"type": "text"}`` response_format is no constraint)."""
+    arguments: dict[str, Any] = {}
+    if request.tools is not None:
+        arguments["tools"] = [dump(tool) for tool in request.tools]
+    choice = request.tool_choice
+    if choice is not None:
+        arguments["tool_choice"] = dump(choice) if isinstance(choice, BaseModel) else choice
+    form = request.response_format
+    if form is not None and not isinstance(form, TextFormat):
+        arguments["response_format"] = dump(form)
+    if request.stop:
+        arguments["stop"] = [request.stop] if isinstance(request.stop, str) else request.stop
+    return arguments
 
 
-def _stop(raw: Any) -> list[str] | None:
-    if raw is None:
-        return None
-    stop = [raw] if isinstance(raw, str) else raw
-    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-        raise bad("stop must be a string or a list of strings.", "stop")
-    return stop or None
-
-
-def _answer_kwargs(body: dict[str, Any]) -> dict[str, Any]:
-    """tools, tool_choice and response_format, as ``bind_tools`` / ``with_structured_output``
-    pass them (a ``{"type": "text"}`` response_format is no constraint)."""
-    answer = {name: body[name] for name in ANSWER_KWARGS if name in body}
-    form = answer.get("response_format", {})
-    if not isinstance(form, dict):
-        raise bad("response_format must be an object.", "response_format")
-    if form.get("type") == "text":
-        del answer["response_format"]
-    tools = answer.get("tools", [])
-    if not isinstance(tools, list) or not all(map(_is_function_tool, tools)):
-        raise bad(
-            "tools must be a list of {'type': 'function', 'function': {'name': ..., "
-            "'parameters': {...}}} objects.",
-            "tools",
-        )
-    return answer
-
-
-def _is_function_tool(tool: Any) -> bool:
-    function = tool.get("function") if isinstance(tool, dict) else None
-    return (
-        tool.get("type") == "function"
-        and isinstance(function, dict)
-        and isinstance(function.get("name"), str)
-    )
+def dump(model: BaseModel) -> dict[str, Any]:
+    """A request object as the client gave it (unset fields left out, its own field names)."""
+    return model.model_dump(exclude_unset=True, by_alias=True)

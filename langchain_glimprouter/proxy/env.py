@@ -16,15 +16,15 @@ from typing import Any
 from starlette.applications import Starlette
 
 from langchain_glimprouter.backend import Backend
-from langchain_glimprouter.chat_models import GlimpRouterChatModel
 from langchain_glimprouter.core.settings import SETTING_NAMES
 from langchain_glimprouter.core.tool_calls import HermesToolCallParser
 from langchain_glimprouter.errors import InvalidArgumentError
-from langchain_glimprouter.proxy.app import create_app
+from langchain_glimprouter.proxy.app import HasRouter, create_app, router_of
+from langchain_glimprouter.router import ROLES, Router, RouterConfig
 
 ROUTER_ENV = "GLIMPROUTER_PROXY_ROUTER"
-"""A JSON object of ``GlimpRouterChatModel`` fields (the backends as objects of ``Backend``
-fields), with no keys."""
+"""A JSON object of :class:`~langchain_glimprouter.router.RouterConfig` fields (the backends
+as objects of ``Backend`` fields), with no keys."""
 SERVED_NAME_ENV = "GLIMPROUTER_PROXY_SERVED_NAME"
 """The model name clients ask for (default ``glimprouter``)."""
 API_KEY_ENV = "GLIMPROUTER_PROXY_API_KEY"
@@ -45,18 +45,23 @@ def _backend_fields(role: str, backend: Backend) -> dict[str, Any]:
 
 
 def router_env(
-    router: GlimpRouterChatModel, served_name: str = "glimprouter", *, api_key: str | None = None
+    router: Router | RouterConfig | HasRouter,
+    served_name: str = "glimprouter",
+    *,
+    api_key: str | None = None,
 ) -> dict[str, str]:
-    """The environment variables from which :func:`app_from_env` rebuilds ``router``: its
-    settings and backends in :data:`ROUTER_ENV`, its keys in the backends' key variables, and
-    ``api_key`` (the proxy's own) in :data:`API_KEY_ENV`."""
-    fields: dict[str, Any] = {name: getattr(router, name) for name in SETTING_NAMES}
-    fields |= {role: _backend_fields(role, getattr(router, role)) for role in ("small", "large")}
-    if router.timeout is not None:
-        fields["timeout"] = router.timeout
+    """The environment variables from which :func:`app_from_env` rebuilds ``router`` (a
+    Router, its RouterConfig, or what wraps a Router): its settings and backends in
+    :data:`ROUTER_ENV`, its keys in the backends' key variables, and ``api_key`` (the proxy's
+    own) in :data:`API_KEY_ENV`."""
+    config = router if isinstance(router, RouterConfig) else router_of(router).config
+    fields: dict[str, Any] = {name: getattr(config, name) for name in SETTING_NAMES}
+    fields |= {role: _backend_fields(role, getattr(config, role)) for role in ROLES}
+    if config.timeout is not None:
+        fields["timeout"] = config.timeout
     env = {ROUTER_ENV: json.dumps(fields), SERVED_NAME_ENV: served_name}
-    for role in ("small", "large"):
-        key = getattr(router, role).api_key or router.api_key
+    for role in ROLES:
+        key = getattr(config, role).api_key or config.api_key
         if key is not None:
             env[f"GLIMPROUTER_{role.upper()}_API_KEY"] = key.get_secret_value()
     if api_key:
@@ -73,6 +78,6 @@ def app_from_env() -> Starlette:
             f"{ROUTER_ENV} is not set: give it a JSON object of the router's fields (see "
             "langchain_glimprouter.proxy.router_env), or run 'glimprouter proxy'."
         )
-    router = GlimpRouterChatModel.model_validate(json.loads(raw))
+    router = Router(RouterConfig.model_validate(json.loads(raw)))
     served = os.environ.get(SERVED_NAME_ENV) or "glimprouter"
     return create_app(router, served_name=served, api_key=os.environ.get(API_KEY_ENV) or None)

@@ -1,9 +1,16 @@
-"""The chat model's messages and chunks as OpenAI chat completions JSON.
+"""The Router's events and answer as OpenAI chat completions JSON.
 
-A whole answer (:meth:`Shaper.completion`) from the ``AIMessage`` of ``chat_result``; a stream
-(:meth:`Shaper.chunks`) from the ``ChatGenerationChunk``\\ s of ``Chunker``, one OpenAI chunk
-object per LangChain chunk. The chain goes in ``reasoning_content`` and ``reasoning`` (the
-names of DeepSeek and vLLM), the routing record in the ``glimprouter`` extension field.
+One :class:`Shaper` per response reads the router's events in order
+(:data:`~langchain_glimprouter.core.answers.RouterEvent`): for a stream, each event's chunks
+(:meth:`Shaper.chunks`); for a whole answer, the ``chat.completion`` object once the
+:class:`~langchain_glimprouter.core.answers.RoutedAnswer` came (:meth:`Shaper.completion`). The
+chain goes in ``reasoning_content`` and ``reasoning`` (the names of DeepSeek and vLLM), the
+routing record in the ``glimprouter`` extension field.
+
+Every tool call sent has a name and an id. Call text that did not parse is never sent as a
+call: it is part of the content, as vLLM's tool parsers leave it (the record's
+``answer_error`` says why, when tool_choice forced a call); ``finish_reason`` is
+``"tool_calls"`` only when at least one call parsed.
 """
 
 from __future__ import annotations
@@ -13,12 +20,13 @@ import time
 import uuid
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGenerationChunk
-
+from langchain_glimprouter.core.answers import RoutedAnswer, RouterEvent, ToolCallDone, Usage
+from langchain_glimprouter.core.events import AnswerDelta, ReasoningDelta, StepDone
+from langchain_glimprouter.core.tool_calls import ParsedCall
 from langchain_glimprouter.reasoning_fields import NAMES
+from langchain_glimprouter.records import RECORD_KEY
 
-EXTENSION = "glimprouter"
+EXTENSION = RECORD_KEY
 """The one field the proxy adds to OpenAI's objects: the routing record, or a step of it."""
 
 
@@ -26,68 +34,84 @@ def reasoning_fields(text: str) -> dict[str, str]:
     return dict.fromkeys(NAMES, text)
 
 
-def usage(message: BaseMessage) -> dict[str, Any]:
-    """OpenAI's ``usage`` from a message's ``usage_metadata`` (both servers' tokens)."""
-    meta = getattr(message, "usage_metadata", None) or {}
-    prompt, completion = meta.get("input_tokens", 0), meta.get("output_tokens", 0)
-    reasoning = (meta.get("output_token_details") or {}).get("reasoning", 0)
+def usage(counts: Usage) -> dict[str, Any]:
+    """OpenAI's ``usage``: both servers' tokens."""
     return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "completion_tokens_details": {"reasoning_tokens": reasoning},
+        "prompt_tokens": counts.input_tokens,
+        "completion_tokens": counts.output_tokens,
+        "total_tokens": counts.total_tokens,
+        "completion_tokens_details": {"reasoning_tokens": counts.reasoning_tokens},
     }
 
 
-def finish_reason(message: BaseMessage, called: bool) -> str:
-    """``tool_calls`` when the answer called a tool, else the answer's own (stop, length)."""
-    if called:
-        return "tool_calls"
-    return str(message.response_metadata.get("finish_reason") or "stop")
-
-
-def function_call(call_id: str | None, name: str | None, arguments: str) -> dict[str, Any]:
-    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
-
-
-def tool_calls(message: AIMessage) -> list[dict[str, Any]]:
-    """The answer's calls; one that did not parse keeps its text as ``arguments``, as in a
-    stream (the record's ``answer_error`` says why it is invalid)."""
-    calls = [
-        function_call(c["id"], c["name"], json.dumps(c["args"], ensure_ascii=False))
-        for c in message.tool_calls
-    ]
-    calls += [
-        function_call(c["id"], c["name"], c["args"] or "") for c in message.invalid_tool_calls
-    ]
-    return calls
+def function_call(call: ParsedCall) -> dict[str, Any]:
+    arguments = json.dumps(call.args, ensure_ascii=False)
+    return {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": arguments},
+    }
 
 
 class Shaper:
-    """The OpenAI objects of one response: a shared id, creation time and model name."""
+    """The OpenAI objects of one response (a shared id, creation time and model name), and
+    the answer as its events have told it so far."""
 
     def __init__(self, model: str) -> None:
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.model = model
-        self.calls = 0
-        """Tool calls sent so far in the stream (each its own index)."""
+        self.content: list[str] = []
+        """The answer's content so far: its prose, and call text that did not parse."""
+        self.calls: list[dict[str, Any]] = []
+        """The calls that parsed, as sent (each with its index)."""
+        self.called = False
+        """A call, parsed or not, was seen (the content is then stripped, as the Router's)."""
 
     def _head(self, kind: str) -> dict[str, Any]:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
 
-    def completion(self, message: AIMessage) -> dict[str, Any]:
-        """The ``chat.completion`` object of a whole answer."""
-        calls = tool_calls(message)
-        content = message.content if isinstance(message.content, str) else ""
-        body: dict[str, Any] = {"role": "assistant", "content": content or (None if calls else "")}
-        body |= reasoning_fields(str(message.additional_kwargs.get("reasoning_content", "")))
-        if calls:
-            body["tool_calls"] = calls
-        choice = {"index": 0, "message": body, "logprobs": None}
-        choice["finish_reason"] = finish_reason(message, bool(calls))
-        out = self._head("chat.completion") | {"choices": [choice], "usage": usage(message)}
-        return out | {EXTENSION: message.response_metadata.get(EXTENSION)}
+    def delta(self, event: RouterEvent) -> dict[str, Any] | None:
+        """What ``event`` adds to the assistant's message (None: nothing): reasoning, answer
+        text, or a tool call; call text that did not parse is content."""
+        if isinstance(event, ReasoningDelta):
+            return reasoning_fields(event.text)
+        if isinstance(event, AnswerDelta):
+            self.content.append(event.text)
+            return {"content": event.text} if event.text else None
+        if not isinstance(event, ToolCallDone):
+            return None
+        first, self.called = not self.called, True
+        call = event.call
+        if isinstance(call, ParsedCall):
+            self.calls.append({"index": len(self.calls)} | function_call(call))
+            return {"tool_calls": [self.calls[-1]]}
+        if not call.text or (first and call.text == "".join(self.content)):
+            return None  # a forced call is missing: the answer, all prose, is already content
+        self.content.append(call.text)
+        return {"content": call.text}
+
+    def finish_reason(self, answer: RoutedAnswer) -> str:
+        """``tool_calls`` when a call parsed, else the answer's own (stop, length)."""
+        return "tool_calls" if self.calls else str(answer.finish_reason or "stop")
+
+    def completion(self, answer: RoutedAnswer) -> dict[str, Any]:
+        """The ``chat.completion`` object of the answer whose events this shaper has read."""
+        content = "".join(self.content)
+        if self.called:
+            content = content.strip()
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": content or (None if self.calls else ""),
+        } | reasoning_fields(answer.reasoning)
+        if self.calls:
+            message["tool_calls"] = [
+                {k: v for k, v in call.items() if k != "index"} for call in self.calls
+            ]
+        choice = {"index": 0, "message": message, "logprobs": None}
+        choice["finish_reason"] = self.finish_reason(answer)
+        out = self._head("chat.completion") | {"choices": [choice], "usage": usage(answer.usage)}
+        return out | {EXTENSION: answer.record.model_dump()}
 
     def chunk(
         self, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any
@@ -101,30 +125,19 @@ class Shaper:
         """The opening chunk: the assistant's role, as OpenAI sends it."""
         return self.chunk({"role": "assistant", "content": ""})
 
-    def chunks(self, piece: ChatGenerationChunk, include_usage: bool) -> list[dict[str, Any]]:
-        """The OpenAI chunks of one of ``Chunker``'s: reasoning, a finished step, answer text,
-        a tool call, or the end (its finish reason, then the usage if asked for; the last of
+    def chunks(self, event: RouterEvent, include_usage: bool) -> list[dict[str, Any]]:
+        """The OpenAI chunks of one router event: reasoning, a finished step, answer text, a
+        tool call, or the end (its finish reason, then the usage if asked for; the last of
         them carries the whole record)."""
-        message = piece.message
-        if text := message.additional_kwargs.get("reasoning_content"):
-            return [self.chunk(reasoning_fields(str(text)))]
-        if steps := message.response_metadata.get("glimprouter_steps"):
-            return [self.chunk(None, glimprouter={"step": step}) for step in steps]
-        calls = getattr(message, "tool_call_chunks", None) or []
-        if calls:
-            self.calls += len(calls)
-            deltas = [
-                {"index": self.calls - len(calls) + i}
-                | function_call(c["id"], c["name"], c["args"] or "")
-                for i, c in enumerate(calls)
-            ]
-            return [self.chunk({"tool_calls": deltas})]
-        if message.content:
-            return [self.chunk({"content": message.content})]
-        if EXTENSION not in message.response_metadata:
-            return []
-        out = [self.chunk({}, finish_reason(message, self.calls > 0))]
+        if isinstance(event, StepDone):
+            step = self.chunk(None)
+            step[EXTENSION] = {"step": event.record.model_dump()}
+            return [step]
+        if not isinstance(event, RoutedAnswer):
+            delta = self.delta(event)
+            return [] if delta is None else [self.chunk(delta)]
+        out = [self.chunk({}, self.finish_reason(event))]
         if include_usage:
-            out.append(self.chunk(None, usage=usage(message)))
-        out[-1][EXTENSION] = message.response_metadata[EXTENSION]
+            out.append(self.chunk(None, usage=usage(event.usage)))
+        out[-1][EXTENSION] = event.record.model_dump()
         return out

@@ -17,7 +17,6 @@ from langchain_openai import ChatOpenAI
 from langchain_glimprouter.proxy import create_app
 from langchain_glimprouter.reasoning_fields import reasoning_of
 from scripted_server import Faults, Script, ScriptedServer
-from tests.support.pair import router_for
 from tests.support.proxy import (
     ANSWER_SCHEMA,
     CALL,
@@ -28,6 +27,7 @@ from tests.support.proxy import (
     ServedApp,
     answering,
     chain_in,
+    proxy_router,
     sse_payloads,
 )
 
@@ -43,7 +43,7 @@ def proxy(servers: Any) -> Iterator[Proxy]:
 
     def make(answer: str | None = None, **kwargs: Any) -> Any:
         small, large = servers(**answering(answer or "The answer is 42."), **kwargs)
-        app = ServedApp(create_app(router_for(small, large), api_key=KEY)).__enter__()
+        app = ServedApp(create_app(proxy_router(small, large), api_key=KEY)).__enter__()
         served.append(app)
         return app, small, large
 

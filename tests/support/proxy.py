@@ -1,6 +1,6 @@
-"""What the proxy's tests share: the scripted answers they ask for, a client of the app with no
-socket (:func:`asgi_client`) or the app served on loopback (:class:`ServedApp`), and readers of
-server-sent events."""
+"""What the proxy's tests share: the Router it serves (:func:`proxy_router`), the scripted
+answers they ask for, a client of the app with no socket (:func:`asgi_client`) or the app served
+on loopback (:class:`ServedApp`), and readers of server-sent events."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 
+from langchain_glimprouter.backend import Backend
 from langchain_glimprouter.reasoning_fields import reasoning_of
+from langchain_glimprouter.router import Router
 from scripted_server import Script
 from tests.support.pair import LARGE_STEPS, SMALL_STEPS
 
@@ -47,6 +49,17 @@ SMALL = Script(steps=SMALL_STEPS, h_init=[0.2, 1.5, 0.1, 2.0, 0.0])
 """With threshold 1.0: small, large, small, large, then the chain ends."""
 REASONING = "\n\n".join([SMALL_STEPS[0], LARGE_STEPS[1], SMALL_STEPS[2], LARGE_STEPS[3]])
 QUESTION = [{"role": "user", "content": "What is 6 times 7?"}]
+
+
+def proxy_router(small: Any, large: Any, **settings: Any) -> Router:
+    """The Router the proxy serves in front of the scripted pair (as ``router_for``'s chat
+    model, with no LangChain): threshold 1.0 unless ``settings`` say otherwise."""
+    settings.setdefault("threshold", 1.0)
+    return Router(
+        small=Backend(base_url=small.base_url, model="small-m"),
+        large=Backend(base_url=large.base_url, model="large-m"),
+        **settings,
+    )
 
 
 def answering(answer: str) -> dict[str, Script]:

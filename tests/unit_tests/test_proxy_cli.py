@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 import uvicorn
 
-from langchain_glimprouter import GlimpRouterChatModel
 from langchain_glimprouter.cli import main as cli
 from langchain_glimprouter.cli import proxy as command
 from langchain_glimprouter.cli import servers as local
+from langchain_glimprouter.core.settings import RouterSettings
+from langchain_glimprouter.router import Router, RouterConfig
 
 SERVERS = ["--small-url", "http://s:1/v1", "--small-model", "sm",
            "--large-url", "http://l:2/v1", "--large-model", "lg"]  # fmt: skip
@@ -36,7 +37,8 @@ class Calls:
 
     def __init__(self) -> None:
         self.uvicorn: list[tuple[Any, dict[str, Any], dict[str, str]]] = []
-        self.routers: list[tuple[GlimpRouterChatModel, dict[str, Any]]] = []
+        self.routers: list[tuple[RouterConfig, dict[str, Any]]] = []
+        """The config of each Router given to create_app, and the options."""
         self.started: list[list[FakeLocal]] = []
         self.stopped: list[list[Any]] = []
         self.raise_in_serve: BaseException | None = None
@@ -56,8 +58,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
 
     real_create_app = proxy.create_app
 
-    def create_app(router: GlimpRouterChatModel, **options: Any) -> Any:
-        seen.routers.append((router, options))
+    def create_app(router: Router, **options: Any) -> Any:
+        assert isinstance(router, Router)  # no LangChain model on the proxy's path
+        seen.routers.append((router.config, options))
         return real_create_app(router, **options)
 
     def start_pair() -> list[FakeLocal]:
@@ -115,7 +118,7 @@ def test_server_flags_front_running_servers(calls: Calls) -> None:
     assert (router.large.base_url, router.large.model) == ("http://l:2/v1", "lg")
     assert (router.small.session_header, router.large.session_header) == ("x-user-id", None)
     assert (router.threshold, router.strategy, router.target_rate) == (0.4, "random", 0.3)
-    default = GlimpRouterChatModel.model_fields["max_reasoning_tokens"].default
+    default = RouterSettings.model_fields["max_reasoning_tokens"].default
     assert router.max_reasoning_tokens == default  # the tiny pair's budgets are its own
     assert options["served_name"] == "mine"
 

@@ -11,8 +11,9 @@ import openai
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
+from langchain_glimprouter.core.settings import SETTING_NAMES
 from langchain_glimprouter.proxy import create_app
-from langchain_glimprouter.proxy.chat_request import HARMLESS, OWN
+from langchain_glimprouter.proxy.chat_request import ChatCompletionRequest
 from tests.support.pair import RENDERS_PAST_REASONING, router_for
 from tests.support.proxy import (
     ANSWER_SCHEMA,
@@ -24,6 +25,7 @@ from tests.support.proxy import (
     answering,
     asgi_client,
     deltas,
+    proxy_router,
     sse_payloads,
 )
 
@@ -38,7 +40,7 @@ async def post(app: Any, **body: Any) -> Any:
 @pytest.fixture
 def app(servers: Any) -> Any:
     small, large = servers()
-    return create_app(router_for(small, large))
+    return create_app(proxy_router(small, large))
 
 
 async def test_a_plain_completion_has_the_chain_the_answer_usage_and_the_record(app: Any) -> None:
@@ -99,7 +101,7 @@ async def test_a_stream_sends_the_chain_each_step_and_the_record_last(
 @pytest.mark.parametrize("stream", [False, True])
 async def test_tool_calls_come_back_parsed(servers: Any, stream: bool) -> None:
     small, large = servers(**answering(f"Let me look.\n{CALL}"))
-    app = create_app(router_for(small, large))
+    app = create_app(proxy_router(small, large))
     response = await post(app, messages=QUESTION, tools=[WEATHER_TOOL], stream=stream)
     if stream:
         chunks = sse_payloads(response.text)[:-1]
@@ -130,7 +132,7 @@ async def test_tool_calls_come_back_parsed(servers: Any, stream: bool) -> None:
 )
 async def test_a_forced_tool_choice_constrains_the_answer(servers: Any, choice: Any) -> None:
     small, large = servers(**answering(CALL))
-    app = create_app(router_for(small, large))
+    app = create_app(proxy_router(small, large))
     response = await post(app, messages=QUESTION, tools=[WEATHER_TOOL], tool_choice=choice)
     message = response.json()["choices"][0]["message"]
     assert message["content"] is None
@@ -145,7 +147,7 @@ async def test_a_forced_tool_choice_constrains_the_answer(servers: Any, choice: 
 )
 async def test_response_format_constrains_the_answer(servers: Any, form: Any, sent: Any) -> None:
     small, large = servers(**answering(JSON_ANSWER + " and some prose"))
-    app = create_app(router_for(small, large))
+    app = create_app(proxy_router(small, large))
     response = await post(app, messages=QUESTION, response_format=form)
     assert json.loads(response.json()["choices"][0]["message"]["content"]) == {
         "value": 24,
@@ -190,7 +192,7 @@ async def test_a_past_turns_reasoning_is_not_resent_under_either_key(
     small, large = servers(chat_template=RENDERS_PAST_REASONING)
     past = {"role": "assistant", "content": "First answer.", key: "THOUGHT OF THE FIRST TURN"}
     history = [{"role": "user", "content": "First question?"}, past, *QUESTION]
-    response = await post(create_app(router_for(small, large)), messages=history)
+    response = await post(create_app(proxy_router(small, large)), messages=history)
     assert response.status_code == 200, response.text
     for server in (small, large):
         prompt = server.requests[0].prompt
@@ -200,7 +202,7 @@ async def test_a_past_turns_reasoning_is_not_resent_under_either_key(
 
 async def test_openai_fields_and_router_settings_reach_the_router(servers: Any) -> None:
     small, large = servers()
-    app = create_app(router_for(small, large))
+    app = create_app(proxy_router(small, large))
     response = await post(
         app, messages=QUESTION, threshold=0, max_completion_tokens=3, temperature=0.2,
         top_p=0.5, seed=7, stop=["never"], user="u", n=1, parallel_tool_calls=True,
@@ -219,12 +221,12 @@ async def test_a_null_field_is_one_not_given(servers: Any) -> None:
     """As OpenAI's API reads it, a field sent as null is one not sent: the router's own setting
     holds (model and messages stay required, see below)."""
     small, large = servers()
-    router = router_for(small, large)
-    app = create_app(router)
+    app = create_app(proxy_router(small, large))
     plain = await post(app, messages=QUESTION)
     sent = [r.params for r in (*small.requests, *large.requests)]
     small.reset(), large.reset()
-    optional = {*OWN, *HARMLESS, *router.router_settings, "logit_bias"} - {"model", "messages"}
+    fields = {*ChatCompletionRequest.model_fields, *SETTING_NAMES, "logit_bias"}
+    optional = fields - {"model", "messages"}
     nulls = await post(app, messages=QUESTION, **dict.fromkeys(optional))
     assert nulls.status_code == 200, nulls.text
     assert [r.params for r in (*small.requests, *large.requests)] == sent
@@ -255,7 +257,7 @@ async def test_a_null_field_is_one_not_given(servers: Any) -> None:
         ({"model": None}, 400, "model is required", "model"),
         ({"messages": None}, 400, "messages must be a non-empty list", "messages"),
         ({"messages": []}, 400, "messages must be a non-empty list", "messages"),
-        ({"messages": [{"role": "wizard", "content": "x"}]}, 400, "messages:", "messages"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, 400, "role must be", "messages"),
         ({"messages": [IMAGE]}, 400, "takes text only", "messages"),
         ({"stop": [1]}, 400, "stop must be", "stop"),
         ({"stream": 0}, 400, "stream must be a boolean", "stream"),
@@ -265,6 +267,33 @@ async def test_a_null_field_is_one_not_given(servers: Any) -> None:
         ({"tool_choice": "required"}, 400, "needs tools", "tool_choice"),
         ({"tools": [WEATHER_TOOL], "tool_choice": "f"}, 400, "names no bound", "tool_choice"),
         ({"response_format": {"type": "xml"}}, 400, "response_format must be", "response_format"),
+        ({"messages": [{"role": "user", "content": 5}]}, 400, "messages[0].content:", "messages"),
+        ({"messages": [{"content": "x"}]}, 400, "messages[0].role: Field required", "messages"),
+        ({"tools": [1]}, 400, "tools must be a list of", "tools"),
+        (
+            {"tools": [WEATHER_TOOL], "tool_choice": {"type": "function"}},
+            400,
+            "tool_choice.function: Field required",
+            "tool_choice",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": "bad"}},
+            400,
+            "response_format.json_schema:",
+            "response_format",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "A"}}},
+            400,
+            "response_format.json_schema.schema: Field required",
+            "response_format",
+        ),
+        (
+            {"stream_options": {"include_usage": "yes"}},
+            400,
+            "stream_options.include_usage",
+            "stream_options",
+        ),
     ],
 )
 @pytest.mark.parametrize("stream", [False, True])
@@ -303,3 +332,140 @@ async def test_the_async_openai_sdk_reads_it(app: Any) -> None:
     stream = await sdk.chat.completions.create(model="glimprouter", messages=QUESTION, stream=True)
     text = [c.choices[0].delta.content or "" async for c in stream if c.choices]
     assert "".join(text) == "The answer is 42."
+
+
+def tool_loop(**assistant: Any) -> list[dict[str, Any]]:
+    """A tool loop's second turn: the question, the assistant's call (its other fields from
+    ``assistant``) and the tool's result."""
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}  # fmt: skip
+    return [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "tool_calls": [call], **assistant},
+        {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 24 C"},
+    ]
+
+
+async def prompts_of(servers: Any, **body: Any) -> tuple[Any, list[str]]:
+    """The response to ``body``, and the prompts both servers were sent for it."""
+    small, large = servers()
+    response = await post(create_app(proxy_router(small, large)), **body)
+    return response, [r.prompt for r in (*small.requests, *large.requests)]
+
+
+@pytest.mark.parametrize(
+    "assistant", [{}, {"content": None}, {"content": ""}, {"content": [], "name": "agent"}]
+)
+async def test_an_assistant_call_with_absent_or_null_content_is_accepted(
+    servers: Any, assistant: dict[str, Any]
+) -> None:
+    """LiteLLM sends the assistant's tool calls with no ``content`` key on every tool loop."""
+    response, prompts = await prompts_of(
+        servers, messages=tool_loop(**assistant), tools=[WEATHER_TOOL]
+    )
+    assert response.status_code == 200, response.text
+    _, expected = await prompts_of(servers, messages=tool_loop(content=""), tools=[WEATHER_TOOL])
+    assert prompts == expected
+    assert "Sunny, 24 C" in prompts[-1]
+
+
+async def test_content_as_text_parts_is_the_text(servers: Any) -> None:
+    parts = [{"type": "text", "text": "What is 6 "}, {"type": "text", "text": "times 7?"}]
+    response, prompts = await prompts_of(servers, messages=[{"role": "user", "content": parts}])
+    assert response.status_code == 200, response.text
+    _, expected = await prompts_of(servers, messages=QUESTION)
+    assert prompts == expected
+
+
+async def test_names_on_messages_are_accepted(servers: Any) -> None:
+    named = [
+        {"role": "system", "content": "Be brief.", "name": "policy"},
+        {"role": "user", "content": "What is 6 times 7?", "name": "alice"},
+    ]
+    response, _ = await prompts_of(servers, messages=named)
+    assert response.status_code == 200, response.text
+
+
+async def test_a_litellm_tool_loop_body_is_answered(servers: Any) -> None:
+    """A whole second turn as LiteLLM's OpenAI client sends it (parts, no assistant content,
+    the call's index, the tool's name, null fields, tool_choice "auto")."""
+    body = {
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "You help with weather."}]},
+            {"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]},
+            {"role": "assistant", "tool_calls": [
+                {"index": 0, "id": "call_1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+            {"role": "tool", "tool_call_id": "call_1", "name": "get_weather",
+             "content": "Sunny, 24 C"},
+        ],
+        "tools": [WEATHER_TOOL], "tool_choice": "auto", "stream": True,
+        "stream_options": {"include_usage": True}, "temperature": None, "max_tokens": 64,
+    }  # fmt: skip
+    response, prompts = await prompts_of(servers, **body)
+    assert response.status_code == 200, response.text
+    assert sse_payloads(response.text)[-1] == "[DONE]"
+    assert deltas(sse_payloads(response.text)[:-1], "content") == "The answer is 42."
+    assert "Sunny, 24 C" in prompts[-1]
+
+
+BAD_CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": \n</tool_call>'
+
+
+async def answer_of(app: Any, stream: bool, **body: Any) -> tuple[str, list[Any], str, Any]:
+    """The content, tool calls, finish reason and record of a plain or streamed answer."""
+    response = await post(app, messages=QUESTION, tools=[WEATHER_TOOL], stream=stream, **body)
+    assert response.status_code == 200, response.text
+    if not stream:
+        data = response.json()
+        choice = data["choices"][0]
+        message = choice["message"]
+        calls = message.get("tool_calls", [])
+        return message["content"], calls, choice["finish_reason"], data["glimprouter"]
+    chunks = sse_payloads(response.text)[:-1]
+    calls = [
+        d for c in chunks if c["choices"] for d in c["choices"][0]["delta"].get("tool_calls", [])
+    ]
+    finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1]
+    return deltas(chunks, "content"), calls, finish, chunks[-1]["glimprouter"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_call_that_does_not_parse_is_content_not_a_call(servers: Any, stream: bool) -> None:
+    """As vLLM's tool parsers do: the text is the answer's content, finish_reason "stop", and
+    no call without a name comes back (issue 27)."""
+    small, large = servers(**answering(f"Let me look.\n{BAD_CALL}"))
+    content, calls, finish, record = await answer_of(create_app(proxy_router(small, large)), stream)
+    assert calls == []
+    assert finish == "stop"
+    assert content.strip() == f"Let me look.\n{BAD_CALL}"
+    assert record["answer_error"] is None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_with_one_call_parsed_the_one_that_did_not_is_content(
+    servers: Any, stream: bool
+) -> None:
+    small, large = servers(**answering(f"{BAD_CALL}\n{CALL}"))
+    content, calls, finish, _ = await answer_of(create_app(proxy_router(small, large)), stream)
+    assert finish == "tool_calls"
+    assert [(c["index"] if stream else 0, c["function"]["name"]) for c in calls] == [
+        (0, "get_weather")
+    ]
+    assert all(c["id"] and c["function"]["name"] for c in calls)
+    assert content.strip() == BAD_CALL
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_forced_call_that_does_not_parse_is_content_and_says_why(
+    servers: Any, stream: bool
+) -> None:
+    """tool_choice forced a call and the answer is none: no call (never one with a null name),
+    the answer's text as content, the record's answer_error saying why."""
+    small, large = servers(**answering("not a call"))
+    content, calls, finish, record = await answer_of(
+        create_app(proxy_router(small, large)), stream, tool_choice="required"
+    )
+    assert (calls, finish) == ([], "stop")
+    assert "not a call" in content
+    assert record["answer_error"].startswith("tool_choice forced a tool call, but ")

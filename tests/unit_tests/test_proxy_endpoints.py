@@ -15,17 +15,12 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from langchain_glimprouter import (
-    Backend,
-    BackendTimeoutError,
-    BackendUnreachableError,
-    GlimpRouterChatModel,
-)
+from langchain_glimprouter import Backend, BackendTimeoutError, BackendUnreachableError
 from langchain_glimprouter.proxy import app_from_env, create_app, router_env
 from langchain_glimprouter.proxy.env import API_KEY_ENV, ROUTER_ENV
+from langchain_glimprouter.router import Router
 from scripted_server import Faults
-from tests.support.pair import router_for
-from tests.support.proxy import QUESTION, asgi_client, deltas, sse_payloads
+from tests.support.proxy import QUESTION, asgi_client, deltas, proxy_router, sse_payloads
 
 BODY = {"model": "glimprouter", "messages": QUESTION}
 
@@ -48,14 +43,15 @@ class Down:
 
 @pytest.fixture
 def down(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """``down(role, error)``: every request to ``role``'s servers fails with ``error``."""
-    fake_clients_for = GlimpRouterChatModel._clients_for
+    """``down(role, error)``: every request to ``role``'s servers fails with ``error``, in the
+    routers built from now on (through the Router's client hook)."""
+    fake = Router.default_client_factory
 
     def make(role: str, error: type[Exception]) -> None:
-        def clients_for(router: GlimpRouterChatModel, asked: str) -> Any:
-            return [Down(error)] if asked == role else fake_clients_for(router, asked)
+        def client(asked: str, backend: Backend, **kwargs: Any) -> Any:
+            return Down(error) if asked == role else fake(asked, backend, **kwargs)
 
-        monkeypatch.setattr(GlimpRouterChatModel, "_clients_for", clients_for)
+        monkeypatch.setattr(Router, "default_client_factory", client)
 
     return make
 
@@ -81,7 +77,7 @@ async def test_a_backend_failure_is_a_502(
 ) -> None:
     small, large = servers()
     small.faults = faults
-    app = create_app(router_for(small, large, max_retries=0))
+    app = create_app(proxy_router(small, large, max_retries=0))
     response = await call(app, json=BODY)
     assert response.status_code == status
     error = response.json()["error"]
@@ -102,7 +98,7 @@ async def test_a_backend_down_or_slow_is_a_503_or_504(
 ) -> None:
     small, large = servers()
     down("small", error)
-    app = create_app(router_for(small, large, max_retries=0))
+    app = create_app(proxy_router(small, large, max_retries=0))
     response = await call(app, json={**BODY, "stream": stream})
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
@@ -110,7 +106,7 @@ async def test_a_backend_down_or_slow_is_a_503_or_504(
 
 async def test_a_prompt_too_long_is_a_400(servers: Any) -> None:
     small, large = servers(max_model_len=20)
-    response = await call(create_app(router_for(small, large)), json=BODY)
+    response = await call(create_app(proxy_router(small, large)), json=BODY)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "context_length_exceeded"
 
@@ -118,7 +114,7 @@ async def test_a_prompt_too_long_is_a_400(servers: Any) -> None:
 async def test_a_failure_mid_stream_is_the_last_event(servers: Any) -> None:
     small, large = servers()
     large.faults = Faults(cut_after=2, cut_count=9)  # the first large step breaks
-    app = create_app(router_for(small, large, max_retries=0))
+    app = create_app(proxy_router(small, large, max_retries=0))
     response = await call(app, json={**BODY, "stream": True})
     assert response.status_code == 200
     payloads = sse_payloads(response.text)
@@ -136,7 +132,7 @@ async def test_a_client_leaving_as_the_stream_starts_is_counted_and_aborts_both_
     servers' requests are closed before the app returns (not when the garbage collector
     finalises the stream)."""
     small, large = servers()
-    app = create_app(router_for(small, large))
+    app = create_app(proxy_router(small, large))
     body = json.dumps({**BODY, "stream": True}).encode()
     headers_sent = asyncio.Event()
     requests = [{"type": "http.request", "body": body, "more_body": False}]
@@ -190,7 +186,7 @@ def asgi_scope(method: str, path: str) -> dict[str, Any]:
 )
 async def test_bad_bodies_and_routes(servers: Any, kwargs: Any, status: int, words: str) -> None:
     small, large = servers()
-    response = await call(create_app(router_for(small, large), max_body_bytes=1000), **kwargs)
+    response = await call(create_app(proxy_router(small, large), max_body_bytes=1000), **kwargs)
     assert response.status_code == status
     assert words in response.json()["error"]["message"]
 
@@ -203,14 +199,14 @@ async def test_a_body_without_length_is_capped_as_it_is_read(servers: Any) -> No
             yield b" " * 500
 
     response = await call(
-        create_app(router_for(small, large), max_body_bytes=1000), content=chunks()
+        create_app(proxy_router(small, large), max_body_bytes=1000), content=chunks()
     )
     assert response.status_code == 413
 
 
 async def test_the_key_guards_all_but_health(servers: Any) -> None:
     small, large = servers()
-    app = create_app(router_for(small, large), api_key=SecretStr("proxy-key"))
+    app = create_app(proxy_router(small, large), api_key=SecretStr("proxy-key"))
     for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "proxy-key"}):
         for method, path in (
             ("POST", "/v1/chat/completions"),
@@ -231,9 +227,9 @@ async def test_the_key_guards_all_but_health(servers: Any) -> None:
 async def test_backend_keys_never_leave(servers: Any, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     small, large = servers()
-    router = router_for(small, large, api_key="router-secret", max_retries=0)
-    router.large = router.large.model_copy(update={"api_key": SecretStr("large-secret")})
-    app = create_app(router)
+    router = proxy_router(small, large, api_key="router-secret", max_retries=0)
+    large_backend = router.config.large.model_copy(update={"api_key": SecretStr("large-secret")})
+    app = create_app(Router(router.config.model_copy(update={"large": large_backend})))
     seen = [await call(app, json=BODY), await call(app, json={**BODY, "stream": True})]
     large.faults = Faults(status=500)
     seen += [await call(app, json=BODY), await call(app, json={**BODY, "stream": True})]
@@ -249,7 +245,7 @@ async def test_backend_keys_never_leave(servers: Any, caplog: pytest.LogCaptureF
 async def test_models_lists_the_served_name_and_the_large_model(servers: Any) -> None:
     small, large = servers()
     response = await call(
-        create_app(router_for(small, large), served_name="mine"), "GET", "/v1/models"
+        create_app(proxy_router(small, large), served_name="mine"), "GET", "/v1/models"
     )
     cards = response.json()["data"]
     assert [(c["id"], c["owned_by"], c["object"]) for c in cards] == [
@@ -260,11 +256,10 @@ async def test_models_lists_the_served_name_and_the_large_model(servers: Any) ->
 
 async def test_health_says_which_tier_is_down(servers: Any, down: Any) -> None:
     small, large = servers()
-    app = create_app(router_for(small, large))
-    ok = await call(app, "GET", "/health")
+    ok = await call(create_app(proxy_router(small, large)), "GET", "/health")
     assert (ok.status_code, ok.json()) == (200, {"status": "ok", "small": "ok", "large": "ok"})
     down("large", BackendUnreachableError)
-    failing = await call(app, "GET", "/health")
+    failing = await call(create_app(proxy_router(small, large)), "GET", "/health")
     assert failing.status_code == 503
     assert failing.json() == {"status": "unavailable", "small": "ok", "large": "unreachable"}
 
@@ -278,7 +273,7 @@ def metric(text: str, name: str) -> float:
 
 async def test_metrics_count_requests_steps_glimpses_and_errors(servers: Any) -> None:
     small, large = servers()
-    app = create_app(router_for(small, large))
+    app = create_app(proxy_router(small, large))
     await call(app, json=BODY)
     await call(app, json={**BODY, "stream": True})
     await call(app, json={**BODY, "model": "nope"})
@@ -305,7 +300,7 @@ async def test_metrics_count_requests_steps_glimpses_and_errors(servers: Any) ->
 
 
 def test_the_environment_rebuilds_the_router(monkeypatch: pytest.MonkeyPatch) -> None:
-    router = GlimpRouterChatModel(
+    router = Router(
         small=Backend(base_url="http://s/v1", model="s", api_key=SecretStr("small-secret")),
         large=Backend(base_url="http://l/v1", model="l", replicas=["http://l2/v1"]),
         api_key=SecretStr("router-secret"),
@@ -322,15 +317,15 @@ def test_the_environment_rebuilds_the_router(monkeypatch: pytest.MonkeyPatch) ->
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     proxy = app_from_env().state.proxy
-    rebuilt = proxy.router
-    assert rebuilt.router_settings == router.router_settings
+    rebuilt, config = proxy.router.config, router.config
+    assert rebuilt.settings_dict() == config.settings_dict()
     assert (rebuilt.small, rebuilt.large) == (
-        router.small.model_copy(update={"api_key": None}),
-        router.large,
+        config.small.model_copy(update={"api_key": None}),
+        config.large,
     )
     assert rebuilt.timeout == 9.0
     assert (proxy.served_name, proxy.key) == ("served", b"proxy-secret")
-    assert rebuilt._clients_for("small")[0]._key() == "small-secret"
+    assert proxy.router.clients("small")[0]._key() == "small-secret"
     monkeypatch.delenv(ROUTER_ENV)
     with pytest.raises(Exception, match=f"{ROUTER_ENV} is not set"):
         app_from_env()
@@ -344,3 +339,57 @@ def test_the_package_loads_no_server_library() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_proxy_loads_neither_langchain_nor_llama_index() -> None:
+    """The proxy wraps the Router: importing it, building an app and answering a request (here
+    a 503: the servers are down) load no LangChain and no LlamaIndex."""
+    code = """
+import asyncio, json, sys
+import httpx
+import langchain_glimprouter.backend, langchain_glimprouter.proxy.env
+from langchain_glimprouter.backend import Backend
+from langchain_glimprouter.errors import BackendUnreachableError
+from langchain_glimprouter.proxy import create_app
+from langchain_glimprouter.router import Router
+
+class Down:
+    def __init__(self, role, *args, **kwargs):
+        self.error = BackendUnreachableError("down", role=role, url="http://down/v1")
+    def astream(self, *args, **kwargs):
+        raise self.error
+    async def arequest_json(self, *args, **kwargs):
+        raise self.error
+
+router = Router(small=Backend(base_url="http://s/v1", model="s"), client_factory=Down,
+                large=Backend(base_url="http://l/v1", model="l"), max_retries=0)
+
+async def ask():
+    transport = httpx.ASGITransport(app=create_app(router))
+    async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+        body = {"model": "glimprouter", "messages": [{"role": "user", "content": "Hi"}]}
+        return (await client.post("/v1/chat/completions", json=body)).status_code
+
+status = asyncio.run(ask())
+print(json.dumps([status, sorted({m.split(".")[0] for m in sys.modules})]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    status, loaded = json.loads(done.stdout)
+    assert status == 503
+    forbidden = {"langchain_core", "langchain", "llama_index"}
+    assert not forbidden & set(loaded), sorted(forbidden & set(loaded))
+
+
+def test_a_chat_model_is_served_through_its_router() -> None:
+    """create_app and router_env take a GlimpRouterChatModel too: the Router it wraps."""
+    from langchain_glimprouter import GlimpRouterChatModel
+
+    model = GlimpRouterChatModel(
+        small=Backend(base_url="http://s/v1", model="s"),
+        large=Backend(base_url="http://l/v1", model="l"),
+        threshold=0.5,
+    )
+    assert create_app(model).state.proxy.router is model.router
+    assert router_env(model) == router_env(model.router) == router_env(model.router.config)
+    with pytest.raises(Exception, match="serves a Router"):
+        create_app(object())  # type: ignore[arg-type]
