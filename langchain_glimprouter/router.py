@@ -116,7 +116,7 @@ class PreparedCall:
     forced: bool
     """tool_choice forces a call: an answer without one gets an invalid call saying why."""
 
-    def events(self) -> Iterator[RouterEvent]:
+    def events(self) -> Generator[RouterEvent, None, None]:
         """Run the call, yielding its events; the last is the :class:`RoutedAnswer`. Stopping
         early (``break``, an error) closes the open stream, which the server aborts."""
         reader = AnswerReader(self.model, self.parser, self.forced)
@@ -124,7 +124,7 @@ class PreparedCall:
             for event in driven:
                 yield from reader.read(event)
 
-    async def aevents(self) -> AsyncIterator[RouterEvent]:
+    async def aevents(self) -> AsyncGenerator[RouterEvent, None]:
         """The async twin of :meth:`events`; cancelling it closes the open stream."""
         reader = AnswerReader(self.model, self.parser, self.forced)
         driving = cast(AsyncGenerator[Any, None], adrive(self.program, self.clients))

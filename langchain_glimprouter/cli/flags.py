@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import types
 import typing
-from collections.abc import Collection, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, Literal, TypeVar
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from pydantic import ValidationError
@@ -23,6 +23,8 @@ from langchain_glimprouter.chat_models import GlimpRouterChatModel
 from langchain_glimprouter.core.settings import SETTING_NAMES, RouterSettings, setting_of
 from langchain_glimprouter.errors import InvalidArgumentError
 from langchain_glimprouter.router import ROLES, RouterConfig
+
+R = TypeVar("R")
 
 NOT_FLAGS = {
     name: setting_of(info).no_flag_because
@@ -98,11 +100,16 @@ def router_values(args: argparse.Namespace) -> dict[str, Any]:
     return {name: value for name in args.router_flags if (value := getattr(args, name)) is not None}
 
 
-def build_router(small: Backend, large: Backend, values: Mapping[str, Any]) -> GlimpRouterChatModel:
-    """The router of ``values``, with pydantic's complaint about a bad value turned into an
-    InvalidArgumentError."""
+def build_router(
+    small: Backend,
+    large: Backend,
+    values: Mapping[str, Any],
+    kind: Callable[..., R] = GlimpRouterChatModel,  # type: ignore[assignment]
+) -> R:
+    """The router (a chat model, or a ``Router`` for the proxy) of ``values``, with pydantic's
+    complaint about a bad value turned into an InvalidArgumentError."""
     try:
-        return GlimpRouterChatModel(small=small, large=large, **values)
+        return kind(small=small, large=large, **values)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise InvalidArgumentError(f"invalid router settings: {problems}") from None

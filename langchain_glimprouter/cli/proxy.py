@@ -20,8 +20,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from pydantic import ValidationError
-
 from langchain_glimprouter.backend import Backend
 from langchain_glimprouter.cli import servers as local
 from langchain_glimprouter.cli.demo import DEMO_NOTICE
@@ -29,6 +27,7 @@ from langchain_glimprouter.cli.flags import (
     add_router_flags,
     add_server_flags,
     backends,
+    build_router,
     router_values,
 )
 from langchain_glimprouter.cli.serve import sigterm_as_interrupt
@@ -133,7 +132,7 @@ def check(args: argparse.Namespace) -> bool:
         raise InvalidArgumentError(f"--port must be in 1..65535 (got {args.port})")
     if local.port_in_use(args.host, args.port):
         raise InvalidArgumentError(f"port {args.port} on {args.host} is in use")
-    build_router(PLACEHOLDER, PLACEHOLDER, settings(args, local_pair))
+    build_router(PLACEHOLDER, PLACEHOLDER, settings(args, local_pair), Router)
     return local_pair
 
 
@@ -160,16 +159,6 @@ def usage(args: argparse.Namespace, secured: bool) -> str:
         "print(reply.choices[0].message.reasoning_content, reply.choices[0].message.content)\n\n"
         "Press Ctrl-C to stop."
     )
-
-
-def build_router(small: Backend, large: Backend, values: Mapping[str, Any]) -> Router:
-    """The Router the proxy serves (no LangChain model on its path), with pydantic's complaint
-    about a bad value turned into an InvalidArgumentError."""
-    try:
-        return Router(small=small, large=large, **values)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise InvalidArgumentError(f"invalid router settings: {problems}") from None
 
 
 def worker_env(router: Router, served_name: str, key: str | None) -> dict[str, str]:
@@ -239,7 +228,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                 print(f"  small: {small.base_url}   large: {large.base_url}\n", file=out)
             else:
                 small, large = backends(args)
-            router = build_router(small, large, settings(args, local_pair))
+            router = build_router(small, large, settings(args, local_pair), Router)
             print(usage(args, key is not None), file=out, flush=True)
             serve(router, args, key)
         except KeyboardInterrupt:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Generator, Sequence
 from contextlib import aclosing, closing
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 try:
     from llama_index.core.base.llms.generic_utils import (
@@ -86,7 +86,7 @@ def step_event(record: StepRecord) -> GlimpRouterStepEvent:
 def dispatched(call: PreparedCall) -> Generator[RouterEvent, None, None]:
     """Run ``call``, yielding its events; each finished step also goes to the dispatcher.
     Closing this closes the call's open stream, which the server aborts."""
-    with closing(cast(Generator[RouterEvent, None, None], call.events())) as events:
+    with closing(call.events()) as events:
         for event in events:
             if isinstance(event, StepDone):
                 dispatcher.event(step_event(event.record))
@@ -95,7 +95,7 @@ def dispatched(call: PreparedCall) -> Generator[RouterEvent, None, None]:
 
 async def adispatched(call: PreparedCall) -> AsyncGenerator[RouterEvent, None]:
     """The async twin of :func:`dispatched`."""
-    async with aclosing(cast(AsyncGenerator[RouterEvent, None], call.aevents())) as events:
+    async with aclosing(call.aevents()) as events:
         async for event in events:
             if isinstance(event, StepDone):
                 await dispatcher.aevent(step_event(event.record))

@@ -9,7 +9,7 @@ import json
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from pydantic import SecretStr
 from starlette.applications import Starlette
@@ -165,7 +165,7 @@ class Proxy:
         """The call's router events; times the first token, counts the record at the end."""
         first = True
         # aevents is an async generator: closing it closes the open stream (the server aborts)
-        driven = cast(AsyncGenerator[RouterEvent, None], call.aevents())
+        driven = call.aevents()
         async with aclosing(driven) as events:
             async for event in events:
                 if first and isinstance(event, (ReasoningDelta, AnswerDelta)):
