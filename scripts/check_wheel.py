@@ -61,7 +61,10 @@ large = Backend(base_url="http://127.0.0.1:9/v1", model="l")
 Router(small=small, large=large)
 model = GlimpRouterChatModel(small=small, large=large)
 assert model.profile and model.profile.get("reasoning_output") is True, model.profile
-print(f"langchain_glimprouter {__version__} from {where.parent}")
+from importlib.metadata import version
+
+deps = ", ".join(f"{d} {version(d)}" for d in ("langchain-core", "openai", "pydantic"))
+print(f"langchain_glimprouter {__version__} from {where.parent} ({deps})")
 """
 
 
