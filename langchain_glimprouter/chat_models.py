@@ -11,7 +11,7 @@ answers: :mod:`._convert`; step events: :mod:`._callbacks`; structured output:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, cast
+from typing import Any, Self, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -25,7 +25,6 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, PrivateAttr, model_validator
-from typing_extensions import Self
 
 from langchain_glimprouter._callbacks import (
     EVENTS_KWARG,
