@@ -23,18 +23,23 @@ TIMED := scripts/timed.sh $(PHASES)
 
 UNIT := $(BIN)/pytest tests/unit_tests --disable-socket --allow-unix-socket
 
-test:  ## the whole suite: set-up, lint, types, unit tests, loopback tests, integration tests and examples
+test:  ## the whole suite: set-up, lint, types, unit tests, the wheel as shipped, loopback tests, integration tests and examples
 	@rm -f $(PHASES)
 	@$(TIMED) setup $(MAKE) --no-print-directory setup vllm-env llamacpp-env
 	@$(TIMED) lint bash -c '$(BIN)/ruff check . && $(BIN)/ruff format --check .'
 	@$(TIMED) types $(BIN)/mypy
 	@$(TIMED) unit $(UNIT) --durations=10
+	@$(TIMED) wheel $(BIN)/python scripts/check_wheel.py
 	@$(TIMED) loopback $(BIN)/pytest tests/loopback_tests --durations=10
 	@$(TIMED) integration $(BIN)/pytest tests/integration_tests --durations=15
 	@$(TIMED) --summary
 
 unit: setup  ## unit tests only (no vLLM, no socket)
 	$(UNIT)
+
+.PHONY: wheel
+wheel: setup  ## build the sdist and wheel, check them, run the wheel in a fresh venv (scripts/check_wheel.py)
+	$(BIN)/python scripts/check_wheel.py
 
 lint: setup
 	$(BIN)/ruff check .

@@ -55,7 +55,7 @@ def run_header(command: str | None = None, **beside_python: str) -> dict[str, An
     return {
         "command": shlex.join(sys.orig_argv) if command is None else command,
         "commit": git_commit(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         **beside_python,
         "platform": platform.platform(),

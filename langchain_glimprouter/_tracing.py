@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManager, BaseCallbackManager, CallbackManager
@@ -44,7 +44,7 @@ def step_run(record: StepRecord, served: str, parent: BaseCallbackManager) -> St
     """The child run of ``record``, written by the backend serving ``served``, with the
     inheritable tags and metadata of the chat model's run (less its ``ls_*`` keys, which describe
     the answer)."""
-    end = datetime.now(timezone.utc)
+    end = datetime.now(UTC)
     start = end - timedelta(seconds=record.latency_s)
     inherited = {k: v for k, v in parent.inheritable_metadata.items() if not k.startswith("ls_")}
     usage = {"input_tokens": 0, "output_tokens": record.tokens, "total_tokens": record.tokens}

@@ -12,20 +12,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Sequence
 from contextlib import aclosing, closing
-from typing import Any, cast
+from typing import Any, Self, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
 )
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+from langchain_core.language_models.model_profile import ModelProfile
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, PrivateAttr, model_validator
-from typing_extensions import Self
 
 from langchain_glimprouter._callbacks import (
     astep_sink,
@@ -195,6 +195,33 @@ class GlimpRouterChatModel(BaseChatModel, RouterConfig):
     @property
     def _llm_type(self) -> str:
         return "glimprouter-chat"
+
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        """LangChain's model profile (``BaseChatModel.profile``), filled once at construction
+        unless ``profile=`` is given: what the router offers whatever its two models are. The
+        large model's context window (``max_input_tokens``) is left out: the router learns it
+        from the server's ``/v1/models`` at the first call, not before; pass ``profile=`` to set
+        it. Text only: a non-text content part is refused before any request."""
+        return ModelProfile(
+            text_inputs=True,
+            text_outputs=True,
+            reasoning_output=True,  # the chain, in additional_kwargs["reasoning_content"]
+            tool_calling=True,
+            tool_choice=True,  # forced calls: "any", "required", True or a tool's name
+            tool_call_streaming=True,  # each call a whole tool_call_chunk as it completes
+            structured_output=True,  # json_schema constrained by the large server
+            temperature=True,
+            image_inputs=False,
+            image_url_inputs=False,
+            pdf_inputs=False,
+            audio_inputs=False,
+            video_inputs=False,
+            image_tool_message=False,
+            pdf_tool_message=False,
+            image_outputs=False,
+            audio_outputs=False,
+            video_outputs=False,
+        )
 
     @property
     def _identifying_params(self) -> dict[str, Any]:

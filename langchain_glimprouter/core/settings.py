@@ -17,11 +17,10 @@ import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal, Self, cast
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic.fields import FieldInfo
-from typing_extensions import Self
 
 from langchain_glimprouter.core.entropy import ESTIMATORS, Estimator
 from langchain_glimprouter.core.prompts import RenderCache

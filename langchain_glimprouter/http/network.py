@@ -175,7 +175,7 @@ class AsyncioBackend(httpcore2.AsyncNetworkBackend):
             transport, protocol = await asyncio.wait_for(
                 loop.create_connection(_Protocol, host, port, local_addr=local), timeout
             )
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise httpcore2.ConnectTimeout(f"no connection within {timeout} s") from exc
         except OSError as exc:
             raise httpcore2.ConnectError(str(exc)) from exc
