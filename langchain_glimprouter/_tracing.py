@@ -5,7 +5,9 @@ A step is reported once it is finished, but LangChain's callbacks start a run at
 get it as a ``langsmith`` run tree under the chat model's run, with the step's own start
 (``latency_s`` before its end) and end; every other inheritable handler (run collectors,
 ``astream_events``) gets ``on_llm_start``/``on_llm_end`` under the chat model's run, at the
-step's end. Both carry the same run id, name, prompt, metadata and result.
+step's end. Both carry the same run id, name, prompt, metadata and result. The chat model's
+run tree is found by public API (langchain-core's ``set_config_context`` and langsmith's
+``get_current_run_tree``), not in a tracer's internals.
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManager, BaseCallbackManager, CallbackManager
 from langchain_core.outputs import Generation, LLMResult
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import set_config_context
 from langchain_core.tracers.langchain import LangChainTracer
 from langchain_core.utils.uuid import uuid7
 from langsmith import get_tracing_context
+from langsmith.run_helpers import get_current_run_tree
+from langsmith.run_trees import RunTree
 
 from langchain_glimprouter.records import PROVIDER, StepRecord
 
@@ -103,6 +109,15 @@ def _child_of(parent: BaseCallbackManager, run_id: uuid.UUID, run: StepRun) -> d
     }
 
 
+def _langsmith_parent(tracer: LangChainTracer, run_id: uuid.UUID) -> RunTree | None:
+    """The chat model run's run tree in ``tracer``, by public API only: langchain-core's
+    ``set_config_context`` puts a traced parent run in langsmith's context, where langsmith's
+    ``get_current_run_tree`` reads it (None when the tracer does not trace that run)."""
+    config = RunnableConfig(callbacks=CallbackManager(handlers=[tracer], parent_run_id=run_id))
+    with set_config_context(config) as context:
+        return context.run(get_current_run_tree)
+
+
 def _post_to_langsmith(parent: BaseCallbackManager, run_id: uuid.UUID, run: StepRun) -> None:
     """Post ``run`` under the chat model's run tree of each LangSmith tracer that traces it
     (none when tracing is disabled by ``tracing_context(enabled=False)``, as the tracer does)."""
@@ -112,7 +127,7 @@ def _post_to_langsmith(parent: BaseCallbackManager, run_id: uuid.UUID, run: Step
     for tracer in parent.inheritable_handlers:
         if not isinstance(tracer, LangChainTracer):
             continue
-        tree = tracer.run_map.get(str(run_id))
+        tree = _langsmith_parent(tracer, run_id)
         if tree is None or id(tree) in posted:  # copies of one tracer share their runs
             continue
         posted.add(id(tree))
