@@ -20,6 +20,7 @@ from langchain_glimprouter.core.entropy import EntropyBounds, first_token_entrop
 from langchain_glimprouter.core.generation import Generation
 from langchain_glimprouter.http.client import BackendClient
 from langchain_glimprouter.questions import CALIBRATION_QUESTIONS
+from langchain_glimprouter.router import Router
 
 from .conftest import Pair, counts
 from .test_vllm_routing import SYSTEM, messages, router
@@ -92,16 +93,19 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[Seen]:
 
 @pytest.fixture
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """Every JSON request of the test (not the streams): its path, body and answer."""
+    """Every JSON request of the test (not the streams): its path, body and answer, seen by
+    clients given to every router through the Router's public client hook."""
     requests: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
-    send = BackendClient.request_json
 
-    def recording(self: BackendClient, method: str, path: str, body: Any, *args: Any) -> Any:
-        answer = send(self, method, path, body, *args)
-        requests.append((path, body or {}, answer))
-        return answer
+    class Recording(BackendClient):
+        def request_json(
+            self, method: str, path: str, body: Any, session: str | None = None
+        ) -> dict[str, Any]:
+            answer = super().request_json(method, path, body, session)
+            requests.append((path, body or {}, answer))
+            return answer
 
-    monkeypatch.setattr(BackendClient, "request_json", recording)
+    monkeypatch.setattr(Router, "default_client_factory", Recording)
     return requests
 
 
