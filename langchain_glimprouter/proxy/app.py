@@ -29,12 +29,13 @@ from langchain_glimprouter.errors import (
 from langchain_glimprouter.proxy.chat_request import ChatRequest, parse_chat_request
 from langchain_glimprouter.proxy.errors import ApiError
 from langchain_glimprouter.proxy.failures import REQUEST_ID_HEADER, public_error, request_id
+from langchain_glimprouter.proxy.health import HealthCache
 from langchain_glimprouter.proxy.limits import BODY_TIMEOUT_S, body_timed_out
 from langchain_glimprouter.proxy.metrics import CONTENT_TYPE, Metrics
 from langchain_glimprouter.proxy.openai_json import Shaper
 from langchain_glimprouter.proxy.policy import ClientPolicy
 from langchain_glimprouter.proxy.streaming import ClientGone, EventStream, unless_disconnected
-from langchain_glimprouter.router import PreparedCall, Role, Router
+from langchain_glimprouter.router import PreparedCall, Router
 
 HEALTH_TIMEOUT_S = 5.0
 """How long ``/health`` waits for each backend's ``/v1/models``."""
@@ -80,6 +81,7 @@ class Proxy:
     ) -> None:
         self.router, self.served_name, self.limit = router, served_name, limit
         self.body_timeout = body_timeout
+        self.health_checks = HealthCache(self._tier)
         self.policy = policy or ClientPolicy()
         self.key = api_key.encode() if api_key else None
         self.metrics = Metrics()
@@ -221,9 +223,9 @@ class Proxy:
         ]
         return JSONResponse({"object": "list", "data": cards})
 
-    async def _tier(self, role: Role) -> str:
+    async def _tier(self, role: str) -> str:
         """``ok`` when a replica of ``role`` answers ``GET /v1/models``, else why not."""
-        clients = self.router.clients(role)
+        clients = self.router.clients("small" if role == "small" else "large")
 
         async def check(client: Any) -> None:
             await asyncio.wait_for(
@@ -241,7 +243,8 @@ class Proxy:
         return "error"
 
     async def health(self, request: Request) -> Response:
-        small, large = await asyncio.gather(self._tier("small"), self._tier("large"))
+        checks = self.health_checks
+        small, large = await asyncio.gather(checks.status("small"), checks.status("large"))
         ok = small == large == "ok"
         body = {"status": "ok" if ok else "unavailable", "small": small, "large": large}
         return JSONResponse(body, status_code=200 if ok else 503)
