@@ -44,6 +44,8 @@ API_KEY_ENV = "GLIMPROUTER_PROXY_API_KEY"
 """The proxy's key when ``--api-key`` is not given (``proxy.env.API_KEY_ENV``; the proxy package
 is imported only to serve, since it needs the ``proxy`` extra)."""
 FACTORY = "langchain_glimprouter.proxy:app_from_env"
+HEADER_TIMEOUT_S, BODY_TIMEOUT_S, CONCURRENCY, KEEP_ALIVE_S = 10.0, 30.0, 512, 5
+"""The limits' defaults (``proxy.limits``'s, which a test keeps equal)."""
 EXTRA = ("starlette", "uvicorn", "prometheus_client")
 """What the ``proxy`` extra installs."""
 PLACEHOLDER = Backend(base_url="http://127.0.0.1:9/v1", model="placeholder")
@@ -74,8 +76,18 @@ def add_parser(commands: Any) -> None:
         "threshold 'auto', its own controller",
     )
     sub.add_argument(
-        "--api-key", default=None, help=f"bearer token clients must send (default: ${API_KEY_ENV})"
+        "--api-key",
+        default=None,
+        help=f"bearer token clients must send (default: ${API_KEY_ENV}); visible to other "
+        "users in /proc/<pid>/cmdline: prefer --api-key-file or the variable",
     )
+    sub.add_argument(
+        "--api-key-file",
+        default=None,
+        metavar="PATH",
+        help="read the bearer token from this file (its first line)",
+    )
+    add_limit_flags(sub)
     sub.add_argument(
         "--served-name",
         default="glimprouter",
@@ -88,6 +100,49 @@ def add_parser(commands: Any) -> None:
     }
     add_router_flags(sub, defaults=dict.fromkeys(LOCAL_SETTINGS), notes=local_notes)
     sub.set_defaults(run=run)
+
+
+def add_limit_flags(sub: argparse.ArgumentParser) -> None:
+    """The operator's policy and the limits on clients (see docs/proxy.md)."""
+    sub.add_argument(
+        "--client-settings",
+        default="",
+        metavar="NAMES",
+        help="router settings a request may set, comma separated, each optionally capped "
+        "('threshold,max_reasoning_tokens<=16384', or 'all'); by default a request may only "
+        "lower max_tokens, max_reasoning_tokens and max_retries (and set temperature, top_p, "
+        "seed)",
+    )
+    sub.add_argument(
+        "--header-timeout",
+        type=float,
+        default=HEADER_TIMEOUT_S,
+        metavar="S",
+        help="seconds a connection has to send a request's headers, else 408 (default "
+        "%(default)s; 0: none)",
+    )
+    sub.add_argument(
+        "--body-timeout",
+        type=float,
+        default=BODY_TIMEOUT_S,
+        metavar="S",
+        help="seconds to send a request's body, else 408 (default %(default)s; 0: none)",
+    )
+    sub.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=CONCURRENCY,
+        metavar="N",
+        help="open connections per worker beyond which a request gets a 503 (uvicorn's "
+        "limit_concurrency; default %(default)s)",
+    )
+    sub.add_argument(
+        "--timeout-keep-alive",
+        type=int,
+        default=KEEP_ALIVE_S,
+        metavar="S",
+        help="seconds an idle connection stays open between requests (default %(default)s)",
+    )
 
 
 def uses_local_pair(args: argparse.Namespace) -> bool:
@@ -108,8 +163,29 @@ def settings(args: argparse.Namespace, local_pair: bool) -> dict[str, Any]:
 
 
 def api_key(args: argparse.Namespace) -> str | None:
-    """``--api-key``, else ``$GLIMPROUTER_PROXY_API_KEY``, else none (no auth)."""
-    return args.api_key or os.environ.get(API_KEY_ENV) or None
+    """``--api-key-file``'s first line, else ``--api-key``, else
+    ``$GLIMPROUTER_PROXY_API_KEY``, else none (no auth)."""
+    return key_and_source(args)[0]
+
+
+def key_and_source(args: argparse.Namespace) -> tuple[str | None, str]:
+    """The proxy's key and where it came from: ``file``, ``argv``, ``env`` or ``none``."""
+    path = getattr(args, "api_key_file", None)
+    if path:
+        if args.api_key:
+            raise InvalidArgumentError("give --api-key-file or --api-key, not both")
+        try:
+            with open(path, encoding="utf-8") as file:
+                key = file.readline().strip()
+        except OSError as exc:
+            raise InvalidArgumentError(f"--api-key-file: cannot read {path}: {exc}") from None
+        if not key:
+            raise InvalidArgumentError(f"--api-key-file: {path} holds no key on its first line")
+        return key, "file"
+    if args.api_key:
+        return args.api_key, "argv"
+    from_env = os.environ.get(API_KEY_ENV) or None
+    return from_env, "env" if from_env else "none"
 
 
 def require_extra() -> None:
@@ -130,26 +206,53 @@ def check(args: argparse.Namespace) -> bool:
         raise InvalidArgumentError(f"--workers must be at least 1 (got {args.workers})")
     if not 0 < args.port < 65536:
         raise InvalidArgumentError(f"--port must be in 1..65535 (got {args.port})")
+    for name in ("header_timeout", "body_timeout", "timeout_keep_alive"):
+        if getattr(args, name) < 0:
+            raise InvalidArgumentError(f"--{name.replace('_', '-')} must be >= 0")
+    if args.limit_concurrency < 1:
+        raise InvalidArgumentError("--limit-concurrency must be at least 1")
+    policy(args)
     if local.port_in_use(args.host, args.port):
         raise InvalidArgumentError(f"port {args.port} on {args.host} is in use")
     build_router(PLACEHOLDER, PLACEHOLDER, settings(args, local_pair), Router)
     return local_pair
 
 
-def usage(args: argparse.Namespace, secured: bool) -> str:
-    """Where the proxy listens, a curl example and the openai SDK's snippet."""
+def policy(args: argparse.Namespace) -> Any:
+    """The operator's policy of ``--client-settings`` (a ``proxy.policy.ClientPolicy``)."""
+    from langchain_glimprouter.proxy.policy import ClientPolicy
+
+    return ClientPolicy.parse(args.client_settings)
+
+
+def usage(args: argparse.Namespace, secured: bool, source: str = "env") -> str:
+    """Where the proxy listens, where its key came from, a curl example and the openai SDK's
+    snippet (which read the key where the operator keeps it, never print it)."""
     base = f"http://{local.connect_host(args.host)}:{args.port}/v1"
     body = json.dumps(
         {"model": args.served_name, "messages": [{"role": "user", "content": "What is 6 * 7?"}]}
     )
-    auth = f' \\\n    -H "Authorization: Bearer ${API_KEY_ENV}"' if secured else ""
-    key = f'os.environ["{API_KEY_ENV}"]' if secured else '"unused"'
+    shell, key = f"${API_KEY_ENV}", f'os.environ["{API_KEY_ENV}"]'
+    path = str(args.api_key_file)
+    if source == "file":
+        shell, key = (
+            f"$(head -n1 {path})",
+            f"open({path!r}).readline().strip()",
+        )
+    elif source == "argv":
+        shell, key = "<the key given with --api-key>", '"<the key given with --api-key>"'
+    auth = f' \\\n    -H "Authorization: Bearer {shell}"' if secured else ""
+    key = key if secured else '"unused"'
+    origin = {"file": f"read from {path}", "argv": "given with --api-key",
+              "env": f"from ${API_KEY_ENV}"}.get(source, "")  # fmt: skip
+    keyed = f"Clients send the proxy's key ({origin}).\n" if secured else ""
     return (
         f"Serving {args.served_name!r} at {base} (/chat/completions, /models; /health and "
-        f"/metrics at the root), {args.workers} worker(s).\n\n"
+        f"/metrics at the root), {args.workers} worker(s).\n{keyed}"
+        f"{policy(args).describe()}\n\n"
         f"curl {base}/chat/completions -H 'Content-Type: application/json'{auth} \\\n"
         f"    -d '{body}'\n\n"
-        + ("import os\n\n" if secured else "")
+        + ("import os\n\n" if secured and source == "env" else "")
         + "from openai import OpenAI\n\n"
         f'client = OpenAI(base_url="{base}", api_key={key})\n'
         "reply = client.chat.completions.create(\n"
@@ -161,11 +264,19 @@ def usage(args: argparse.Namespace, secured: bool) -> str:
     )
 
 
-def worker_env(router: Router, served_name: str, key: str | None) -> dict[str, str]:
-    """The environment each worker process builds its app from (``app_from_env``)."""
+def worker_env(
+    router: Router, served_name: str, key: str | None, args: argparse.Namespace | None = None
+) -> dict[str, str]:
+    """The environment each worker process builds its app from (``app_from_env``), with the
+    operator's policy and the body timeout of ``args``."""
     from langchain_glimprouter.proxy import router_env
 
-    return router_env(router, served_name, api_key=key)
+    if args is None:
+        return router_env(router, served_name, api_key=key)
+    return router_env(
+        router, served_name, api_key=key, client_settings=policy(args),
+        body_timeout=args.body_timeout,
+    )  # fmt: skip
 
 
 @contextmanager
@@ -198,19 +309,39 @@ def serve(router: Router, args: argparse.Namespace, key: str | None) -> None:
     """Run uvicorn until it is stopped: the app itself, or ``--workers`` processes of it."""
     import uvicorn
 
+    from langchain_glimprouter.proxy.limits import HEADER_TIMEOUT_ENV, TimedH11Protocol
+
     options: dict[str, Any] = {"host": args.host, "port": args.port, "log_level": "warning"}
+    options |= {
+        "http": TimedH11Protocol,
+        "limit_concurrency": args.limit_concurrency,
+        "timeout_keep_alive": args.timeout_keep_alive,
+    }
+    timed = {HEADER_TIMEOUT_ENV: repr(args.header_timeout)}
     if args.workers == 1:
         from langchain_glimprouter.proxy import create_app
 
-        uvicorn.run(create_app(router, served_name=args.served_name, api_key=key), **options)
+        app = create_app(
+            router, served_name=args.served_name, api_key=key, client_settings=policy(args),
+            body_timeout=args.body_timeout,
+        )  # fmt: skip
+        with environment(timed):
+            uvicorn.run(app, **options)
         return
-    with environment(worker_env(router, args.served_name, key)), own_signal_handlers():
+    env = worker_env(router, args.served_name, key, args) | timed
+    with environment(env), own_signal_handlers():
         uvicorn.run(FACTORY, factory=True, workers=args.workers, **options)
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
     local_pair = check(args)
-    key = api_key(args)
+    key, source = key_and_source(args)
+    if source == "argv":
+        print(
+            "warning: --api-key is visible to every user of this machine in /proc/<pid>/cmdline "
+            f"and ps; use --api-key-file PATH or ${API_KEY_ENV}.",
+            file=sys.stderr,
+        )
     started: list[local.LocalServer] = []
     with sigterm_as_interrupt():
         try:
@@ -229,7 +360,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             else:
                 small, large = backends(args)
             router = build_router(small, large, settings(args, local_pair), Router)
-            print(usage(args, key is not None), file=out, flush=True)
+            print(usage(args, key is not None, source), file=out, flush=True)
             serve(router, args, key)
         except KeyboardInterrupt:
             pass

@@ -76,6 +76,8 @@ class _Run:
         self.io = Streams(servers, settings, facts, self.record)
         self.chain = Chain()
         self.decider = Decider(self.io, self.chain, settings, facts)
+        self.renders = facts.renders.staged()
+        """This call's renders, kept for later calls once a backend took a step of it."""
 
     # -- the program ---------------------------------------------------------------------------
 
@@ -97,7 +99,7 @@ class _Run:
             try:
                 yield from self.io.learn_limits(role)
                 self.chain.prefix[role] = yield from render(
-                    role, self.servers[role], self.messages, self.facts.renders, list(self.s.tools)
+                    role, self.servers[role], self.messages, self.renders, list(self.s.tools)
                 )
             except GlimpRouterError as exc:
                 if not self.decider.falls_back(role, exc):
@@ -113,6 +115,7 @@ class _Run:
             if remaining <= 0:
                 return "budget", tokens
             step, sep = yield from self._step(len(self.chain.steps), remaining)
+            self.renders.commit()  # a backend took a step: the prompts are worth keeping
             tokens += step.tokens
             if step.finish == "delimiter" and not step.text.strip() and self.chain.split:
                 # The step before was split at max_step_tokens just short of its delimiter.

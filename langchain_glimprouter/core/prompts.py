@@ -20,7 +20,9 @@ tools, up to three renderings: see :func:`render`).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sys
 from collections import OrderedDict
 from typing import Any
 
@@ -35,8 +37,8 @@ from langchain_glimprouter.errors import BackendResponseError, PromptRenderingEr
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 
-__all__ = ["THINK_CLOSE", "THINK_OPEN", "RenderCache", "inline_tools", "open_thinking",
-           "render", "render_jinja"]  # fmt: skip
+__all__ = ["THINK_CLOSE", "THINK_OPEN", "RenderCache", "StagedRenders", "inline_tools",
+           "open_thinking", "render", "render_jinja"]  # fmt: skip
 
 
 def open_thinking(prompt: str) -> str:
@@ -52,15 +54,49 @@ def open_thinking(prompt: str) -> str:
     return prompt + THINK_OPEN + "\n"
 
 
-class RenderCache:
-    """Rendered prompts per (role, conversation), least recently used first out."""
+RENDER_CACHE_ENTRIES = 256
+"""Renders a :class:`RenderCache` keeps at most."""
+RENDER_CACHE_BYTES = 64 * 1024 * 1024
+"""The memory a :class:`RenderCache`'s texts may take in all (64 MiB)."""
+RENDER_ENTRY_BYTES = 8 * 1024 * 1024
+"""A render whose text takes more (8 MiB) is not kept: it would push out many smaller ones."""
 
-    def __init__(self, size: int = 256) -> None:
-        self._size = size
+
+def cache_key(*parts: Any) -> str:
+    """A short key of ``parts`` (a digest of their JSON): a conversation of megabytes is not
+    kept twice, as the key and as its render."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class RenderCache:
+    """Rendered prompts per (role, conversation), least recently used first out, bounded in
+    entries (``size``) and in the bytes their texts take (``max_bytes``); a text over
+    ``max_entry_bytes`` is not kept. A routed call writes through :meth:`staged`, so that a
+    call the backends refuse leaves nothing behind."""
+
+    def __init__(
+        self,
+        size: int = RENDER_CACHE_ENTRIES,
+        *,
+        max_bytes: int = RENDER_CACHE_BYTES,
+        max_entry_bytes: int = RENDER_ENTRY_BYTES,
+    ) -> None:
+        self._size, self._max_bytes = size, max_bytes
+        self._max_entry = min(max_entry_bytes, max_bytes)
         self._texts: OrderedDict[str, str] = OrderedDict()
+        self._bytes = 0
         self.methods: dict[str, str] = {}
         """The rendering method that worked, per server URL: the name of its dialect
         ('jinja', 'vllm' or 'llamacpp'), which also words the server's requests."""
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    @property
+    def nbytes(self) -> int:
+        """The memory the kept texts take (``sys.getsizeof`` of each)."""
+        return self._bytes
 
     def get(self, key: str) -> str | None:
         text = self._texts.get(key)
@@ -69,10 +105,48 @@ class RenderCache:
         return text
 
     def put(self, key: str, text: str) -> None:
+        size = sys.getsizeof(text)
+        if size > self._max_entry:
+            return
+        old = self._texts.pop(key, None)
+        if old is not None:
+            self._bytes -= sys.getsizeof(old)
         self._texts[key] = text
-        self._texts.move_to_end(key)
-        while len(self._texts) > self._size:
-            self._texts.popitem(last=False)
+        self._bytes += size
+        while len(self._texts) > self._size or self._bytes > self._max_bytes:
+            _, dropped = self._texts.popitem(last=False)
+            self._bytes -= sys.getsizeof(dropped)
+
+    def staged(self) -> StagedRenders:
+        """A view for one call: reads this cache, keeps its own renders apart until
+        :meth:`StagedRenders.commit`."""
+        return StagedRenders(self)
+
+
+class StagedRenders:
+    """One call's renders: read from the shared :class:`RenderCache`, written to it only on
+    :meth:`commit` (once the backends took the call), so a refused call caches nothing."""
+
+    def __init__(self, cache: RenderCache) -> None:
+        self.cache = cache
+        self.methods = cache.methods
+        self._pending: dict[str, str] = {}
+
+    def get(self, key: str) -> str | None:
+        return self._pending.get(key) or self.cache.get(key)
+
+    def put(self, key: str, text: str) -> None:
+        self._pending[key] = text
+
+    def commit(self) -> None:
+        """Keep this call's renders in the shared cache (again: nothing more to keep)."""
+        for key, text in self._pending.items():
+            self.cache.put(key, text)
+        self._pending.clear()
+
+
+Renders = RenderCache | StagedRenders
+"""Where :func:`render` finds and keeps renders."""
 
 
 def inline_tools(
@@ -112,7 +186,7 @@ def render(
     role: str,
     spec: ServerSpec,
     messages: list[dict[str, Any]],
-    cache: RenderCache,
+    cache: Renders,
     tools: list[dict[str, Any]] | None = None,
 ) -> Program[str]:
     """Program that returns the server's prompt for ``messages``, thinking block opened.
@@ -136,14 +210,14 @@ def _render(
     role: str,
     spec: ServerSpec,
     messages: list[dict[str, Any]],
-    cache: RenderCache,
+    cache: Renders,
     tools: list[dict[str, Any]] | None,
 ) -> Program[str]:
     """One rendering, from the cache or by the first dialect that can; the dialect that
     rendered is remembered for the server."""
     url = spec.base_url
     template = [spec.chat_template, spec.chat_template_kwargs]
-    key = json.dumps([url, spec.model, template, messages, tools], sort_keys=True, default=str)
+    key = cache_key(url, spec.model, template, messages, tools)
     cached = cache.get(key)
     if cached is not None:
         return cached

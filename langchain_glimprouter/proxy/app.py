@@ -27,11 +27,15 @@ from langchain_glimprouter.errors import (
     InvalidArgumentError,
 )
 from langchain_glimprouter.proxy.chat_request import ChatRequest, parse_chat_request
-from langchain_glimprouter.proxy.errors import ApiError, api_error
+from langchain_glimprouter.proxy.errors import ApiError
+from langchain_glimprouter.proxy.failures import REQUEST_ID_HEADER, public_error, request_id
+from langchain_glimprouter.proxy.health import HealthCache
+from langchain_glimprouter.proxy.limits import BODY_TIMEOUT_S, body_timed_out
 from langchain_glimprouter.proxy.metrics import CONTENT_TYPE, Metrics
 from langchain_glimprouter.proxy.openai_json import Shaper
+from langchain_glimprouter.proxy.policy import ClientPolicy
 from langchain_glimprouter.proxy.streaming import ClientGone, EventStream, unless_disconnected
-from langchain_glimprouter.router import PreparedCall, Role, Router
+from langchain_glimprouter.router import PreparedCall, Router
 
 HEALTH_TIMEOUT_S = 5.0
 """How long ``/health`` waits for each backend's ``/v1/models``."""
@@ -66,8 +70,19 @@ def sse(payload: dict[str, Any]) -> str:
 class Proxy:
     """One app's router, settings and metrics, and its endpoints."""
 
-    def __init__(self, router: Router, served_name: str, api_key: str | None, limit: int) -> None:
+    def __init__(
+        self,
+        router: Router,
+        served_name: str,
+        api_key: str | None,
+        limit: int,
+        policy: ClientPolicy | None = None,
+        body_timeout: float = BODY_TIMEOUT_S,
+    ) -> None:
         self.router, self.served_name, self.limit = router, served_name, limit
+        self.body_timeout = body_timeout
+        self.health_checks = HealthCache(self._tier)
+        self.policy = policy or ClientPolicy()
         self.key = api_key.encode() if api_key else None
         self.metrics = Metrics()
         self.created = int(time.time())
@@ -103,10 +118,14 @@ class Proxy:
         if declared.isdigit() and int(declared) > self.limit:
             raise too_large
         body = bytearray()
-        async for part in request.stream():
-            body += part
-            if len(body) > self.limit:
-                raise too_large
+        try:
+            async with asyncio.timeout(self.body_timeout or None):
+                async for part in request.stream():
+                    body += part
+                    if len(body) > self.limit:
+                        raise too_large
+        except TimeoutError:
+            raise body_timed_out(self.body_timeout) from None
         try:
             return json.loads(body)
         except ValueError as exc:
@@ -117,11 +136,14 @@ class Proxy:
     async def chat(self, request: Request) -> Response:
         started = time.perf_counter()
         stream = streaming = False
+        rid = request_id(request)
+        tagged = {REQUEST_ID_HEADER: rid}
         self.metrics.in_flight.inc()
         try:
             parsed = parse_chat_request(
                 await self.read_json(request), self.router, self.served_name
             )
+            self.policy.check(parsed.settings, self.router.config, parsed.aliases)
             stream = parsed.stream
             call = parsed.prepare(self.router)
             if stream:
@@ -131,18 +153,23 @@ class Proxy:
                 first = await unless_disconnected(request.receive, anext(events))
                 streaming = True  # from here the stream counts the request when it ends
                 streamed = StreamedCall(self, call, parsed, started, first, events)
-                return EventStream(streamed.events, streamed.close)
+                streamed.request_id = rid
+                response: Response = EventStream(streamed.events, streamed.close)
+                response.headers.update(tagged)
+                return response
             shaper = Shaper(parsed.model)
             answer = await unless_disconnected(
                 request.receive, self._collect(call, shaper, started)
             )
         except ClientGone:
             self._end(stream, started, GONE)
-            return Response(status_code=GONE)
+            return Response(status_code=GONE, headers=tagged)
         except Exception as exc:
-            failure = api_error(exc)
+            failure = public_error(exc, rid)
             self._end(stream, started, failure.status, failure.code or type(exc).__name__)
-            return failure.response()
+            refused: Response = failure.response()
+            refused.headers.update(tagged)
+            return refused
         finally:
             if not streaming:
                 self.metrics.in_flight.dec()
@@ -152,6 +179,7 @@ class Proxy:
             "x-glimprouter-steps": str(record.n_steps),
             "x-glimprouter-large-steps": str(record.n_large_steps),
             "x-glimprouter-intervention-rate": f"{record.intervention_rate:.4g}",
+            **tagged,
         }
         return JSONResponse(shaper.completion(answer), headers=headers)
 
@@ -195,9 +223,9 @@ class Proxy:
         ]
         return JSONResponse({"object": "list", "data": cards})
 
-    async def _tier(self, role: Role) -> str:
+    async def _tier(self, role: str) -> str:
         """``ok`` when a replica of ``role`` answers ``GET /v1/models``, else why not."""
-        clients = self.router.clients(role)
+        clients = self.router.clients("small" if role == "small" else "large")
 
         async def check(client: Any) -> None:
             await asyncio.wait_for(
@@ -215,7 +243,8 @@ class Proxy:
         return "error"
 
     async def health(self, request: Request) -> Response:
-        small, large = await asyncio.gather(self._tier("small"), self._tier("large"))
+        checks = self.health_checks
+        small, large = await asyncio.gather(checks.status("small"), checks.status("large"))
         ok = small == large == "ok"
         body = {"status": "ok" if ok else "unavailable", "small": small, "large": large}
         return JSONResponse(body, status_code=200 if ok else 503)
@@ -241,6 +270,8 @@ class StreamedCall:
     ) -> None:
         self.proxy, self.call, self.parsed, self.started = proxy, call, parsed, started
         self.first, self.engine = first, engine
+        self.request_id = ""
+        """The request's id, which a failure's event names."""
         self.status: int = GONE
         """The status counted: 499 (the client left) until the events end otherwise."""
         self.error: str | None = None
@@ -261,7 +292,7 @@ class StreamedCall:
                 for text in texts(event):
                     yield text
         except Exception as exc:
-            failure = api_error(exc)
+            failure = public_error(exc, self.request_id)
             self.status, self.error = failure.status, failure.code or type(exc).__name__
             yield sse(failure.body())
             return
@@ -290,12 +321,20 @@ def create_app(
     served_name: str = "glimprouter",
     api_key: str | SecretStr | None = None,
     max_body_bytes: int = 4 * 1024 * 1024,
+    client_settings: ClientPolicy | str | None = None,
+    body_timeout: float = BODY_TIMEOUT_S,
 ) -> Starlette:
     """An OpenAI-compatible chat completions server over ``router`` (see
     :mod:`langchain_glimprouter.proxy`): a :class:`~langchain_glimprouter.router.Router`, or
-    what wraps one (a :class:`~langchain_glimprouter.GlimpRouterChatModel`: its ``router``)."""
+    what wraps one (a :class:`~langchain_glimprouter.GlimpRouterChatModel`: its ``router``).
+    ``client_settings``: the router settings a request may set (:mod:`.policy`; by default it
+    may only lower the budgets and retries); ``body_timeout``: seconds to read a request's
+    body in, else 408 (0: no limit; :mod:`.limits`)."""
     key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
-    proxy = Proxy(router_of(router), served_name, key, max_body_bytes)
+    policy = client_settings
+    if not isinstance(policy, ClientPolicy):
+        policy = ClientPolicy.parse(policy)
+    proxy = Proxy(router_of(router), served_name, key, max_body_bytes, policy, body_timeout)
     routes = [
         Route("/v1/chat/completions", proxy.guarded(proxy.chat), methods=["POST"]),
         Route("/v1/models", proxy.guarded(proxy.models), methods=["GET"]),

@@ -20,6 +20,8 @@ from langchain_glimprouter.core.settings import SETTING_NAMES
 from langchain_glimprouter.core.tool_calls import HermesToolCallParser
 from langchain_glimprouter.errors import InvalidArgumentError
 from langchain_glimprouter.proxy.app import HasRouter, create_app, router_of
+from langchain_glimprouter.proxy.limits import BODY_TIMEOUT_ENV, BODY_TIMEOUT_S
+from langchain_glimprouter.proxy.policy import CLIENT_SETTINGS_ENV, ClientPolicy
 from langchain_glimprouter.router import ROLES, Router, RouterConfig
 
 ROUTER_ENV = "GLIMPROUTER_PROXY_ROUTER"
@@ -49,11 +51,15 @@ def router_env(
     served_name: str = "glimprouter",
     *,
     api_key: str | None = None,
+    client_settings: ClientPolicy | None = None,
+    body_timeout: float | None = None,
 ) -> dict[str, str]:
     """The environment variables from which :func:`app_from_env` rebuilds ``router`` (a
     Router, its RouterConfig, or what wraps a Router): its settings and backends in
     :data:`ROUTER_ENV`, its keys in the backends' key variables, and ``api_key`` (the proxy's
-    own) in :data:`API_KEY_ENV`."""
+    own) in :data:`API_KEY_ENV`, the operator's policy (:mod:`.policy`) in
+    ``GLIMPROUTER_PROXY_CLIENT_SETTINGS`` and the body read timeout in
+    ``GLIMPROUTER_PROXY_BODY_TIMEOUT``."""
     config = router if isinstance(router, RouterConfig) else router_of(router).config
     fields: dict[str, Any] = {name: getattr(config, name) for name in SETTING_NAMES}
     fields |= {role: _backend_fields(role, getattr(config, role)) for role in ROLES}
@@ -66,6 +72,10 @@ def router_env(
             env[f"GLIMPROUTER_{role.upper()}_API_KEY"] = key.get_secret_value()
     if api_key:
         env[API_KEY_ENV] = api_key
+    if client_settings is not None:
+        env[CLIENT_SETTINGS_ENV] = client_settings.spec()
+    if body_timeout is not None:
+        env[BODY_TIMEOUT_ENV] = repr(body_timeout)
     return env
 
 
@@ -80,4 +90,10 @@ def app_from_env() -> Starlette:
         )
     router = Router(RouterConfig.model_validate(json.loads(raw)))
     served = os.environ.get(SERVED_NAME_ENV) or "glimprouter"
-    return create_app(router, served_name=served, api_key=os.environ.get(API_KEY_ENV) or None)
+    return create_app(
+        router,
+        served_name=served,
+        api_key=os.environ.get(API_KEY_ENV) or None,
+        client_settings=os.environ.get(CLIENT_SETTINGS_ENV),
+        body_timeout=float(os.environ.get(BODY_TIMEOUT_ENV) or BODY_TIMEOUT_S),
+    )

@@ -43,7 +43,9 @@ def proxy(servers: Any) -> Iterator[Proxy]:
 
     def make(answer: str | None = None, **kwargs: Any) -> Any:
         small, large = servers(**answering(answer or "The answer is 42."), **kwargs)
-        app = ServedApp(create_app(proxy_router(small, large), api_key=KEY)).__enter__()
+        app = ServedApp(
+            create_app(proxy_router(small, large), api_key=KEY, client_settings="threshold")
+        ).__enter__()
         served.append(app)
         return app, small, large
 

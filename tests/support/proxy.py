@@ -98,12 +98,14 @@ def chain_in(line: str) -> str:
 class ServedApp:
     """An app served by uvicorn in a daemon thread on a free loopback port."""
 
-    def __init__(self, app: Starlette) -> None:
+    def __init__(self, app: Starlette, **options: Any) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind(("127.0.0.1", 0))
         self.root_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         self.base_url = f"{self.root_url}/v1"
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", ws="none")
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="off", ws="none", **options
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, args=([sock],), daemon=True)
 

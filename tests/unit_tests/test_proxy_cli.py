@@ -95,7 +95,10 @@ def test_no_server_flags_serve_the_tiny_pair_and_stop_it(calls: Calls) -> None:
     assert router.small.base_url == "http://127.0.0.1:8101/v1"
     assert router.large.model == "smollm2-large"
     assert (router.threshold, router.max_reasoning_tokens, router.max_tokens) == (1.5, 256, 96)
-    assert options == {"served_name": "glimprouter", "api_key": None}
+    assert options == {
+        "served_name": "glimprouter", "api_key": None, "body_timeout": command.BODY_TIMEOUT_S,
+        "client_settings": command.policy(cli.parser().parse_args(["proxy"])),
+    }  # fmt: skip
     (_, uvicorn_options, _), = calls.uvicorn  # fmt: skip
     assert uvicorn_options["port"] == 8123
     assert uvicorn_options["host"] == "127.0.0.1"
@@ -131,18 +134,61 @@ def test_the_tiny_pair_takes_the_budgets_given(calls: Calls) -> None:
     assert math.isinf(router.threshold)  # type: ignore[arg-type]
 
 
-def test_api_key_from_the_flag_or_the_environment(
-    calls: Calls, monkeypatch: pytest.MonkeyPatch
+def test_api_key_from_a_file_the_environment_or_the_flag(
+    calls: Calls, monkeypatch: pytest.MonkeyPatch, tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = io.StringIO()
-    assert cli.main(["proxy", *SERVERS, "--api-key", "s3cret"], out=out) == 0
+    key_file = tmp_path / "key"
+    key_file.write_text("from-file\n")
+    outs = [io.StringIO() for _ in range(3)]
+    assert cli.main(["proxy", *SERVERS, "--api-key-file", str(key_file)], out=outs[0]) == 0
+    assert "warning" not in capsys.readouterr().err
     monkeypatch.setenv(command.API_KEY_ENV, "from-env")
-    assert cli.main(["proxy", *SERVERS], out=io.StringIO()) == 0
-    assert [options["api_key"] for _, options in calls.routers] == ["s3cret", "from-env"]
-    text = out.getvalue()
-    assert "s3cret" not in text  # the examples name the variable, never the key
-    assert "Authorization: Bearer $GLIMPROUTER_PROXY_API_KEY" in text
-    assert 'api_key=os.environ["GLIMPROUTER_PROXY_API_KEY"]' in text
+    assert cli.main(["proxy", *SERVERS], out=outs[1]) == 0
+    assert cli.main(["proxy", *SERVERS, "--api-key", "s3cret"], out=outs[2]) == 0
+    assert "/proc/<pid>/cmdline" in capsys.readouterr().err
+    keys = [options["api_key"] for _, options in calls.routers]
+    assert keys == ["from-file", "from-env", "s3cret"]
+    from_file, from_env, from_argv = (out.getvalue() for out in outs)
+    assert f"read from {key_file}" in from_file
+    assert f"Bearer $(head -n1 {key_file})" in from_file
+    assert "Authorization: Bearer $GLIMPROUTER_PROXY_API_KEY" in from_env
+    assert 'api_key=os.environ["GLIMPROUTER_PROXY_API_KEY"]' in from_env
+    assert "given with --api-key" in from_argv
+    assert "GLIMPROUTER_PROXY_API_KEY" not in from_argv  # the variable is not where it is
+    for text in (from_file, from_env, from_argv):
+        assert "s3cret" not in text
+        assert "from-" not in text  # the examples name where the key is, never the key
+
+
+def test_the_limits_and_the_policy_reach_uvicorn_and_the_app(calls: Calls) -> None:
+    from langchain_glimprouter.proxy import limits
+    from langchain_glimprouter.proxy.policy import ClientPolicy
+
+    assert (command.HEADER_TIMEOUT_S, command.BODY_TIMEOUT_S) == (
+        limits.HEADER_TIMEOUT_S,
+        limits.BODY_TIMEOUT_S,
+    )
+    flags = ["--client-settings", "threshold,max_reasoning_tokens<=16384", "--body-timeout",
+             "7", "--limit-concurrency", "20", "--timeout-keep-alive", "3"]  # fmt: skip
+    out = io.StringIO()
+    assert cli.main(["proxy", *SERVERS, *flags], out=out) == 0
+    (_, options), = calls.routers  # fmt: skip
+    assert options["client_settings"] == ClientPolicy.parse("threshold,max_reasoning_tokens<=16384")
+    assert options["body_timeout"] == 7
+    (_, served, _), = calls.uvicorn  # fmt: skip
+    assert (served["limit_concurrency"], served["timeout_keep_alive"]) == (20, 3)
+    assert served["http"] is limits.TimedH11Protocol
+    assert "client settings: threshold,max_reasoning_tokens<=16384" in out.getvalue()
+
+
+def test_workers_get_the_policy_and_the_timeouts(calls: Calls) -> None:
+    flags = ["--workers", "2", "--client-settings", "strategy", "--body-timeout", "4",
+             "--header-timeout", "2"]  # fmt: skip
+    assert cli.main(["proxy", *SERVERS, *flags], out=io.StringIO()) == 0
+    (_, _, env), = calls.uvicorn  # fmt: skip
+    assert env["GLIMPROUTER_PROXY_CLIENT_SETTINGS"] == "strategy"
+    assert float(env["GLIMPROUTER_PROXY_BODY_TIMEOUT"]) == 4
+    assert float(env["GLIMPROUTER_PROXY_HEADER_TIMEOUT"]) == 2
 
 
 def test_workers_run_the_factory_with_the_routers_environment(calls: Calls) -> None:
@@ -209,6 +255,12 @@ def test_the_tiny_pair_is_stopped_however_serving_ends(calls: Calls, stop: BaseE
         (["--port", "0"], "--port must be in 1..65535"),
         (["--threshold", "-1"], "threshold"),
         (["--threshold", "auto"], "target_rate"),
+        (["--client-settings", "api_key"], "'api_key' is no router setting"),
+        (["--client-settings", "max_tokens<=lots"], "cap of max_tokens"),
+        (["--body-timeout", "-1"], "--body-timeout must be >= 0"),
+        (["--limit-concurrency", "0"], "--limit-concurrency must be at least 1"),
+        (["--api-key", "k", "--api-key-file", "/dev/null"], "not both"),
+        (["--api-key-file", "/nonexistent/key"], "cannot read"),
     ],
 )
 def test_bad_flags_are_refused_before_any_server_starts(

@@ -43,6 +43,14 @@ def app(servers: Any) -> Any:
     return create_app(proxy_router(small, large))
 
 
+@pytest.fixture
+def open_app(servers: Any) -> Any:
+    """An app whose operator lets clients set every router setting (the router's own checks
+    of a value then answer)."""
+    small, large = servers()
+    return create_app(proxy_router(small, large), client_settings="all")
+
+
 async def test_a_plain_completion_has_the_chain_the_answer_usage_and_the_record(app: Any) -> None:
     response = await post(app, messages=QUESTION)
     assert response.status_code == 200
@@ -202,7 +210,7 @@ async def test_a_past_turns_reasoning_is_not_resent_under_either_key(
 
 async def test_openai_fields_and_router_settings_reach_the_router(servers: Any) -> None:
     small, large = servers()
-    app = create_app(proxy_router(small, large))
+    app = create_app(proxy_router(small, large), client_settings="threshold")
     response = await post(
         app, messages=QUESTION, threshold=0, max_completion_tokens=3, temperature=0.2,
         top_p=0.5, seed=7, stop=["never"], user="u", n=1, parallel_tool_calls=True,
@@ -298,9 +306,9 @@ async def test_a_null_field_is_one_not_given(servers: Any) -> None:
 )
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_bad_request_is_refused_in_openai_shape_naming_the_field(
-    app: Any, fields: dict[str, Any], status: int, words: str, param: str, stream: bool
+    open_app: Any, fields: dict[str, Any], status: int, words: str, param: str, stream: bool
 ) -> None:
-    response = await post(app, **{"messages": QUESTION, "stream": stream, **fields})
+    response = await post(open_app, **{"messages": QUESTION, "stream": stream, **fields})
     assert response.status_code == status
     error = response.json()["error"]
     assert words in error["message"]
