@@ -121,3 +121,20 @@ class ServedApp:
     def __exit__(self, *exc_info: object) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=5)
+
+
+FLAT_WEATHER_TOOL = {"type": "function", **WEATHER_TOOL["function"]}  # type: ignore[dict-item]
+"""WEATHER_TOOL in the Responses API's flat shape."""
+
+
+def responses_tool_loop() -> list[dict[str, Any]]:
+    """A Responses tool loop's second turn as a client passes it back: the question, the
+    previous response's reasoning and function_call items, and the tool's output."""
+    return [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "reasoning", "id": "rs_1", "summary": [],
+         "content": [{"type": "reasoning_text", "text": "THOUGHT"}]},
+        {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get_weather",
+         "arguments": '{"city": "Paris"}', "status": "completed"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "Sunny, 24 C"},
+    ]  # fmt: skip
