@@ -8,6 +8,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -62,7 +63,7 @@ def proxy_router(small: Any, large: Any, **settings: Any) -> Router:
     )
 
 
-def answering(answer: str) -> dict[str, Script]:
+def answering(answer: str | Callable[[str], str]) -> dict[str, Script]:
     """``servers(**answering(text))``: the shared pair, whose large model answers ``text``."""
     return {"small": SMALL, "large": Script(steps=LARGE_STEPS, answer=answer)}
 
