@@ -139,7 +139,15 @@ def parse_responses_request(body: Any, router: Router, served_name: str) -> Resp
         "messages": "input",
         "response_format": "text.format",
     }
-    chat = ChatRequest(request.model, messages, arguments, settings, request.stream, True, aliases)
+    chat = ChatRequest(
+        model=request.model,
+        messages=messages,
+        arguments=arguments,
+        settings=settings,
+        stream=request.stream,
+        include_usage=True,  # a Responses stream ends with the whole response and its usage
+        aliases=aliases,
+    )
     echo = {
         "instructions": request.instructions,
         "max_output_tokens": request.max_output_tokens,
