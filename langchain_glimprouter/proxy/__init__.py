@@ -45,6 +45,17 @@ N`` from the variables that ``router_env(router, served_name, api_key=...)`` wri
     ``x-glimprouter-steps``, ``x-glimprouter-large-steps`` and
     ``x-glimprouter-intervention-rate``.
 
+``POST /v1/responses``
+    OpenAI's Responses API, stateless, over the same Router and code path
+    (:mod:`.responses`, :mod:`.responses_json`): ``input`` (a string, or message,
+    ``function_call`` and ``function_call_output`` items; passed-back ``reasoning`` items are
+    dropped), ``instructions``, flat function ``tools``, ``tool_choice``, ``text.format``,
+    ``max_output_tokens`` map onto the chat request; ``previous_response_id``,
+    ``conversation``, ``prompt``, ``store: true``, ``background: true`` and built-in tools are
+    a 400 that says what to send instead. The output is one ``reasoning`` item (the chain as
+    ``reasoning_text``), then a ``message`` and ``function_call`` items; a stream sends the
+    Responses events, each with its ``sequence_number``, each finished step as a
+    ``glimprouter.step`` event; the record is the ``glimprouter`` field.
 ``GET /v1/models``
     The served name, and the large model's name as an alias (``owned_by: "glimprouter"``).
 ``GET /health``

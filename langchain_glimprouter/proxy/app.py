@@ -32,8 +32,9 @@ from langchain_glimprouter.proxy.failures import REQUEST_ID_HEADER, public_error
 from langchain_glimprouter.proxy.health import HealthCache
 from langchain_glimprouter.proxy.limits import BODY_TIMEOUT_S, body_timed_out
 from langchain_glimprouter.proxy.metrics import CONTENT_TYPE, Metrics
-from langchain_glimprouter.proxy.openai_json import Shaper
+from langchain_glimprouter.proxy.openai_json import Shaper, record_headers
 from langchain_glimprouter.proxy.policy import ClientPolicy
+from langchain_glimprouter.proxy.responses import ResponsesSurface
 from langchain_glimprouter.proxy.streaming import ClientGone, EventStream, unless_disconnected
 from langchain_glimprouter.router import PreparedCall, Router
 
@@ -65,6 +66,45 @@ def router_of(source: Router | HasRouter) -> Router:
 
 def sse(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+class EventReader(Protocol):
+    """What reads a whole answer's events (chat's :class:`Shaper`, Responses' shaper)."""
+
+    def delta(self, event: RouterEvent, /) -> object: ...
+
+
+class StreamWriter(Protocol):
+    """The server-sent events of one API's stream (each the text of one event)."""
+
+    def opening(self) -> list[str]:
+        """The events before the first engine event's."""
+        ...
+
+    def texts(self, event: RouterEvent, /) -> list[str]:
+        """The events of one engine event."""
+        ...
+
+    def failed(self, failure: ApiError, /) -> str:
+        """The last event of a stream that failed after it started."""
+        ...
+
+    def closing(self) -> list[str]:
+        """The events after the last engine event's."""
+        ...
+
+
+class Surface(EventReader, Protocol):
+    """One API over the Router (chat completions, Responses) for one request, as
+    :meth:`Proxy.serve` runs it: its body checked (:meth:`parse`: the chat request the Router
+    runs), a whole answer read (``delta``) and written (:meth:`answer`), or the call's events
+    written (:meth:`writer`)."""
+
+    def parse(self, body: Any, /) -> ChatRequest: ...
+
+    def answer(self, answer: RoutedAnswer, /) -> Response: ...
+
+    def writer(self) -> StreamWriter: ...
 
 
 class Proxy:
@@ -134,15 +174,19 @@ class Proxy:
     # -- POST /v1/chat/completions ----------------------------------------------------------------
 
     async def chat(self, request: Request) -> Response:
+        return await self.serve(request, ChatSurface(self.router, self.served_name))
+
+    async def serve(self, request: Request, surface: Surface) -> Response:
+        """One routed call of ``surface``'s API (chat completions, Responses): the body read
+        within the limit, checked, run plain or streamed while the client is there, counted,
+        and any failure in OpenAI's error shape."""
         started = time.perf_counter()
         stream = streaming = False
         rid = request_id(request)
         tagged = {REQUEST_ID_HEADER: rid}
         self.metrics.in_flight.inc()
         try:
-            parsed = parse_chat_request(
-                await self.read_json(request), self.router, self.served_name
-            )
+            parsed = surface.parse(await self.read_json(request))
             self.policy.check(parsed.settings, self.router.config, parsed.aliases)
             stream = parsed.stream
             call = parsed.prepare(self.router)
@@ -152,14 +196,13 @@ class Proxy:
                 events = self._routed(call, True, started)
                 first = await unless_disconnected(request.receive, anext(events))
                 streaming = True  # from here the stream counts the request when it ends
-                streamed = StreamedCall(self, call, parsed, started, first, events)
+                streamed = StreamedCall(self, call, surface.writer(), started, first, events)
                 streamed.request_id = rid
                 response: Response = EventStream(streamed.events, streamed.close)
                 response.headers.update(tagged)
                 return response
-            shaper = Shaper(parsed.model)
             answer = await unless_disconnected(
-                request.receive, self._collect(call, shaper, started)
+                request.receive, self._collect(call, surface, started)
             )
         except ClientGone:
             self._end(stream, started, GONE)
@@ -173,15 +216,10 @@ class Proxy:
         finally:
             if not streaming:
                 self.metrics.in_flight.dec()
-        record = answer.record
         self._end(False, started, 200)
-        headers = {
-            "x-glimprouter-steps": str(record.n_steps),
-            "x-glimprouter-large-steps": str(record.n_large_steps),
-            "x-glimprouter-intervention-rate": f"{record.intervention_rate:.4g}",
-            **tagged,
-        }
-        return JSONResponse(shaper.completion(answer), headers=headers)
+        done = surface.answer(answer)
+        done.headers.update(tagged)
+        return done
 
     def _end(self, stream: bool, started: float, status: int, error: str | None = None) -> None:
         seconds = time.perf_counter() - started
@@ -204,7 +242,9 @@ class Proxy:
                     self.metrics.routed(event.record)
                 yield event
 
-    async def _collect(self, call: PreparedCall, shaper: Shaper, started: float) -> RoutedAnswer:
+    async def _collect(
+        self, call: PreparedCall, shaper: EventReader, started: float
+    ) -> RoutedAnswer:
         """The call's answer, its events read by ``shaper``."""
         async with aclosing(self._routed(call, False, started)) as events:
             async for event in events:
@@ -212,6 +252,10 @@ class Proxy:
                     return event
                 shaper.delta(event)
         raise GlimpRouterError("the routing program ended without a result")
+
+    async def responses(self, request: Request) -> Response:
+        """``POST /v1/responses``: OpenAI's Responses API, run as a chat completion is."""
+        return await self.serve(request, ResponsesSurface(self.router, self.served_name))
 
     # -- the other endpoints ----------------------------------------------------------------------
 
@@ -263,12 +307,12 @@ class StreamedCall:
         self,
         proxy: Proxy,
         call: PreparedCall,
-        parsed: ChatRequest,
+        writer: StreamWriter,
         started: float,
         first: RouterEvent,
         engine: AsyncGenerator[RouterEvent, None],
     ) -> None:
-        self.proxy, self.call, self.parsed, self.started = proxy, call, parsed, started
+        self.proxy, self.call, self.writer, self.started = proxy, call, writer, started
         self.first, self.engine = first, engine
         self.request_id = ""
         """The request's id, which a failure's event names."""
@@ -279,24 +323,21 @@ class StreamedCall:
         """The call's server-sent events (none of its code runs until the first is asked for)."""
 
     async def _sse(self) -> AsyncGenerator[str, None]:
-        shaper, include_usage = Shaper(self.parsed.model), self.parsed.include_usage
-
-        def texts(event: RouterEvent) -> list[str]:
-            return [sse(chunk) for chunk in shaper.chunks(event, include_usage)]
-
         try:
-            yield sse(shaper.first())
-            for text in texts(self.first):
+            for text in self.writer.opening():
+                yield text
+            for text in self.writer.texts(self.first):
                 yield text
             async for event in self.engine:
-                for text in texts(event):
+                for text in self.writer.texts(event):
                     yield text
         except Exception as exc:
             failure = public_error(exc, self.request_id)
             self.status, self.error = failure.status, failure.code or type(exc).__name__
-            yield sse(failure.body())
+            yield self.writer.failed(failure)
             return
-        yield "data: [DONE]\n\n"
+        for text in self.writer.closing():
+            yield text
         self.status = 200
 
     async def close(self) -> None:
@@ -306,6 +347,54 @@ class StreamedCall:
         finally:
             self.proxy.metrics.in_flight.dec()
             self.proxy._end(True, self.started, self.status, self.error)
+
+
+class ChatSurface:
+    """Chat completions (a :class:`Surface`): :mod:`.chat_request`, :mod:`.openai_json`."""
+
+    def __init__(self, router: Router, served_name: str) -> None:
+        self.router, self.served_name = router, served_name
+        self.parsed: ChatRequest | None = None
+        self.shaper: Shaper | None = None
+
+    def parse(self, body: Any) -> ChatRequest:
+        self.parsed = parse_chat_request(body, self.router, self.served_name)
+        self.shaper = Shaper(self.parsed.model)
+        return self.parsed
+
+    def delta(self, event: RouterEvent) -> object:
+        assert self.shaper is not None
+        return self.shaper.delta(event)
+
+    def answer(self, answer: RoutedAnswer) -> Response:
+        assert self.shaper is not None
+        headers = record_headers(answer.record)
+        return JSONResponse(self.shaper.completion(answer), headers=headers)
+
+    def writer(self) -> StreamWriter:
+        assert self.parsed is not None
+        return ChatWriter(self.parsed)
+
+
+class ChatWriter:
+    """A chat completion's stream (a :class:`StreamWriter`): ``chat.completion.chunk``
+    events, ``data: [DONE]`` last."""
+
+    def __init__(self, parsed: ChatRequest) -> None:
+        self.parsed = parsed
+        self.shaper = Shaper(parsed.model)
+
+    def opening(self) -> list[str]:
+        return [sse(self.shaper.first())]
+
+    def texts(self, event: RouterEvent) -> list[str]:
+        return [sse(chunk) for chunk in self.shaper.chunks(event, self.parsed.include_usage)]
+
+    def failed(self, failure: ApiError) -> str:
+        return sse(failure.body())
+
+    def closing(self) -> list[str]:
+        return ["data: [DONE]\n\n"]
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -324,7 +413,7 @@ def create_app(
     client_settings: ClientPolicy | str | None = None,
     body_timeout: float = BODY_TIMEOUT_S,
 ) -> Starlette:
-    """An OpenAI-compatible chat completions server over ``router`` (see
+    """An OpenAI-compatible chat completions and Responses server over ``router`` (see
     :mod:`langchain_glimprouter.proxy`): a :class:`~langchain_glimprouter.router.Router`, or
     what wraps one (a :class:`~langchain_glimprouter.GlimpRouterChatModel`: its ``router``).
     ``client_settings``: the router settings a request may set (:mod:`.policy`; by default it
@@ -337,6 +426,7 @@ def create_app(
     proxy = Proxy(router_of(router), served_name, key, max_body_bytes, policy, body_timeout)
     routes = [
         Route("/v1/chat/completions", proxy.guarded(proxy.chat), methods=["POST"]),
+        Route("/v1/responses", proxy.guarded(proxy.responses), methods=["POST"]),
         Route("/v1/models", proxy.guarded(proxy.models), methods=["GET"]),
         Route("/metrics", proxy.guarded(proxy.metrics_text), methods=["GET"]),
         Route("/health", proxy.health, methods=["GET"]),

@@ -201,13 +201,7 @@ def parse_chat_request(body: Any, router: Router, served_name: str) -> ChatReque
     except ValidationError as exc:
         raise _refusal(exc.errors(), served_name) from None
     _refuse_unsupported(request)
-    if request.model not in (served_name, router.config.large.model):
-        raise ApiError(
-            404,
-            f"The model {request.model!r} does not exist; this proxy serves {served_name!r}.",
-            param="model",
-            code="model_not_found",
-        )
+    check_model(request.model, router, served_name)
     settings = {name: given[name] for name in SETTINGS_IN_OPENAI if name in given}
     settings |= request.model_extra or {}
     aliases = {}
@@ -258,7 +252,19 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return "".join(parts).lstrip(".")
 
 
-def _refuse_unsupported(request: ChatCompletionRequest) -> None:
+def check_model(model: str, router: Router, served_name: str) -> None:
+    """A 404 ``model_not_found`` unless ``model`` is the served name or the large model's."""
+    if model not in (served_name, router.config.large.model):
+        raise ApiError(
+            404,
+            f"The model {model!r} does not exist; this proxy serves {served_name!r}.",
+            param="model",
+            code="model_not_found",
+        )
+
+
+def refuse_unknown(request: BaseModel) -> None:
+    """A 400 ``unsupported_parameter`` for the first extra field that is no router setting."""
     unknown = sorted(set(request.model_extra or ()) - set(PER_CALL))
     if unknown:
         raise bad(
@@ -267,6 +273,10 @@ def _refuse_unsupported(request: ChatCompletionRequest) -> None:
             unknown[0],
             "unsupported_parameter",
         )
+
+
+def _refuse_unsupported(request: ChatCompletionRequest) -> None:
+    refuse_unknown(request)
     for name, allowed in IGNORED.items():
         value = getattr(request, name)
         if allowed is not None and value is not None and value not in allowed:

@@ -24,7 +24,7 @@ from langchain_glimprouter.core.answers import RoutedAnswer, RouterEvent, ToolCa
 from langchain_glimprouter.core.events import AnswerDelta, ReasoningDelta, StepDone
 from langchain_glimprouter.core.tool_calls import ParsedCall
 from langchain_glimprouter.reasoning_fields import NAMES
-from langchain_glimprouter.records import RECORD_KEY
+from langchain_glimprouter.records import RECORD_KEY, RoutingRecord
 
 EXTENSION = RECORD_KEY
 """The one field the proxy adds to OpenAI's objects: the routing record, or a step of it."""
@@ -41,6 +41,15 @@ def usage(counts: Usage) -> dict[str, Any]:
         "completion_tokens": counts.output_tokens,
         "total_tokens": counts.total_tokens,
         "completion_tokens_details": {"reasoning_tokens": counts.reasoning_tokens},
+    }
+
+
+def record_headers(record: RoutingRecord) -> dict[str, str]:
+    """The headers of a whole answer, for a gateway or a log that reads no body."""
+    return {
+        "x-glimprouter-steps": str(record.n_steps),
+        "x-glimprouter-large-steps": str(record.n_large_steps),
+        "x-glimprouter-intervention-rate": f"{record.intervention_rate:.4g}",
     }
 
 

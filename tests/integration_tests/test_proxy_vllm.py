@@ -89,6 +89,30 @@ def test_openai_sdk_plain_answer_record_usage_and_headers(client: openai.OpenAI)
     assert reply.usage.prompt_tokens > 0
 
 
+def test_responses_create_round_trip(client: openai.OpenAI) -> None:
+    """``POST /v1/responses`` on the real pair: a reasoning item holding the routed chain, then
+    the answer as a message (or the budget's ``incomplete``), usage and the record; the
+    openai SDK's stream of the same ends with the whole response."""
+    response = client.responses.create(
+        model=SERVED, instructions=SYSTEM, input=MESSAGES[1]["content"], max_output_tokens=16
+    )
+    record = extra(response)["glimprouter"]
+    reasoning = response.output[0]
+    assert reasoning.type == "reasoning"
+    assert [part.type for part in reasoning.content or []] == ["reasoning_text"]
+    assert (reasoning.content or [])[0].text
+    assert response.status in ("completed", "incomplete")
+    assert [item.type for item in response.output[1:]] in (["message"], [])
+    assert response.usage is not None
+    assert response.usage.output_tokens_details.reasoning_tokens == reasoning_tokens(record) > 0
+    assert response.usage.output_tokens == sum(record["tokens"].values())
+    with client.responses.stream(model=SERVED, input=MESSAGES[1]["content"]) as stream:
+        kinds = [event.type for event in stream]
+    assert kinds[0] == "response.created"
+    assert "glimprouter.step" in kinds
+    assert kinds[-1] in ("response.completed", "response.incomplete")
+
+
 @pytest.mark.parametrize(("threshold", "large"), [(0.0, True), (NEVER_LARGE, False)])
 def test_router_settings_per_request_reach_the_servers(
     client: openai.OpenAI, vllm_pair: Pair, threshold: float, large: bool

@@ -8,6 +8,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -62,7 +63,7 @@ def proxy_router(small: Any, large: Any, **settings: Any) -> Router:
     )
 
 
-def answering(answer: str) -> dict[str, Script]:
+def answering(answer: str | Callable[[str], str]) -> dict[str, Script]:
     """``servers(**answering(text))``: the shared pair, whose large model answers ``text``."""
     return {"small": SMALL, "large": Script(steps=LARGE_STEPS, answer=answer)}
 
@@ -123,3 +124,20 @@ class ServedApp:
     def __exit__(self, *exc_info: object) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=5)
+
+
+FLAT_WEATHER_TOOL = {"type": "function", **WEATHER_TOOL["function"]}  # type: ignore[dict-item]
+"""WEATHER_TOOL in the Responses API's flat shape."""
+
+
+def responses_tool_loop() -> list[dict[str, Any]]:
+    """A Responses tool loop's second turn as a client passes it back: the question, the
+    previous response's reasoning and function_call items, and the tool's output."""
+    return [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "reasoning", "id": "rs_1", "summary": [],
+         "content": [{"type": "reasoning_text", "text": "THOUGHT"}]},
+        {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get_weather",
+         "arguments": '{"city": "Paris"}', "status": "completed"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "Sunny, 24 C"},
+    ]  # fmt: skip
