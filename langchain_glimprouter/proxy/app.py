@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any, Protocol
 
@@ -26,11 +25,18 @@ from langchain_glimprouter.errors import (
     GlimpRouterError,
     InvalidArgumentError,
 )
-from langchain_glimprouter.proxy.chat_request import ChatRequest, parse_chat_request
+from langchain_glimprouter.proxy.access_log import middleware, routed
+from langchain_glimprouter.proxy.chat_request import (
+    REASONING_EFFORTS,
+    ChatRequest,
+    check_efforts,
+    parse_chat_request,
+)
 from langchain_glimprouter.proxy.errors import ApiError, api_error
 from langchain_glimprouter.proxy.metrics import CONTENT_TYPE, Metrics
 from langchain_glimprouter.proxy.openai_json import Shaper
 from langchain_glimprouter.proxy.streaming import ClientGone, EventStream, unless_disconnected
+from langchain_glimprouter.proxy.strict_json import dumps, loads_request
 from langchain_glimprouter.router import PreparedCall, Role, Router
 
 HEALTH_TIMEOUT_S = 5.0
@@ -60,7 +66,7 @@ def router_of(source: Router | HasRouter) -> Router:
 
 
 def sse(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+    return f"data: {dumps(payload)}\n\n"
 
 
 class Proxy:
@@ -71,6 +77,8 @@ class Proxy:
         self.key = api_key.encode() if api_key else None
         self.metrics = Metrics()
         self.created = int(time.time())
+        self.efforts: Mapping[str, int] = REASONING_EFFORTS
+        """``reasoning_effort`` levels to reasoning budgets."""
 
     def guarded(self, endpoint: Endpoint) -> Endpoint:
         """``endpoint`` behind the proxy's bearer key, when one is set."""
@@ -107,10 +115,7 @@ class Proxy:
             body += part
             if len(body) > self.limit:
                 raise too_large
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise ApiError(400, f"the request body is not valid JSON ({exc}).") from None
+        return loads_request(body)
 
     # -- POST /v1/chat/completions ----------------------------------------------------------------
 
@@ -120,7 +125,7 @@ class Proxy:
         self.metrics.in_flight.inc()
         try:
             parsed = parse_chat_request(
-                await self.read_json(request), self.router, self.served_name
+                await self.read_json(request), self.router, self.served_name, self.efforts
             )
             stream = parsed.stream
             call = parsed.prepare(self.router)
@@ -147,13 +152,14 @@ class Proxy:
             if not streaming:
                 self.metrics.in_flight.dec()
         record = answer.record
-        self._end(False, started, 200)
         headers = {
             "x-glimprouter-steps": str(record.n_steps),
             "x-glimprouter-large-steps": str(record.n_large_steps),
             "x-glimprouter-intervention-rate": f"{record.intervention_rate:.4g}",
         }
-        return JSONResponse(shaper.completion(answer), headers=headers)
+        sent = JSONResponse(shaper.completion(answer), headers=headers)  # rendered here
+        self._end(False, started, 200)  # counted once it can be sent
+        return sent
 
     def _end(self, stream: bool, started: float, status: int, error: str | None = None) -> None:
         seconds = time.perf_counter() - started
@@ -174,6 +180,7 @@ class Proxy:
                     self.metrics.first_token.labels(str(stream).lower()).observe(seconds)
                 elif isinstance(event, RoutedAnswer):
                     self.metrics.routed(event.record)
+                    routed(event.record)
                 yield event
 
     async def _collect(self, call: PreparedCall, shaper: Shaper, started: float) -> RoutedAnswer:
@@ -187,13 +194,28 @@ class Proxy:
 
     # -- the other endpoints ----------------------------------------------------------------------
 
-    async def models(self, request: Request) -> Response:
+    def cards(self) -> list[dict[str, Any]]:
         names = dict.fromkeys((self.served_name, self.router.config.large.model))
-        cards = [
+        return [
             {"id": name, "object": "model", "created": self.created, "owned_by": "glimprouter"}
             for name in names
         ]
-        return JSONResponse({"object": "list", "data": cards})
+
+    async def models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": self.cards()})
+
+    async def model(self, request: Request) -> Response:
+        """``GET /v1/models/{id}``: the card of the served name or the large model, else 404."""
+        name = request.path_params["model_id"]
+        for card in self.cards():
+            if card["id"] == name:
+                return JSONResponse(card)
+        return ApiError(
+            404,
+            f"The model {name!r} does not exist; this proxy serves {self.served_name!r}.",
+            param="model",
+            code="model_not_found",
+        ).response()
 
     async def _tier(self, role: Role) -> str:
         """``ok`` when a replica of ``role`` answers ``GET /v1/models``, else why not."""
@@ -290,18 +312,29 @@ def create_app(
     served_name: str = "glimprouter",
     api_key: str | SecretStr | None = None,
     max_body_bytes: int = 4 * 1024 * 1024,
+    reasoning_effort_budgets: Mapping[str, int] | None = None,
+    allowed_origins: Sequence[str] = (),
 ) -> Starlette:
     """An OpenAI-compatible chat completions server over ``router`` (see
     :mod:`langchain_glimprouter.proxy`): a :class:`~langchain_glimprouter.router.Router`, or
-    what wraps one (a :class:`~langchain_glimprouter.GlimpRouterChatModel`: its ``router``)."""
+    what wraps one (a :class:`~langchain_glimprouter.GlimpRouterChatModel`: its ``router``).
+    ``reasoning_effort_budgets`` maps ``reasoning_effort`` levels to reasoning budgets
+    (default :data:`~langchain_glimprouter.proxy.chat_request.REASONING_EFFORTS`);
+    ``allowed_origins`` are the browser origins CORS allows (none by default)."""
     key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
     proxy = Proxy(router_of(router), served_name, key, max_body_bytes)
     routes = [
         Route("/v1/chat/completions", proxy.guarded(proxy.chat), methods=["POST"]),
         Route("/v1/models", proxy.guarded(proxy.models), methods=["GET"]),
+        Route("/v1/models/{model_id:path}", proxy.guarded(proxy.model), methods=["GET"]),
         Route("/metrics", proxy.guarded(proxy.metrics_text), methods=["GET"]),
         Route("/health", proxy.health, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    if reasoning_effort_budgets is not None:
+        proxy.efforts = check_efforts(reasoning_effort_budgets)
+    stack = middleware(allowed_origins)
+    app = Starlette(
+        routes=routes, middleware=stack, exception_handlers={HTTPException: _http_error}
+    )
     app.state.proxy = proxy
     return app
