@@ -81,6 +81,20 @@ def add_parser(commands: Any) -> None:
         default="glimprouter",
         help="the model name clients ask for (default %(default)s)",
     )
+    sub.add_argument(
+        "--reasoning-effort-budgets",
+        default=None,
+        metavar="LEVEL=TOKENS,...",
+        help="the reasoning budget of each reasoning_effort a request may send, capped by "
+        "--max-reasoning-tokens (default minimal=256,low=1024,medium=4096,high=8192)",
+    )
+    sub.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="a browser origin CORS allows (https://app.example; repeatable; default none)",
+    )
     local_notes = {
         name: f"default {RouterSettings.model_fields[name].default!r}, {value!r} with the "
         "bundled tiny pair"
@@ -133,6 +147,7 @@ def check(args: argparse.Namespace) -> bool:
     if local.port_in_use(args.host, args.port):
         raise InvalidArgumentError(f"port {args.port} on {args.host} is in use")
     build_router(PLACEHOLDER, PLACEHOLDER, settings(args, local_pair), Router)
+    app_options(args)  # a bad --reasoning-effort-budgets, before any server starts
     return local_pair
 
 
@@ -161,11 +176,19 @@ def usage(args: argparse.Namespace, secured: bool) -> str:
     )
 
 
-def worker_env(router: Router, served_name: str, key: str | None) -> dict[str, str]:
+def app_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``create_app``'s options of the proxy's own flags (effort budgets, CORS origins)."""
+    from langchain_glimprouter.proxy.options import from_flags
+
+    return from_flags(args.reasoning_effort_budgets, args.allowed_origin)
+
+
+def worker_env(router: Router, args: argparse.Namespace, key: str | None) -> dict[str, str]:
     """The environment each worker process builds its app from (``app_from_env``)."""
     from langchain_glimprouter.proxy import router_env
+    from langchain_glimprouter.proxy.options import options_env
 
-    return router_env(router, served_name, api_key=key)
+    return router_env(router, args.served_name, api_key=key) | options_env(app_options(args))
 
 
 @contextmanager
@@ -202,9 +225,10 @@ def serve(router: Router, args: argparse.Namespace, key: str | None) -> None:
     if args.workers == 1:
         from langchain_glimprouter.proxy import create_app
 
-        uvicorn.run(create_app(router, served_name=args.served_name, api_key=key), **options)
+        app = create_app(router, served_name=args.served_name, api_key=key, **app_options(args))
+        uvicorn.run(app, **options)
         return
-    with environment(worker_env(router, args.served_name, key)), own_signal_handlers():
+    with environment(worker_env(router, args, key)), own_signal_handlers():
         uvicorn.run(FACTORY, factory=True, workers=args.workers, **options)
 
 

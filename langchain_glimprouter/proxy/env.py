@@ -20,6 +20,7 @@ from langchain_glimprouter.core.settings import SETTING_NAMES
 from langchain_glimprouter.core.tool_calls import HermesToolCallParser
 from langchain_glimprouter.errors import InvalidArgumentError
 from langchain_glimprouter.proxy.app import HasRouter, create_app, router_of
+from langchain_glimprouter.proxy.options import options_from_env
 from langchain_glimprouter.router import ROLES, Router, RouterConfig
 
 ROUTER_ENV = "GLIMPROUTER_PROXY_ROUTER"
@@ -80,4 +81,5 @@ def app_from_env() -> Starlette:
         )
     router = Router(RouterConfig.model_validate(json.loads(raw)))
     served = os.environ.get(SERVED_NAME_ENV) or "glimprouter"
-    return create_app(router, served_name=served, api_key=os.environ.get(API_KEY_ENV) or None)
+    key = os.environ.get(API_KEY_ENV) or None
+    return create_app(router, served_name=served, api_key=key, **options_from_env())
