@@ -354,6 +354,13 @@ RESERVED_BODY = frozenset(
 not set (the budgets, the glimpse's logprobs, the sampling settings of the same name)."""
 
 
+RESERVED_TEMPLATE_VARIABLES = frozenset(
+    {"messages", "tools", "add_generation_prompt", "continue_final_message", "chat_template",
+     "tokenize", "documents"}
+)  # fmt: skip
+"""Chat template variables the router sets itself, which ``chat_template_kwargs`` may not."""
+
+
 def _per_call(
     spec: ServerSpec,
     extra_body: Mapping[str, Any] | None,
@@ -370,6 +377,12 @@ def _per_call(
             )
         spec = replace(spec, extra_body={**spec.extra_body, **extra_body})
     if chat_template_kwargs:
+        taken = sorted(set(chat_template_kwargs) & RESERVED_TEMPLATE_VARIABLES)
+        if taken:
+            raise InvalidArgumentError(
+                f"chat_template_kwargs may not set {taken}: the router renders them itself.",
+                param="chat_template_kwargs",
+            )
         variables = {**spec.chat_template_kwargs, **chat_template_kwargs}
         spec = replace(spec, chat_template_kwargs=variables)
     return spec
