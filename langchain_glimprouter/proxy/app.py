@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -141,7 +141,7 @@ class Proxy:
             answer = await unless_disconnected(
                 request.receive, self._collect(call, shaper, started)
             )
-        except ClientGone:
+        except (ClientGone, ClientDisconnect):  # left before the answer, or mid-body
             self._end(stream, started, GONE)
             return Response(status_code=GONE)
         except Exception as exc:

@@ -292,3 +292,83 @@ async def test_call_text_without_a_name_is_never_a_call(
         choice = response.json()["choices"][0]
         calls, finish = choice["message"].get("tool_calls", []), choice["finish_reason"]
     assert (calls, finish) == ([], "stop")
+
+
+async def test_a_client_leaving_mid_body_is_counted_as_499_not_500(
+    servers: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    small, large = servers()
+    app = create_app(proxy_router(small, large))
+    parts = [
+        {"type": "http.request", "body": b'{"model": "glimprouter", "mess', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return parts.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/chat/completions",
+             "raw_path": b"/v1/chat/completions", "root_path": "", "query_string": b"",
+             "headers": [(b"content-type", b"application/json")],
+             "server": ("proxy", 80), "client": ("client", 1)}  # fmt: skip
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 499
+    metrics = app.state.proxy.metrics.exposition().decode()
+    assert 'requests_total{status="499",stream="false"} 1.0' in metrics
+    assert "internal error" not in caplog.text
+    assert small.requests == large.requests == []
+
+
+# -- the clients people use send these -------------------------------------------------------
+
+
+async def test_the_openai_sdk_and_chatopenai_send_effort_penalties_and_extras(
+    servers: Any,
+) -> None:
+    import httpx2
+    import openai
+    from langchain_openai import ChatOpenAI
+
+    small, large = servers()
+    app = create_app(proxy_router(small, large))
+
+    def transport() -> Any:
+        return httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app))
+
+    sdk = openai.AsyncOpenAI(base_url="http://proxy/v1", api_key="none", http_client=transport())
+    reply = await sdk.chat.completions.create(
+        model="glimprouter",
+        messages=QUESTION,  # type: ignore[arg-type]
+        reasoning_effort="low",
+        frequency_penalty=0.2,
+        presence_penalty=0.1,
+        n=1,
+        logprobs=False,
+        extra_body={"top_k": 5, "min_p": 0.1, "chat_template_kwargs": {"enable_thinking": True}},
+    )
+    assert reply.choices[0].message.content == "The answer is 42."
+    assert all(r.params["top_k"] == 5 for r in (*small.requests, *large.requests))
+    for refused in ({"logprobs": True}, {"n": 2}, {"top_logprobs": 3, "logprobs": True}):
+        with pytest.raises(openai.BadRequestError) as caught:
+            await sdk.chat.completions.create(
+                model="glimprouter",
+                messages=QUESTION,  # type: ignore[arg-type]
+                **refused,
+            )
+        assert caught.value.status_code == 400
+    model = ChatOpenAI(
+        base_url="http://proxy/v1",
+        api_key="none",  # type: ignore[arg-type]
+        model="glimprouter",
+        reasoning_effort="high",
+        frequency_penalty=0.3,
+        http_async_client=transport(),
+        http_socket_options=(),  # no probe of the socket options (no socket in unit tests)
+    )
+    answer = await model.ainvoke("What is 6 times 7?")
+    assert answer.content == "The answer is 42."
