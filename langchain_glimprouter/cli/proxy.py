@@ -11,6 +11,7 @@ with :func:`~langchain_glimprouter.proxy.app_from_env` from the environment
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import json
 import os
@@ -94,6 +95,13 @@ def add_parser(commands: Any) -> None:
         default=None,
         metavar="ORIGIN",
         help="a browser origin CORS allows (https://app.example; repeatable; default none)",
+    )
+    sub.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one line per request on stderr: method, path, status, latency, request id, steps, "
+        "intervention rate; never a key or message text (default on)",
     )
     local_notes = {
         name: f"default {RouterSettings.model_fields[name].default!r}, {value!r} with the "
@@ -183,6 +191,20 @@ def app_options(args: argparse.Namespace) -> dict[str, Any]:
     return from_flags(args.reasoning_effort_budgets, args.allowed_origin)
 
 
+def access_log_config() -> dict[str, Any]:
+    """uvicorn's logging configuration (which each worker applies) with the proxy's access log
+    at INFO on uvicorn's own stderr handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["langchain_glimprouter.proxy.access"] = {
+        "handlers": ["default"],
+        "level": "INFO",
+        "propagate": False,
+    }
+    return config
+
+
 def worker_env(router: Router, args: argparse.Namespace, key: str | None) -> dict[str, str]:
     """The environment each worker process builds its app from (``app_from_env``)."""
     from langchain_glimprouter.proxy import router_env
@@ -222,6 +244,8 @@ def serve(router: Router, args: argparse.Namespace, key: str | None) -> None:
     import uvicorn
 
     options: dict[str, Any] = {"host": args.host, "port": args.port, "log_level": "warning"}
+    if args.access_log:
+        options["log_config"] = access_log_config()
     if args.workers == 1:
         from langchain_glimprouter.proxy import create_app
 

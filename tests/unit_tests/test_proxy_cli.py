@@ -206,6 +206,18 @@ def test_effort_budgets_and_origins_reach_the_app_and_the_workers(calls: Calls) 
     assert OPTIONS_ENV not in calls.uvicorn[-1][2]  # the defaults need no variable
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_access_log_is_on_unless_turned_off(calls: Calls, workers: str) -> None:
+    assert cli.main(["proxy", *SERVERS, "--workers", workers], out=io.StringIO()) == 0
+    config = calls.uvicorn[-1][1]["log_config"]
+    access = config["loggers"]["langchain_glimprouter.proxy.access"]
+    assert (access["level"], access["handlers"]) == ("INFO", ["default"])
+    assert "default" in config["handlers"]
+    flags = [*SERVERS, "--workers", workers, "--no-access-log"]
+    assert cli.main(["proxy", *flags], out=io.StringIO()) == 0
+    assert "log_config" not in calls.uvicorn[-1][1]
+
+
 def test_workers_leave_the_signal_handlers_as_they_were(
     calls: Calls, monkeypatch: pytest.MonkeyPatch
 ) -> None:
