@@ -153,6 +153,9 @@ REASONING_EFFORTS: dict[str, int] = {"minimal": 256, "low": 1024, "medium": 4096
 """The default table of ``reasoning_effort`` levels to reasoning budgets
 (``max_reasoning_tokens``), each capped by the router's own budget; the operator's table
 replaces it (``create_app(reasoning_effort_budgets=...)``, ``--reasoning-effort-budgets``)."""
+CLIENT_SETTINGS = sorted(set(PER_CALL) - {"top_logprobs"})
+"""The router settings a request may give as extra fields (the glimpse k, the router's
+``top_logprobs``, is the operator's: the request's ``top_logprobs`` is OpenAI's)."""
 SETTINGS_IN_OPENAI = ("max_tokens", "temperature", "top_p", "seed")
 """OpenAI's fields that are router settings of the same name and meaning."""
 MUST_BE = {
@@ -301,7 +304,7 @@ def _refuse_unsupported(request: ChatCompletionRequest) -> None:
     if unknown:
         raise bad(
             f"unsupported fields {unknown}: the glimprouter proxy does not implement them; "
-            f"remove them. Router settings may be given as extra fields: {sorted(PER_CALL)}.",
+            f"remove them. Router settings may be given as extra fields: {CLIENT_SETTINGS}.",
             unknown[0],
             "unsupported_parameter",
         )
