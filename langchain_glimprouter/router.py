@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
 from contextlib import aclosing, closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol, cast
 
 from pydantic import ConfigDict, SecretStr
@@ -41,6 +41,7 @@ from langchain_glimprouter.core.answers import (
 from langchain_glimprouter.core.engine import route
 from langchain_glimprouter.core.messages import check_tools, openai_messages
 from langchain_glimprouter.core.ops import Program
+from langchain_glimprouter.core.servers import ServerSpec
 from langchain_glimprouter.core.settings import (
     RouterSettings,
     ServerFacts,
@@ -247,13 +248,20 @@ class Router:
         response_format: Mapping[str, Any] | None = None,
         stop: Sequence[str] | None = None,
         model: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
         **settings: Any,
     ) -> PreparedCall:
         """Check a call and plan it, without any request: the messages and tools, the
         answer's constraint and the call's settings (``settings`` override the router's for
         this call, validated as the constructor validates them; ``stop`` is the answer's stop
-        sequences, ``model`` the large server's served model for this call). Raises
-        :class:`~langchain_glimprouter.errors.InvalidArgumentError` naming the argument."""
+        sequences, ``model`` the large server's served model for this call). ``extra_body``
+        adds fields to every completions request of this call, to both servers (sampling
+        extras such as ``top_k`` or ``repetition_penalty``; not the fields the router sets
+        itself, :data:`RESERVED_BODY`), over each Backend's own ``extra_body``;
+        ``chat_template_kwargs`` adds variables to both servers' chat templates for this call,
+        over each Backend's own. Raises :class:`~langchain_glimprouter.errors.InvalidArgumentError`
+        naming the argument."""
         config = self.config
         large = config.large
         if model:
@@ -268,7 +276,10 @@ class Router:
         call_settings = route_settings(
             values, controller=auto, tools=tuple(openai_tools), answer=constraint
         )
-        servers = {"small": config.small.spec(), "large": large.spec()}
+        servers = {
+            role: _per_call(backend.spec(), extra_body, chat_template_kwargs)
+            for role, backend in (("small", config.small), ("large", large))
+        }
         program = route(openai_messages(messages), servers, call_settings, self.facts)
         clients: dict[str, list[Client]] = {role: self.clients(role) for role in ROLES}
         forced = parse and constraint is not None
@@ -332,3 +343,46 @@ class Router:
                 url=exc.url,
                 status_code=exc.status_code,
             ) from exc
+
+
+RESERVED_BODY = frozenset(
+    {"model", "prompt", "max_tokens", "stream", "stream_options", "stop", "logprobs", "echo",
+     "n", "best_of", "temperature", "top_p", "seed", "add_special_tokens", "structured_outputs",
+     "response_format", "guided_json", "suffix"}
+)  # fmt: skip
+"""Fields of a completions request the router sets itself, which a call's ``extra_body`` may
+not set (the budgets, the glimpse's logprobs, the sampling settings of the same name)."""
+
+
+RESERVED_TEMPLATE_VARIABLES = frozenset(
+    {"messages", "tools", "add_generation_prompt", "continue_final_message", "chat_template",
+     "tokenize", "documents"}
+)  # fmt: skip
+"""Chat template variables the router sets itself, which ``chat_template_kwargs`` may not."""
+
+
+def _per_call(
+    spec: ServerSpec,
+    extra_body: Mapping[str, Any] | None,
+    chat_template_kwargs: Mapping[str, Any] | None,
+) -> ServerSpec:
+    """``spec`` with a call's request fields and template variables over its own."""
+    if extra_body:
+        reserved = sorted(set(extra_body) & RESERVED_BODY)
+        if reserved:
+            raise InvalidArgumentError(
+                f"extra_body may not set {reserved}: the router sets them itself (give the "
+                "router settings of those names instead).",
+                param="extra_body",
+            )
+        spec = replace(spec, extra_body={**spec.extra_body, **extra_body})
+    if chat_template_kwargs:
+        taken = sorted(set(chat_template_kwargs) & RESERVED_TEMPLATE_VARIABLES)
+        if taken:
+            raise InvalidArgumentError(
+                f"chat_template_kwargs may not set {taken}: the router renders them itself.",
+                param="chat_template_kwargs",
+            )
+        variables = {**spec.chat_template_kwargs, **chat_template_kwargs}
+        spec = replace(spec, chat_template_kwargs=variables)
+    return spec

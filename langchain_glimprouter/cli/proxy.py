@@ -11,6 +11,7 @@ with :func:`~langchain_glimprouter.proxy.app_from_env` from the environment
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import json
 import os
@@ -92,6 +93,27 @@ def add_parser(commands: Any) -> None:
         "--served-name",
         default="glimprouter",
         help="the model name clients ask for (default %(default)s)",
+    )
+    sub.add_argument(
+        "--reasoning-effort-budgets",
+        default=None,
+        metavar="LEVEL=TOKENS,...",
+        help="the reasoning budget of each reasoning_effort a request may send, capped by "
+        "--max-reasoning-tokens (default minimal=256,low=1024,medium=4096,high=8192)",
+    )
+    sub.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="a browser origin CORS allows (https://app.example; repeatable; default none)",
+    )
+    sub.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one line per request on stderr: method, path, status, latency, request id, steps, "
+        "intervention rate; never a key or message text (default on)",
     )
     local_notes = {
         name: f"default {RouterSettings.model_fields[name].default!r}, {value!r} with the "
@@ -215,6 +237,7 @@ def check(args: argparse.Namespace) -> bool:
     if local.port_in_use(args.host, args.port):
         raise InvalidArgumentError(f"port {args.port} on {args.host} is in use")
     build_router(PLACEHOLDER, PLACEHOLDER, settings(args, local_pair), Router)
+    app_options(args)  # a bad --reasoning-effort-budgets, before any server starts
     return local_pair
 
 
@@ -264,19 +287,41 @@ def usage(args: argparse.Namespace, secured: bool, source: str = "env") -> str:
     )
 
 
+def app_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``create_app``'s options of the proxy's own flags (effort budgets, CORS origins)."""
+    from langchain_glimprouter.proxy.options import from_flags
+
+    return from_flags(args.reasoning_effort_budgets, args.allowed_origin)
+
+
+def access_log_config() -> dict[str, Any]:
+    """uvicorn's logging configuration (which each worker applies) with the proxy's access log
+    at INFO on uvicorn's own stderr handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["langchain_glimprouter.proxy.access"] = {
+        "handlers": ["default"],
+        "level": "INFO",
+        "propagate": False,
+    }
+    return config
+
+
 def worker_env(
     router: Router, served_name: str, key: str | None, args: argparse.Namespace | None = None
 ) -> dict[str, str]:
     """The environment each worker process builds its app from (``app_from_env``), with the
-    operator's policy and the body timeout of ``args``."""
+    operator's policy, the body timeout and the proxy's options of ``args``."""
     from langchain_glimprouter.proxy import router_env
+    from langchain_glimprouter.proxy.options import options_env
 
     if args is None:
         return router_env(router, served_name, api_key=key)
     return router_env(
         router, served_name, api_key=key, client_settings=policy(args),
         body_timeout=args.body_timeout,
-    )  # fmt: skip
+    ) | options_env(app_options(args))  # fmt: skip
 
 
 @contextmanager
@@ -317,13 +362,15 @@ def serve(router: Router, args: argparse.Namespace, key: str | None) -> None:
         "limit_concurrency": args.limit_concurrency,
         "timeout_keep_alive": args.timeout_keep_alive,
     }
+    if args.access_log:
+        options["log_config"] = access_log_config()
     timed = {HEADER_TIMEOUT_ENV: repr(args.header_timeout)}
     if args.workers == 1:
         from langchain_glimprouter.proxy import create_app
 
         app = create_app(
             router, served_name=args.served_name, api_key=key, client_settings=policy(args),
-            body_timeout=args.body_timeout,
+            body_timeout=args.body_timeout, **app_options(args),
         )  # fmt: skip
         with environment(timed):
             uvicorn.run(app, **options)

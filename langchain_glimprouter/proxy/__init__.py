@@ -2,11 +2,11 @@
 Router` (needs the ``proxy`` extra: starlette, uvicorn, prometheus-client). It loads neither
 LangChain nor LlamaIndex.
 
-``create_app(router, *, served_name="glimprouter", api_key=None, max_body_bytes=4 MiB)`` is a
-Starlette app over a Router (or what wraps one: a ``GlimpRouterChatModel`` is served through
-its ``router``); ``app_from_env()`` builds one in each worker of ``uvicorn --factory --workers
-N`` from the variables that ``router_env(router, served_name, api_key=...)`` writes
-(:mod:`.env`). Endpoints:
+``create_app(router, *, served_name="glimprouter", api_key=None, max_body_bytes=4 MiB,
+reasoning_effort_budgets=None, allowed_origins=())`` is a Starlette app over a Router (or what
+wraps one: a ``GlimpRouterChatModel`` is served through its ``router``); ``app_from_env()``
+builds one in each worker of ``uvicorn --factory --workers N`` from the variables that
+``router_env(router, served_name, api_key=...)`` writes (:mod:`.env`). Endpoints:
 
 ``POST /v1/chat/completions``
     OpenAI's request body, plain or streamed (``stream``, ``stream_options.include_usage``),
@@ -29,12 +29,19 @@ N`` from the variables that ``router_env(router, served_name, api_key=...)`` wri
       ``tool_choice`` the record's ``answer_error`` says why there is no call).
     * ``stop``, ``max_tokens`` / ``max_completion_tokens`` (the answer's budget; the chain's is
       ``max_reasoning_tokens``), ``temperature``, ``top_p``, ``seed``, and every other router
-      setting as an extra field (``threshold``, ``strategy``, ``max_reasoning_tokens``, ...;
-      note ``top_logprobs`` is the router's glimpse k), validated as the constructor validates.
+      setting but ``top_logprobs`` (the glimpse k, the operator's) as an extra field
+      (``threshold``, ``strategy``, ``max_reasoning_tokens``, ...), validated as the
+      constructor validates. Sampling values are checked with vLLM's ranges first.
+    * vLLM's ``frequency_penalty``, ``presence_penalty``, ``repetition_penalty``, ``top_k``,
+      ``min_p`` and ``chat_template_kwargs`` go to both servers; ``reasoning_effort`` is a
+      reasoning budget from the operator's table (``reasoning_effort_budgets``).
     * ``model`` is ``served_name`` or the large backend's model name. ``user``, ``metadata``,
-      ``store``, ``parallel_tool_calls``, ``n=1``, zero penalties and ``logprobs=false`` are
-      accepted and ignored; any other field is refused with a 400 that names it. A field
-      whose value is null is one not given, as in OpenAI's API.
+      ``store``, ``parallel_tool_calls``, ``n=1`` and ``logprobs=false`` are accepted (``n >
+      1``, ``logprobs=true`` and ``top_logprobs``, OpenAI's answer logprobs, are 400s); any
+      other field is refused with a 400 that names it. A field whose value is null is one not
+      given, as in OpenAI's API. Bodies are strict JSON (:mod:`.strict_json`): NaN, Infinity,
+      lone surrogates and nesting beyond 64 are 400s, and what the proxy writes has no
+      non-finite number (``threshold=inf`` is ``"inf"``).
 
     The extension field ``glimprouter``: on a ``chat.completion``, the routing record (a
     ``RoutingRecord`` dict: ``n_steps``, ``n_large_steps``, ``intervention_rate``,
@@ -56,7 +63,7 @@ N`` from the variables that ``router_env(router, served_name, api_key=...)`` wri
     ``reasoning_text``), then a ``message`` and ``function_call`` items; a stream sends the
     Responses events, each with its ``sequence_number``, each finished step as a
     ``glimprouter.step`` event; the record is the ``glimprouter`` field.
-``GET /v1/models``
+``GET /v1/models``, ``GET /v1/models/{id}``
     The served name, and the large model's name as an alias (``owned_by: "glimprouter"``).
 ``GET /health``
     ``{"status": "ok", "small": "ok", "large": "ok"}``, or 503 with ``"unavailable"`` and the
@@ -73,6 +80,8 @@ missing or wrong key), 404 (``model_not_found``, unknown routes), 413 (a body ov
 (a backend timed out). A stream that fails after it started ends with one
 ``data: {"error": {...}}`` event and no ``[DONE]``. A client that disconnects aborts both
 servers' requests at once (:mod:`.streaming`). Backend keys never appear in answers or metrics.
+Every response has an ``x-request-id`` (the client's own if it sent one), each request one
+access-log line, and CORS serves the ``allowed_origins`` only (:mod:`.access_log`).
 """
 
 from langchain_glimprouter.proxy.app import create_app

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any, Protocol
 
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -26,7 +25,13 @@ from langchain_glimprouter.errors import (
     GlimpRouterError,
     InvalidArgumentError,
 )
-from langchain_glimprouter.proxy.chat_request import ChatRequest, parse_chat_request
+from langchain_glimprouter.proxy.access_log import middleware, routed
+from langchain_glimprouter.proxy.chat_request import (
+    REASONING_EFFORTS,
+    ChatRequest,
+    check_efforts,
+    parse_chat_request,
+)
 from langchain_glimprouter.proxy.errors import ApiError
 from langchain_glimprouter.proxy.failures import REQUEST_ID_HEADER, public_error, request_id
 from langchain_glimprouter.proxy.health import HealthCache
@@ -36,6 +41,7 @@ from langchain_glimprouter.proxy.openai_json import Shaper, record_headers
 from langchain_glimprouter.proxy.policy import ClientPolicy
 from langchain_glimprouter.proxy.responses import ResponsesSurface
 from langchain_glimprouter.proxy.streaming import ClientGone, EventStream, unless_disconnected
+from langchain_glimprouter.proxy.strict_json import dumps, loads_request
 from langchain_glimprouter.router import PreparedCall, Router
 
 HEALTH_TIMEOUT_S = 5.0
@@ -65,7 +71,7 @@ def router_of(source: Router | HasRouter) -> Router:
 
 
 def sse(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+    return f"data: {dumps(payload)}\n\n"
 
 
 class EventReader(Protocol):
@@ -126,6 +132,8 @@ class Proxy:
         self.key = api_key.encode() if api_key else None
         self.metrics = Metrics()
         self.created = int(time.time())
+        self.efforts: Mapping[str, int] = REASONING_EFFORTS
+        """``reasoning_effort`` levels to reasoning budgets."""
 
     def guarded(self, endpoint: Endpoint) -> Endpoint:
         """``endpoint`` behind the proxy's bearer key, when one is set."""
@@ -166,15 +174,12 @@ class Proxy:
                         raise too_large
         except TimeoutError:
             raise body_timed_out(self.body_timeout) from None
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise ApiError(400, f"the request body is not valid JSON ({exc}).") from None
+        return loads_request(body)
 
     # -- POST /v1/chat/completions ----------------------------------------------------------------
 
     async def chat(self, request: Request) -> Response:
-        return await self.serve(request, ChatSurface(self.router, self.served_name))
+        return await self.serve(request, ChatSurface(self.router, self.served_name, self.efforts))
 
     async def serve(self, request: Request, surface: Surface) -> Response:
         """One routed call of ``surface``'s API (chat completions, Responses): the body read
@@ -204,7 +209,7 @@ class Proxy:
             answer = await unless_disconnected(
                 request.receive, self._collect(call, surface, started)
             )
-        except ClientGone:
+        except (ClientGone, ClientDisconnect):  # left before the answer, or mid-body
             self._end(stream, started, GONE)
             return Response(status_code=GONE, headers=tagged)
         except Exception as exc:
@@ -216,8 +221,8 @@ class Proxy:
         finally:
             if not streaming:
                 self.metrics.in_flight.dec()
-        self._end(False, started, 200)
-        done = surface.answer(answer)
+        done = surface.answer(answer)  # rendered here
+        self._end(False, started, 200)  # counted once it can be sent
         done.headers.update(tagged)
         return done
 
@@ -240,6 +245,7 @@ class Proxy:
                     self.metrics.first_token.labels(str(stream).lower()).observe(seconds)
                 elif isinstance(event, RoutedAnswer):
                     self.metrics.routed(event.record)
+                    routed(event.record)
                 yield event
 
     async def _collect(
@@ -259,13 +265,28 @@ class Proxy:
 
     # -- the other endpoints ----------------------------------------------------------------------
 
-    async def models(self, request: Request) -> Response:
+    def cards(self) -> list[dict[str, Any]]:
         names = dict.fromkeys((self.served_name, self.router.config.large.model))
-        cards = [
+        return [
             {"id": name, "object": "model", "created": self.created, "owned_by": "glimprouter"}
             for name in names
         ]
-        return JSONResponse({"object": "list", "data": cards})
+
+    async def models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": self.cards()})
+
+    async def model(self, request: Request) -> Response:
+        """``GET /v1/models/{id}``: the card of the served name or the large model, else 404."""
+        name = request.path_params["model_id"]
+        for card in self.cards():
+            if card["id"] == name:
+                return JSONResponse(card)
+        return ApiError(
+            404,
+            f"The model {name!r} does not exist; this proxy serves {self.served_name!r}.",
+            param="model",
+            code="model_not_found",
+        ).response()
 
     async def _tier(self, role: str) -> str:
         """``ok`` when a replica of ``role`` answers ``GET /v1/models``, else why not."""
@@ -352,13 +373,13 @@ class StreamedCall:
 class ChatSurface:
     """Chat completions (a :class:`Surface`): :mod:`.chat_request`, :mod:`.openai_json`."""
 
-    def __init__(self, router: Router, served_name: str) -> None:
-        self.router, self.served_name = router, served_name
+    def __init__(self, router: Router, served_name: str, efforts: Mapping[str, int]) -> None:
+        self.router, self.served_name, self.efforts = router, served_name, efforts
         self.parsed: ChatRequest | None = None
         self.shaper: Shaper | None = None
 
     def parse(self, body: Any) -> ChatRequest:
-        self.parsed = parse_chat_request(body, self.router, self.served_name)
+        self.parsed = parse_chat_request(body, self.router, self.served_name, self.efforts)
         self.shaper = Shaper(self.parsed.model)
         return self.parsed
 
@@ -412,13 +433,18 @@ def create_app(
     max_body_bytes: int = 4 * 1024 * 1024,
     client_settings: ClientPolicy | str | None = None,
     body_timeout: float = BODY_TIMEOUT_S,
+    reasoning_effort_budgets: Mapping[str, int] | None = None,
+    allowed_origins: Sequence[str] = (),
 ) -> Starlette:
     """An OpenAI-compatible chat completions and Responses server over ``router`` (see
     :mod:`langchain_glimprouter.proxy`): a :class:`~langchain_glimprouter.router.Router`, or
     what wraps one (a :class:`~langchain_glimprouter.GlimpRouterChatModel`: its ``router``).
     ``client_settings``: the router settings a request may set (:mod:`.policy`; by default it
     may only lower the budgets and retries); ``body_timeout``: seconds to read a request's
-    body in, else 408 (0: no limit; :mod:`.limits`)."""
+    body in, else 408 (0: no limit; :mod:`.limits`); ``reasoning_effort_budgets`` maps
+    ``reasoning_effort`` levels to reasoning budgets (default
+    :data:`~langchain_glimprouter.proxy.chat_request.REASONING_EFFORTS`); ``allowed_origins``
+    are the browser origins CORS allows (none by default)."""
     key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
     policy = client_settings
     if not isinstance(policy, ClientPolicy):
@@ -428,9 +454,15 @@ def create_app(
         Route("/v1/chat/completions", proxy.guarded(proxy.chat), methods=["POST"]),
         Route("/v1/responses", proxy.guarded(proxy.responses), methods=["POST"]),
         Route("/v1/models", proxy.guarded(proxy.models), methods=["GET"]),
+        Route("/v1/models/{model_id:path}", proxy.guarded(proxy.model), methods=["GET"]),
         Route("/metrics", proxy.guarded(proxy.metrics_text), methods=["GET"]),
         Route("/health", proxy.health, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    if reasoning_effort_budgets is not None:
+        proxy.efforts = check_efforts(reasoning_effort_budgets)
+    stack = middleware(allowed_origins)
+    app = Starlette(
+        routes=routes, middleware=stack, exception_handlers={HTTPException: _http_error}
+    )
     app.state.proxy = proxy
     return app

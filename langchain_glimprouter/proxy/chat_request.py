@@ -2,10 +2,16 @@
 pydantic model of OpenAI's fields (:class:`ChatCompletionRequest`), whose extra fields are the
 router settings a call may override. What the Router takes (OpenAI-style dicts, the call's
 settings) comes out of it as a :class:`ChatRequest`; what the proxy cannot honour is refused
-with a 400 that names the field."""
+with a 400 that names the field.
+
+Sampling values are checked here with vLLM's own ranges (``SamplingParams._verify_args`` and
+the request model of vllm/entrypoints/openai/protocol.py), before any backend is called, so a
+value a server would refuse is the client's 400; OpenAI's names keep OpenAI's meaning
+(``top_logprobs`` and ``logprobs`` are about the answer's tokens, never the glimpse k)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -17,6 +23,8 @@ from langchain_glimprouter.errors import InvalidArgumentError
 from langchain_glimprouter.proxy.errors import ApiError
 from langchain_glimprouter.router import PreparedCall, Router
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""The seeds vLLM takes (``torch.iinfo(torch.long)``)."""
 _OPEN = ConfigDict(extra="allow")
 """OpenAI's objects may carry fields this proxy does not read: they are kept and passed on."""
 
@@ -107,10 +115,25 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
     max_tokens: Any = None
+    """A router setting: checked by the Router (``must be positive``)."""
     max_completion_tokens: int | None = None
-    temperature: Any = None
-    top_p: Any = None
-    seed: Any = None
+    temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
+    top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
+    # vLLM's sampling extras, passed to both servers:
+    frequency_penalty: float | None = Field(None, ge=-2, le=2, allow_inf_nan=False)
+    presence_penalty: float | None = Field(None, ge=-2, le=2, allow_inf_nan=False)
+    repetition_penalty: float | None = Field(None, gt=0, allow_inf_nan=False)
+    top_k: int | None = Field(None, ge=-1)
+    min_p: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    chat_template_kwargs: dict[str, Any] | None = None
+    """Variables of both servers' chat templates (``{"enable_thinking": false}``)."""
+    reasoning_effort: str | None = None
+    """A level of the operator's table of reasoning budgets (:data:`REASONING_EFFORTS`)."""
+    # OpenAI's, refused unless they ask for what the proxy does anyway (see _refuse_unsupported):
+    n: int | None = None
+    logprobs: StrictBool | None = None
+    top_logprobs: int | None = None
     tools: list[Tool] | None = None
     tool_choice: str | NamedToolChoice | None = None
     """``none``, ``auto``, ``required`` or a named function (the Router checks the name)."""
@@ -120,23 +143,19 @@ class ChatCompletionRequest(BaseModel):
     metadata: dict[str, Any] | None = None
     store: bool | None = None
     parallel_tool_calls: bool | None = None
-    n: int | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    logprobs: bool | None = None
 
 
-IGNORED: dict[str, tuple[Any, ...] | None] = {
-    "user": None,
-    "metadata": None,
-    "store": None,
-    "parallel_tool_calls": None,
-    "n": (1,),
-    "frequency_penalty": (0,),
-    "presence_penalty": (0,),
-    "logprobs": (False,),
-}
-"""Fields accepted and ignored: with any value (None), or only with one of these values."""
+IGNORED = ("user", "metadata", "store", "parallel_tool_calls")
+"""Fields accepted with any value and ignored."""
+PASSED = ("frequency_penalty", "presence_penalty", "repetition_penalty", "top_k", "min_p")
+"""vLLM's sampling fields sent as they are to both servers (in each request's body)."""
+REASONING_EFFORTS: dict[str, int] = {"minimal": 256, "low": 1024, "medium": 4096, "high": 8192}
+"""The default table of ``reasoning_effort`` levels to reasoning budgets
+(``max_reasoning_tokens``), each capped by the router's own budget; the operator's table
+replaces it (``create_app(reasoning_effort_budgets=...)``, ``--reasoning-effort-budgets``)."""
+CLIENT_SETTINGS = sorted(set(PER_CALL) - {"top_logprobs"})
+"""The router settings a request may give as extra fields (the glimpse k, the router's
+``top_logprobs``, is the operator's: the request's ``top_logprobs`` is OpenAI's)."""
 SETTINGS_IN_OPENAI = ("max_tokens", "temperature", "top_p", "seed")
 """OpenAI's fields that are router settings of the same name and meaning."""
 MUST_BE = {
@@ -146,6 +165,19 @@ MUST_BE = {
     "stream_options": "an object ({'include_usage': true})",
     "stop": "a string or a list of strings",
     "max_completion_tokens": "an integer",
+    "temperature": "a number in [0, 2]",
+    "top_p": "a number in (0, 1]",
+    "seed": "an integer in [-2**63, 2**63 - 1]",
+    "frequency_penalty": "a number in [-2, 2]",
+    "presence_penalty": "a number in [-2, 2]",
+    "repetition_penalty": "a number > 0",
+    "top_k": "an integer: -1 or 0 (no limit), or at least 1",
+    "min_p": "a number in [0, 1]",
+    "chat_template_kwargs": "an object of the chat template's variables",
+    "reasoning_effort": "a string ('low', 'medium', 'high')",
+    "n": "an integer",
+    "logprobs": "a boolean",
+    "top_logprobs": "an integer",
     "tools": "a list of {'type': 'function', 'function': {'name': ..., 'parameters': {...}}} "
     "objects",
     "tool_choice": "'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}",
@@ -187,8 +219,14 @@ class ChatRequest:
             raise bad(str(exc), param) from None
 
 
-def parse_chat_request(body: Any, router: Router, served_name: str) -> ChatRequest:
-    """Check ``body`` and turn it into a :class:`ChatRequest` (raises :class:`ApiError`).
+def parse_chat_request(
+    body: Any,
+    router: Router,
+    served_name: str,
+    efforts: Mapping[str, int] = REASONING_EFFORTS,
+) -> ChatRequest:
+    """Check ``body`` and turn it into a :class:`ChatRequest` (raises :class:`ApiError`);
+    ``efforts`` is the table of ``reasoning_effort`` levels to reasoning budgets.
 
     A field whose value is null is one not given, as in OpenAI's API (so ``model`` and
     ``messages`` are still required).
@@ -202,8 +240,11 @@ def parse_chat_request(body: Any, router: Router, served_name: str) -> ChatReque
         raise _refusal(exc.errors(), served_name) from None
     _refuse_unsupported(request)
     check_model(request.model, router, served_name)
-    settings = {name: given[name] for name in SETTINGS_IN_OPENAI if name in given}
+    settings = {name: getattr(request, name) for name in SETTINGS_IN_OPENAI if name in given}
     settings |= request.model_extra or {}
+    effort = request.reasoning_effort
+    if effort is not None and "max_reasoning_tokens" not in settings:
+        settings["max_reasoning_tokens"] = _effort_budget(effort, efforts, router)
     aliases = {}
     if request.max_completion_tokens is not None:
         if "max_tokens" in settings and settings["max_tokens"] != request.max_completion_tokens:
@@ -269,7 +310,7 @@ def refuse_unknown(request: BaseModel) -> None:
     if unknown:
         raise bad(
             f"unsupported fields {unknown}: the glimprouter proxy does not implement them; "
-            f"remove them. Router settings may be given as extra fields: {sorted(PER_CALL)}.",
+            f"remove them. Router settings may be given as extra fields: {CLIENT_SETTINGS}.",
             unknown[0],
             "unsupported_parameter",
         )
@@ -277,14 +318,71 @@ def refuse_unknown(request: BaseModel) -> None:
 
 def _refuse_unsupported(request: ChatCompletionRequest) -> None:
     refuse_unknown(request)
-    for name, allowed in IGNORED.items():
-        value = getattr(request, name)
-        if allowed is not None and value is not None and value not in allowed:
-            raise bad(
-                f"{name}={value!r} is not supported by the glimprouter proxy; remove it.",
-                name,
-                "unsupported_value",
-            )
+    if request.n is not None and request.n != 1:
+        raise bad(
+            f"n={request.n}: the glimprouter proxy answers one choice per request (each is a "
+            "routed call of its own); send n separate requests, or n=1.",
+            "n",
+            "unsupported_value",
+        )
+    if request.logprobs:
+        raise bad(
+            "logprobs=true: the answer tokens' logprobs are not offered by the glimprouter "
+            "proxy (the answer is streamed through the router, not sampled with them); send "
+            "logprobs=false or leave it out.",
+            "logprobs",
+            "unsupported_value",
+        )
+    if request.top_logprobs is not None:
+        raise bad(
+            "top_logprobs asks for the answer tokens' top logprobs (OpenAI's meaning), which "
+            "the glimprouter proxy does not offer; leave it out. (The router's glimpse k, "
+            "its own top_logprobs setting, is the operator's: glimprouter proxy "
+            "--top-logprobs; it cannot be set per request.)",
+            "top_logprobs",
+            "unsupported_parameter",
+        )
+
+
+def check_efforts(table: Mapping[str, int]) -> dict[str, int]:
+    """An operator's table of ``reasoning_effort`` levels to budgets, checked (raises
+    :class:`~langchain_glimprouter.errors.InvalidArgumentError`)."""
+    out = dict(table)
+    wrong = [f"{level}={budget!r}" for level, budget in out.items()
+             if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1]  # fmt: skip
+    if not out or wrong:
+        raise InvalidArgumentError(
+            "reasoning effort budgets must map each level to a positive token budget, e.g. "
+            f"low=1024,medium=4096,high=8192 (got {wrong or 'none'}).",
+            param="reasoning_effort_budgets",
+        )
+    return out
+
+
+def parse_efforts(text: str) -> dict[str, int]:
+    """``low=1024,medium=4096,high=8192`` as a table of levels to budgets (the CLI flag's)."""
+    table: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        level, _, budget = item.partition("=")
+        try:
+            table[level.strip()] = int(budget)
+        except ValueError:
+            raise InvalidArgumentError(
+                f"reasoning effort budgets: {item!r} is not level=tokens.",
+                param="reasoning_effort_budgets",
+            ) from None
+    return check_efforts(table)
+
+
+def _effort_budget(effort: str, efforts: Mapping[str, int], router: Router) -> int:
+    """The reasoning budget of ``effort``: the operator's table's, at most the router's own."""
+    if effort not in efforts:
+        raise bad(
+            f"reasoning_effort={effort!r} is not one of this proxy's levels {sorted(efforts)}.",
+            "reasoning_effort",
+            "unsupported_value",
+        )
+    return min(efforts[effort], router.config.max_reasoning_tokens)
 
 
 def _answer_arguments(request: ChatCompletionRequest) -> dict[str, Any]:
@@ -301,6 +399,11 @@ def _answer_arguments(request: ChatCompletionRequest) -> dict[str, Any]:
         arguments["response_format"] = dump(form)
     if request.stop:
         arguments["stop"] = [request.stop] if isinstance(request.stop, str) else request.stop
+    extra = {name: getattr(request, name) for name in PASSED if getattr(request, name) is not None}
+    if extra:
+        arguments["extra_body"] = extra
+    if request.chat_template_kwargs:
+        arguments["chat_template_kwargs"] = request.chat_template_kwargs
     return arguments
 
 

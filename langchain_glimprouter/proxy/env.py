@@ -21,6 +21,7 @@ from langchain_glimprouter.core.tool_calls import HermesToolCallParser
 from langchain_glimprouter.errors import InvalidArgumentError
 from langchain_glimprouter.proxy.app import HasRouter, create_app, router_of
 from langchain_glimprouter.proxy.limits import BODY_TIMEOUT_ENV, BODY_TIMEOUT_S
+from langchain_glimprouter.proxy.options import options_from_env
 from langchain_glimprouter.proxy.policy import CLIENT_SETTINGS_ENV, ClientPolicy
 from langchain_glimprouter.router import ROLES, Router, RouterConfig
 
@@ -96,4 +97,5 @@ def app_from_env() -> Starlette:
         api_key=os.environ.get(API_KEY_ENV) or None,
         client_settings=os.environ.get(CLIENT_SETTINGS_ENV),
         body_timeout=float(os.environ.get(BODY_TIMEOUT_ENV) or BODY_TIMEOUT_S),
+        **options_from_env(),
     )

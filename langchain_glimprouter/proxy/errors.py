@@ -21,6 +21,7 @@ from langchain_glimprouter.errors import (
     PromptRenderingError,
     StreamInterruptedError,
 )
+from langchain_glimprouter.proxy.access_log import request_id
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +68,31 @@ _MAPPED: tuple[tuple[type[GlimpRouterError], int, str, str], ...] = (
 )
 
 
+REFUSED_BY_BACKEND = (400, 422)
+"""A backend's statuses for a request it refuses as invalid (vLLM: 400, pydantic's 422 on
+some servers): the client's 400."""
+
+
 def api_error(exc: Exception) -> ApiError:
     """What the client is told of ``exc``: a router error with its status (400 for what the
-    request can fix, naming the field at fault as ``param``; 502 for a backend's bad answer,
+    request can fix, naming the field at fault as ``param``, and for a request a backend
+    refused as invalid; 502 for a backend's bad answer,
     503 unreachable, 504 timed out); anything else is a 500 whose details stay in the
     proxy's log."""
     if isinstance(exc, ApiError):
         return exc
     for kind, status, type_, code in _MAPPED:
         if isinstance(exc, kind):
+            if code == "backend_error" and getattr(exc, "status_code", None) in REFUSED_BY_BACKEND:
+                # A value passed on as the client gave it (a template variable, a sampling
+                # extra) that a server refused: the client's to fix, not the servers' failure.
+                log.info("request %s: a backend refused it: %s", request_id(), exc)
+                return ApiError(400, f"a backend refused the request: {exc}", code="invalid_value")
             param = exc.param if isinstance(exc, InvalidArgumentError) else None
             return ApiError(status, str(exc), type=type_, code=code, param=param)
-    log.error("internal error: %s: %s", type(exc).__name__, exc, exc_info=exc)
+    log.error(
+        "internal error of request %s: %s: %s", request_id(), type(exc).__name__, exc, exc_info=exc
+    )
     return ApiError(
         500,
         f"internal error of the glimprouter proxy ({type(exc).__name__}); see its log.",

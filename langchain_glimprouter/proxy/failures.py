@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 
 from starlette.requests import Request
 
 from langchain_glimprouter.errors import BackendError
+from langchain_glimprouter.proxy.access_log import CLIENT_ID, new_request_id
+from langchain_glimprouter.proxy.access_log import request_id as current_request_id
 from langchain_glimprouter.proxy.errors import ApiError, api_error
 
 log = logging.getLogger("langchain_glimprouter.proxy")
 
 REQUEST_ID_HEADER = "x-request-id"
-_CLIENT_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _URL = re.compile(r"\b[a-z][a-z0-9+.\-]*://\S+", re.IGNORECASE)
 PUBLIC = {
     "backend_unreachable": "a backend of the proxy is unreachable",
@@ -32,12 +32,14 @@ PUBLIC = {
 
 
 def request_id(request: Request) -> str:
-    """The request's id: the client's ``x-request-id`` when it is a sane token, else a new
-    one (``req_`` and 24 hex digits)."""
+    """The request's id: the one the access-log middleware gave it (and puts on the response),
+    else the client's ``x-request-id`` when it is a sane token, else a new one (``req_`` and 24
+    hex digits)."""
+    known = current_request_id()
+    if known is not None:
+        return known
     given = request.headers.get(REQUEST_ID_HEADER, "")
-    if _CLIENT_ID.fullmatch(given):
-        return given
-    return f"req_{uuid.uuid4().hex[:24]}"
+    return given if CLIENT_ID.fullmatch(given) else new_request_id()
 
 
 def public_error(exc: Exception, rid: str) -> ApiError:

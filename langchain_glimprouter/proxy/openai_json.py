@@ -11,6 +11,9 @@ Every tool call sent has a name and an id. Call text that did not parse is never
 call: it is part of the content, as vLLM's tool parsers leave it (the record's
 ``answer_error`` says why, when tool_choice forced a call); ``finish_reason`` is
 ``"tool_calls"`` only when at least one call parsed.
+
+Every object is strict JSON: the record's non-finite numbers (``threshold=inf``, the baseline
+that sends every step to the small model) are written as ``"inf"`` (:func:`record_json`).
 """
 
 from __future__ import annotations
@@ -23,11 +26,17 @@ from typing import Any
 from langchain_glimprouter.core.answers import RoutedAnswer, RouterEvent, ToolCallDone, Usage
 from langchain_glimprouter.core.events import AnswerDelta, ReasoningDelta, StepDone
 from langchain_glimprouter.core.tool_calls import ParsedCall
+from langchain_glimprouter.proxy.strict_json import finite
 from langchain_glimprouter.reasoning_fields import NAMES
 from langchain_glimprouter.records import RECORD_KEY, RoutingRecord
 
 EXTENSION = RECORD_KEY
 """The one field the proxy adds to OpenAI's objects: the routing record, or a step of it."""
+
+
+def record_json(record: Any) -> Any:
+    """A routing or step record as strict JSON: an infinity as ``"inf"``, NaN as null."""
+    return finite(record.model_dump())
 
 
 def reasoning_fields(text: str) -> dict[str, str]:
@@ -120,7 +129,7 @@ class Shaper:
         choice = {"index": 0, "message": message, "logprobs": None}
         choice["finish_reason"] = self.finish_reason(answer)
         out = self._head("chat.completion") | {"choices": [choice], "usage": usage(answer.usage)}
-        return out | {EXTENSION: answer.record.model_dump()}
+        return out | {EXTENSION: record_json(answer.record)}
 
     def chunk(
         self, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any
@@ -140,7 +149,7 @@ class Shaper:
         them carries the whole record)."""
         if isinstance(event, StepDone):
             step = self.chunk(None)
-            step[EXTENSION] = {"step": event.record.model_dump()}
+            step[EXTENSION] = {"step": record_json(event.record)}
             return [step]
         if not isinstance(event, RoutedAnswer):
             delta = self.delta(event)
@@ -148,5 +157,5 @@ class Shaper:
         out = [self.chunk({}, self.finish_reason(event))]
         if include_usage:
             out.append(self.chunk(None, usage=usage(event.usage)))
-        out[-1][EXTENSION] = event.record.model_dump()
+        out[-1][EXTENSION] = record_json(event.record)
         return out

@@ -19,7 +19,6 @@ end), and its events are written as Responses JSON (:mod:`.responses_json`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +30,7 @@ from langchain_glimprouter.proxy.chat_request import ChatRequest, bad, check_mod
 from langchain_glimprouter.proxy.errors import ApiError
 from langchain_glimprouter.proxy.openai_json import record_headers
 from langchain_glimprouter.proxy.responses_json import ResponseShaper
+from langchain_glimprouter.proxy.strict_json import dumps
 from langchain_glimprouter.router import Router
 
 STATELESS = "the glimprouter proxy is stateless: it stores no responses and runs no hosted tools"
@@ -337,4 +337,4 @@ class ResponsesWriter:
 
 def event_text(event: dict[str, Any]) -> str:
     """A server-sent event as OpenAI's Responses stream sends it."""
-    return f"event: {event['type']}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
+    return f"event: {event['type']}\ndata: {dumps(event)}\n\n"

@@ -29,7 +29,7 @@ from langchain_glimprouter.core.answers import RoutedAnswer, RouterEvent, ToolCa
 from langchain_glimprouter.core.events import AnswerDelta, ReasoningDelta, StepDone
 from langchain_glimprouter.core.tool_calls import ParsedCall
 from langchain_glimprouter.proxy.errors import ApiError
-from langchain_glimprouter.proxy.openai_json import EXTENSION
+from langchain_glimprouter.proxy.openai_json import EXTENSION, record_json
 
 STEP_EVENT = f"{EXTENSION}.step"
 """The type of the extension event of a finished step."""
@@ -119,7 +119,7 @@ class ResponseShaper:
                 )
             return out
         if isinstance(event, StepDone):
-            return [self._event(STEP_EVENT, step=event.record.model_dump())]
+            return [self._event(STEP_EVENT, step=record_json(event.record))]
         out = self._close_reasoning()
         if isinstance(event, AnswerDelta):
             return out + self._text(event.text)
@@ -270,7 +270,7 @@ class ResponseShaper:
             usage=usage(answer.usage),
             completed_at=None if cut else int(time.time()),
             **extra,
-        ) | {EXTENSION: answer.record.model_dump()}
+        ) | {EXTENSION: record_json(answer.record)}
 
     def end(self, answer: RoutedAnswer) -> dict[str, Any]:
         """The last event: ``response.completed`` (``response.incomplete`` when cut)."""

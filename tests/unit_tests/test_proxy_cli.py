@@ -218,6 +218,52 @@ def test_workers_run_the_factory_with_the_routers_environment(calls: Calls) -> N
             del os.environ[name]
 
 
+def test_effort_budgets_and_origins_reach_the_app_and_the_workers(calls: Calls) -> None:
+    from langchain_glimprouter.proxy import app_from_env
+    from langchain_glimprouter.proxy.options import OPTIONS_ENV
+
+    flags = [
+        *SERVERS,
+        "--reasoning-effort-budgets",
+        "low=100,high=900",
+        "--allowed-origin",
+        "https://a.example",
+        "--allowed-origin",
+        "https://b.example",
+    ]
+    assert cli.main(["proxy", *flags], out=io.StringIO()) == 0
+    ((_, options),) = calls.routers
+    assert options["reasoning_effort_budgets"] == {"low": 100, "high": 900}
+    assert options["allowed_origins"] == ["https://a.example", "https://b.example"]
+    assert cli.main(["proxy", *flags, "--workers", "2"], out=io.StringIO()) == 0
+    env = calls.uvicorn[-1][2]
+    assert json.loads(env[OPTIONS_ENV]) == {
+        "reasoning_effort_budgets": {"low": 100, "high": 900},
+        "allowed_origins": ["https://a.example", "https://b.example"],
+    }
+    os.environ.update(env)
+    try:
+        app = app_from_env()
+        assert app.state.proxy.efforts == {"low": 100, "high": 900}
+    finally:
+        for name in env:
+            del os.environ[name]
+    assert cli.main(["proxy", *SERVERS, "--workers", "2"], out=io.StringIO()) == 0
+    assert OPTIONS_ENV not in calls.uvicorn[-1][2]  # the defaults need no variable
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_access_log_is_on_unless_turned_off(calls: Calls, workers: str) -> None:
+    assert cli.main(["proxy", *SERVERS, "--workers", workers], out=io.StringIO()) == 0
+    config = calls.uvicorn[-1][1]["log_config"]
+    access = config["loggers"]["langchain_glimprouter.proxy.access"]
+    assert (access["level"], access["handlers"]) == ("INFO", ["default"])
+    assert "default" in config["handlers"]
+    flags = [*SERVERS, "--workers", workers, "--no-access-log"]
+    assert cli.main(["proxy", *flags], out=io.StringIO()) == 0
+    assert "log_config" not in calls.uvicorn[-1][1]
+
+
 def test_workers_leave_the_signal_handlers_as_they_were(
     calls: Calls, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -261,6 +307,8 @@ def test_the_tiny_pair_is_stopped_however_serving_ends(calls: Calls, stop: BaseE
         (["--limit-concurrency", "0"], "--limit-concurrency must be at least 1"),
         (["--api-key", "k", "--api-key-file", "/dev/null"], "not both"),
         (["--api-key-file", "/nonexistent/key"], "cannot read"),
+        (["--reasoning-effort-budgets", "low=lots"], "is not level=tokens"),
+        (["--reasoning-effort-budgets", "low=0"], "positive token budget"),
     ],
 )
 def test_bad_flags_are_refused_before_any_server_starts(

@@ -29,6 +29,7 @@ from tests.support.proxy import (
     sse_payloads,
 )
 
+Q = json.dumps(QUESTION)
 IMAGE = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}
 
 
@@ -254,13 +255,46 @@ async def test_a_null_field_is_one_not_given(servers: Any) -> None:
         ({"max_tokens": -1}, 400, "must be positive", "max_tokens"),
         ({"max_completion_tokens": -1}, 400, "must be positive", "max_completion_tokens"),
         ({"max_completion_tokens": "x"}, 400, "valid integer", "max_completion_tokens"),
-        ({"top_logprobs": 0}, 400, "top_logprobs must be >= 1", "top_logprobs"),
+        ({"top_logprobs": 5}, 400, "does not offer", "top_logprobs"),
         ({"step_delimiter": ""}, 400, "step_delimiter must not be empty", "step_delimiter"),
         ({"api_key": "x"}, 400, "unsupported fields ['api_key']", "api_key"),
         ({"logit_bias": {"1": 2}}, 400, "unsupported fields ['logit_bias']", "logit_bias"),
-        ({"logprobs": True}, 400, "logprobs=True is not supported", "logprobs"),
-        ({"presence_penalty": 0.5}, 400, "presence_penalty=0.5", "presence_penalty"),
-        ({"n": 2}, 400, "n=2", "n"),
+        ({"logprobs": True}, 400, "logprobs are not offered", "logprobs"),
+        (
+            {"presence_penalty": 2.5},
+            400,
+            "presence_penalty must be a number in [-2, 2]",
+            "presence_penalty",
+        ),
+        ({"n": 2}, 400, "n=2: the glimprouter proxy answers one choice", "n"),
+        ({"n": 0}, 400, "n=0", "n"),
+        ({"temperature": -5}, 400, "temperature must be a number in [0, 2]", "temperature"),
+        ({"temperature": "NaN"}, 400, "temperature must be", "temperature"),
+        ({"temperature": "inf"}, 400, "temperature must be", "temperature"),
+        ({"top_p": 5}, 400, "top_p must be a number in (0, 1]", "top_p"),
+        ({"top_p": 0}, 400, "top_p must be", "top_p"),
+        ({"top_p": "-Infinity"}, 400, "top_p must be", "top_p"),
+        ({"seed": 2**70}, 400, "seed must be an integer in", "seed"),
+        ({"seed": 1.5}, 400, "seed must be", "seed"),
+        ({"top_k": -2}, 400, "top_k must be", "top_k"),
+        ({"top_k": "x"}, 400, "top_k must be", "top_k"),
+        ({"min_p": 1.5}, 400, "min_p must be", "min_p"),
+        ({"repetition_penalty": 0}, 400, "repetition_penalty must be", "repetition_penalty"),
+        ({"frequency_penalty": -3}, 400, "frequency_penalty must be", "frequency_penalty"),
+        (
+            {"chat_template_kwargs": [1]},
+            400,
+            "chat_template_kwargs must be",
+            "chat_template_kwargs",
+        ),
+        (
+            {"reasoning_effort": "extreme"},
+            400,
+            "not one of this proxy's levels",
+            "reasoning_effort",
+        ),
+        ({"reasoning_effort": 3}, 400, "reasoning_effort must be", "reasoning_effort"),
+        ({"threshold": "NaN"}, 400, "threshold must be >= 0", "threshold"),
         ({"model": "gpt-4o"}, 404, "'gpt-4o' does not exist", "model"),
         ({"model": None}, 400, "model is required", "model"),
         ({"messages": None}, 400, "messages must be a non-empty list", "messages"),
@@ -315,6 +349,44 @@ async def test_a_bad_request_is_refused_in_openai_shape_naming_the_field(
     assert (error["type"], error["param"]) == ("invalid_request_error", param)
     if status == 404:
         assert error["code"] == "model_not_found"
+
+
+LONE = "\\ud800"
+"""A lone surrogate as a JSON escape (Python's json reads it; no UTF-8 encoder writes it)."""
+
+
+@pytest.mark.parametrize(
+    ("raw", "words", "param"),
+    [
+        (f'"messages": [{{"role": "user", "content": "a{LONE}"}}]', "messages[0].content holds",
+         "messages"),
+        (f'"messages": [{{"role": "user", "content": [{{"type": "text", "text": "{LONE}"}}]}}]',
+         "messages[0].content[0].text holds", "messages"),
+        (f'"messages": {Q}, "stop": ["{LONE}"]', "stop[0] holds a lone", "stop"),
+        (f'"messages": {Q}, "tools": [{{"type": "function", "function": {{"name": "{LONE}"}}}}]',
+         "tools[0].function.name holds a lone", "tools"),
+        (f'"messages": {Q}, "{LONE}": 1', "a key of the body holds", None),
+        (f'"messages": {Q}, "temperature": NaN', "temperature is NaN", "temperature"),
+        (f'"messages": {Q}, "top_p": -Infinity', "top_p is -Infinity", "top_p"),
+        (f'"messages": {Q}, "threshold": Infinity', "threshold is Infinity", "threshold"),
+        (f'"messages": {Q}, "temperature": 1e400', "temperature is 1e400", "temperature"),
+        (f'"messages": {Q}, "metadata": ' + "[" * 100_000, "nested more than 64", None),
+        (f'"messages": {Q}, "metadata": ' + "[" * 70 + "]" * 70, "nested more than 64",
+         "metadata"),
+    ],
+)  # fmt: skip
+async def test_what_python_reads_but_json_is_not_is_a_400_naming_the_field(
+    app: Any, raw: str, words: str, param: str | None
+) -> None:
+    body = '{"model": "glimprouter", ' + raw + "}"
+    async with asgi_client(app) as client:
+        response = await client.post(
+            "/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert words in error["message"]
+    assert (error["type"], error["param"]) == ("invalid_request_error", param)
 
 
 async def test_the_large_model_name_is_an_alias(app: Any) -> None:
