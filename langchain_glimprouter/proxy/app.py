@@ -261,7 +261,9 @@ class Proxy:
 
     async def responses(self, request: Request) -> Response:
         """``POST /v1/responses``: OpenAI's Responses API, run as a chat completion is."""
-        return await self.serve(request, ResponsesSurface(self.router, self.served_name))
+        return await self.serve(
+            request, ResponsesSurface(self.router, self.served_name, self.efforts)
+        )
 
     # -- the other endpoints ----------------------------------------------------------------------
 

@@ -244,7 +244,7 @@ def parse_chat_request(
     settings |= request.model_extra or {}
     effort = request.reasoning_effort
     if effort is not None and "max_reasoning_tokens" not in settings:
-        settings["max_reasoning_tokens"] = _effort_budget(effort, efforts, router)
+        settings["max_reasoning_tokens"] = effort_budget(effort, efforts, router)
     aliases = {}
     if request.max_completion_tokens is not None:
         if "max_tokens" in settings and settings["max_tokens"] != request.max_completion_tokens:
@@ -374,12 +374,15 @@ def parse_efforts(text: str) -> dict[str, int]:
     return check_efforts(table)
 
 
-def _effort_budget(effort: str, efforts: Mapping[str, int], router: Router) -> int:
-    """The reasoning budget of ``effort``: the operator's table's, at most the router's own."""
+def effort_budget(
+    effort: str, efforts: Mapping[str, int], router: Router, param: str = "reasoning_effort"
+) -> int:
+    """The reasoning budget of ``effort`` (the request's field ``param``): the operator's
+    table's, at most the router's own."""
     if effort not in efforts:
         raise bad(
-            f"reasoning_effort={effort!r} is not one of this proxy's levels {sorted(efforts)}.",
-            "reasoning_effort",
+            f"{param}={effort!r} is not one of this proxy's levels {sorted(efforts)}.",
+            param,
             "unsupported_value",
         )
     return min(efforts[effort], router.config.max_reasoning_tokens)

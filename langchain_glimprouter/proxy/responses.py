@@ -19,6 +19,7 @@ end), and its events are written as Responses JSON (:mod:`.responses_json`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from starlette.responses import JSONResponse, Response
 
 from langchain_glimprouter.core.answers import RoutedAnswer, RouterEvent
-from langchain_glimprouter.proxy.chat_request import ChatRequest, bad, check_model, refuse_unknown
+from langchain_glimprouter.proxy.chat_request import (
+    REASONING_EFFORTS,
+    ChatRequest,
+    bad,
+    check_model,
+    effort_budget,
+    refuse_unknown,
+)
 from langchain_glimprouter.proxy.errors import ApiError
 from langchain_glimprouter.proxy.openai_json import record_headers
 from langchain_glimprouter.proxy.responses_json import ResponseShaper
@@ -48,10 +56,10 @@ REFUSED = {
 """Fields refused (with a value that needs state), and what to send instead."""
 IGNORED = (
     "include", "metadata", "user", "parallel_tool_calls", "truncation", "service_tier",
-    "prompt_cache_key", "safety_identifier", "stream_options", "reasoning",
+    "prompt_cache_key", "safety_identifier", "stream_options",
 )  # fmt: skip
-"""Fields accepted and ignored (``reasoning.effort``: the router has no effort setting; its
-budgets are ``max_reasoning_tokens`` and ``max_output_tokens``)."""
+"""Fields accepted and ignored (``reasoning``'s ``summary`` too; its ``effort`` sets the
+reasoning budget, as chat completions' ``reasoning_effort`` does)."""
 SETTINGS_IN_OPENAI = ("temperature", "top_p")
 
 
@@ -99,9 +107,12 @@ class ResponsesCall:
     echo: dict[str, Any]
 
 
-def parse_responses_request(body: Any, router: Router, served_name: str) -> ResponsesCall:
+def parse_responses_request(
+    body: Any, router: Router, served_name: str, efforts: Mapping[str, int] = REASONING_EFFORTS
+) -> ResponsesCall:
     """Check ``body`` and map it onto a chat request (raises :class:`ApiError`); null is a
-    field not given."""
+    field not given. ``reasoning.effort`` sets the reasoning budget from ``efforts``, as
+    ``reasoning_effort`` does in chat completions."""
     if not isinstance(body, dict):
         raise bad("the request body must be a JSON object.")
     given = {name: value for name, value in body.items() if value is not None}
@@ -123,6 +134,11 @@ def parse_responses_request(body: Any, router: Router, served_name: str) -> Resp
     settings |= request.model_extra or {}
     if request.max_output_tokens is not None:
         settings["max_tokens"] = request.max_output_tokens
+    effort = (request.reasoning or {}).get("effort")
+    if effort is not None and "max_reasoning_tokens" not in settings:
+        settings["max_reasoning_tokens"] = effort_budget(
+            str(effort), efforts, router, "reasoning.effort"
+        )
     messages = [{"role": "system", "content": request.instructions}] if request.instructions else []
     messages += input_messages(request.input)
     if not messages:
@@ -288,12 +304,14 @@ class ResponsesSurface:
     """The Responses API (a :class:`~langchain_glimprouter.proxy.app.Surface`) of one
     request."""
 
-    def __init__(self, router: Router, served_name: str) -> None:
-        self.router, self.served_name = router, served_name
+    def __init__(
+        self, router: Router, served_name: str, efforts: Mapping[str, int] = REASONING_EFFORTS
+    ) -> None:
+        self.router, self.served_name, self.efforts = router, served_name, efforts
         self.shaper: ResponseShaper | None = None
 
     def parse(self, body: Any) -> ChatRequest:
-        parsed = parse_responses_request(body, self.router, self.served_name)
+        parsed = parse_responses_request(body, self.router, self.served_name, self.efforts)
         self.shaper = ResponseShaper(parsed.chat.model, parsed.echo)
         return parsed.chat
 

@@ -280,3 +280,18 @@ async def test_a_failure_after_the_start_is_response_failed(servers: Any) -> Non
     assert events[-1]["response"]["output"][0]["type"] == "reasoning"
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     EVENTS.validate_python(events[-1] | {"response": events[-1]["response"] | {"error": None}})
+
+
+async def test_reasoning_effort_sets_the_reasoning_budget(servers: Any) -> None:
+    """``reasoning.effort`` maps to a reasoning budget through the operator's table, as chat
+    completions' ``reasoning_effort`` does."""
+    small, large = servers(**answering("The answer is 42."))
+    app = create_app(proxy_router(small, large), reasoning_effort_budgets={"low": 3})
+    response = await post(app, input="Q?", reasoning={"effort": "low"})
+    assert response.status_code == 200, response.text
+    record = response.json()["glimprouter"]
+    assert record["reasoning_tokens"] <= 3  # the scripted chain runs far longer
+    assert record["chain_end"] == "budget"
+    unknown = await post(app, input="Q?", reasoning={"effort": "high"})
+    assert unknown.status_code == 400
+    assert unknown.json()["error"]["param"] == "reasoning.effort"
