@@ -46,7 +46,8 @@ def proxy(vllm_pair: Pair) -> Iterator[str]:
         small=vllm_pair.small, large=vllm_pair.large, threshold=1.5,
         max_reasoning_tokens=48, max_tokens=16, seed=7,
     )  # fmt: skip
-    with ServedApp(create_app(router, served_name=SERVED)) as served:
+    # clients here set any router setting per request (the policy has its own unit tests)
+    with ServedApp(create_app(router, served_name=SERVED, client_settings="all")) as served:
         yield served.root_url
 
 
