@@ -57,6 +57,7 @@ from langchain_glimprouter.errors import (
 )
 from langchain_glimprouter.http.client import BackendClient
 from langchain_glimprouter.http.drivers import Client, Clients, adrive, drive
+from langchain_glimprouter.telemetry import atraced, traced
 
 Role = Literal["small", "large"]
 ROLES: tuple[Role, Role] = ("small", "large")
@@ -116,12 +117,17 @@ class PreparedCall:
     """Parses tool calls out of the answer; None when no tools are bound (or "none")."""
     forced: bool
     """tool_choice forces a call: an answer without one gets an invalid call saying why."""
+    trace_parent: Any = None
+    """The OpenTelemetry context whose span the call's span is a child of (the proxy's: the
+    request's ``traceparent``); None: the current context when the call starts
+    (:mod:`~langchain_glimprouter.telemetry`)."""
 
     def events(self) -> Generator[RouterEvent, None, None]:
         """Run the call, yielding its events; the last is the :class:`RoutedAnswer`. Stopping
         early (``break``, an error) closes the open stream, which the server aborts."""
         reader = AnswerReader(self.model, self.parser, self.forced)
-        with closing(cast(Generator[Any, None, None], drive(self.program, self.clients))) as driven:
+        driving = cast(Generator[Any, None, None], drive(self.program, self.clients))
+        with closing(traced(driving, self.model, self.trace_parent)) as driven:
             for event in driven:
                 yield from reader.read(event)
 
@@ -129,6 +135,7 @@ class PreparedCall:
         """The async twin of :meth:`events`; cancelling it closes the open stream."""
         reader = AnswerReader(self.model, self.parser, self.forced)
         driving = cast(AsyncGenerator[Any, None], adrive(self.program, self.clients))
+        driving = atraced(driving, self.model, self.trace_parent)
         async with aclosing(driving) as driven:
             async for event in driven:
                 for out in reader.read(event):

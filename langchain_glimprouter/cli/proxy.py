@@ -115,6 +115,7 @@ def add_parser(commands: Any) -> None:
         help="one line per request on stderr: method, path, status, latency, request id, steps, "
         "intervention rate; never a key or message text (default on)",
     )
+    add_otel_flag(sub)
     local_notes = {
         name: f"default {RouterSettings.model_fields[name].default!r}, {value!r} with the "
         "bundled tiny pair"
@@ -165,6 +166,29 @@ def add_limit_flags(sub: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds an idle connection stays open between requests (default %(default)s)",
     )
+
+
+def add_otel_flag(sub: argparse.ArgumentParser) -> None:
+    """OpenTelemetry traces (docs/tracing.md#opentelemetry)."""
+    sub.add_argument(
+        "--otel-endpoint",
+        default=None,
+        metavar="URL",
+        help="export OpenTelemetry traces over OTLP/HTTP to this collector (http://host:4318; "
+        "as $OTEL_EXPORTER_OTLP_ENDPOINT, which also turns them on; needs the otel extra)",
+    )
+
+
+def otel_env(args: argparse.Namespace) -> dict[str, str]:
+    """The variable that turns each worker's traces on (none without ``--otel-endpoint``);
+    refuses a request for traces, by the flag or the variables, without the ``otel`` extra."""
+    from langchain_glimprouter import telemetry
+
+    url = getattr(args, "otel_endpoint", None)
+    asked_by = "--otel-endpoint" if url else telemetry.requested()
+    if asked_by:
+        telemetry.require_sdk(asked_by)
+    return {telemetry.ENDPOINT_ENVS[0]: telemetry.traces_endpoint(url)} if url else {}
 
 
 def uses_local_pair(args: argparse.Namespace) -> bool:
@@ -238,6 +262,7 @@ def check(args: argparse.Namespace) -> bool:
         raise InvalidArgumentError(f"port {args.port} on {args.host} is in use")
     build_router(PLACEHOLDER, PLACEHOLDER, settings(args, local_pair), Router)
     app_options(args)  # a bad --reasoning-effort-budgets, before any server starts
+    otel_env(args)  # traces asked for without the otel extra
     return local_pair
 
 
@@ -364,8 +389,9 @@ def serve(router: Router, args: argparse.Namespace, key: str | None) -> None:
     }
     if args.access_log:
         options["log_config"] = access_log_config()
-    timed = {HEADER_TIMEOUT_ENV: repr(args.header_timeout)}
+    timed = {HEADER_TIMEOUT_ENV: repr(args.header_timeout)} | otel_env(args)
     if args.workers == 1:
+        from langchain_glimprouter import telemetry
         from langchain_glimprouter.proxy import create_app
 
         app = create_app(
@@ -373,7 +399,12 @@ def serve(router: Router, args: argparse.Namespace, key: str | None) -> None:
             body_timeout=args.body_timeout, **app_options(args),
         )  # fmt: skip
         with environment(timed):
-            uvicorn.run(app, **options)
+            traces = telemetry.install_from_env()
+            try:
+                uvicorn.run(app, **options)
+            finally:
+                if traces is not None:
+                    traces.shutdown()  # the spans still batched go out
         return
     env = worker_env(router, args.served_name, key, args) | timed
     with environment(env), own_signal_handlers():

@@ -45,6 +45,7 @@ from langchain_glimprouter.http.cookies import SessionCookies, no_jar
 from langchain_glimprouter.http.failures import error_from_response, stream_error
 from langchain_glimprouter.http.network import async_transport
 from langchain_glimprouter.http.pools import MAX_POOLS, LoopPools, Pools, closing
+from langchain_glimprouter.telemetry import backend_span
 
 _LIMITS = httpx2.Limits(max_connections=512, max_keepalive_connections=64, keepalive_expiry=4.0)
 """``keepalive_expiry`` stays under uvicorn's (so vLLM's) 5 s keep-alive timeout: with equal
@@ -265,14 +266,15 @@ class BackendClient:
         """Send one JSON request and return the decoded answer; ``session`` is the
         conversation's id, sent in the backend's ``session_header``."""
         url = self._url(path)
-        headers = session_headers(self.backend, session, self._headers)
-        try:
-            with self._pools().lease() as client:
-                answer = self._send(
-                    client, method, path, body, self._cookies.headers(session, url, headers)
-                )
-        except (openai.APIError, httpx2.HTTPError) as exc:
-            raise self._error(exc, url) from exc
+        with backend_span(self.role, method, url, body) as traced:
+            headers = session_headers(self.backend, session, self._headers) | traced
+            try:
+                with self._pools().lease() as client:
+                    answer = self._send(
+                        client, method, path, body, self._cookies.headers(session, url, headers)
+                    )
+            except (openai.APIError, httpx2.HTTPError) as exc:
+                raise self._error(exc, url) from exc
         self._cookies.keep(session, getattr(answer, "http_response", answer))
         return self._decode(answer, url)
 
@@ -281,14 +283,15 @@ class BackendClient:
     ) -> dict[str, Any]:
         """Async twin of :meth:`request_json`."""
         url = self._url(path)
-        headers = session_headers(self.backend, session, self._aheaders)
-        try:
-            with (await self._apools()).lease() as client:
-                answer = await self._send(
-                    client, method, path, body, self._acookies.headers(session, url, headers)
-                )
-        except (openai.APIError, httpx2.HTTPError) as exc:
-            raise self._error(exc, url) from exc
+        with backend_span(self.role, method, url, body) as traced:
+            headers = session_headers(self.backend, session, self._aheaders) | traced
+            try:
+                with (await self._apools()).lease() as client:
+                    answer = await self._send(
+                        client, method, path, body, self._acookies.headers(session, url, headers)
+                    )
+            except (openai.APIError, httpx2.HTTPError) as exc:
+                raise self._error(exc, url) from exc
         self._acookies.keep(session, getattr(answer, "http_response", answer))
         return self._decode(answer, url)
 
@@ -328,9 +331,10 @@ class BackendClient:
         headers = session_headers(self.backend, session, self._headers)
         try:
             with (
+                backend_span(self.role, "POST", url, body) as traced,
                 self._pools().lease() as client,
                 client.completions.with_streaming_response.create(
-                    **create, extra_headers=self._cookies.headers(session, url, headers)
+                    **create, extra_headers=self._cookies.headers(session, url, headers | traced)
                 ) as response,
             ):
                 self._cookies.keep(session, response.http_response)
@@ -363,9 +367,12 @@ class BackendClient:
         create = completions_kwargs({**body, "stream": True})
         headers = session_headers(self.backend, session, self._aheaders)
         try:
-            with (await self._apools()).lease() as client:
+            with (
+                backend_span(self.role, "POST", url, body) as traced,
+                (await self._apools()).lease() as client,
+            ):
                 async with client.completions.with_streaming_response.create(
-                    **create, extra_headers=self._acookies.headers(session, url, headers)
+                    **create, extra_headers=self._acookies.headers(session, url, headers | traced)
                 ) as response:
                     self._acookies.keep(session, response.http_response)
                     yield self._achunks(response.http_response.aiter_bytes(), url)

@@ -8,6 +8,7 @@ import hmac
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any, Protocol
 
 from pydantic import SecretStr
@@ -43,6 +44,7 @@ from langchain_glimprouter.proxy.responses import ResponsesSurface
 from langchain_glimprouter.proxy.streaming import ClientGone, EventStream, unless_disconnected
 from langchain_glimprouter.proxy.strict_json import dumps, loads_request
 from langchain_glimprouter.router import PreparedCall, Router
+from langchain_glimprouter.telemetry import incoming
 
 HEALTH_TIMEOUT_S = 5.0
 """How long ``/health`` waits for each backend's ``/v1/models``."""
@@ -195,6 +197,8 @@ class Proxy:
             self.policy.check(parsed.settings, self.router.config, parsed.aliases)
             stream = parsed.stream
             call = parsed.prepare(self.router)
+            if (parent := incoming(request.headers)) is not None:
+                call = replace(call, trace_parent=parent)  # the client's trace goes on
             if stream:
                 # The first event is awaited here, so a call that fails at once (a backend
                 # down, a prompt too long) gets its HTTP status rather than a failed stream.

@@ -24,6 +24,7 @@ from langchain_glimprouter.proxy.limits import BODY_TIMEOUT_ENV, BODY_TIMEOUT_S
 from langchain_glimprouter.proxy.options import options_from_env
 from langchain_glimprouter.proxy.policy import CLIENT_SETTINGS_ENV, ClientPolicy
 from langchain_glimprouter.router import ROLES, Router, RouterConfig
+from langchain_glimprouter.telemetry import install_from_env
 
 ROUTER_ENV = "GLIMPROUTER_PROXY_ROUTER"
 """A JSON object of :class:`~langchain_glimprouter.router.RouterConfig` fields (the backends
@@ -90,6 +91,7 @@ def app_from_env() -> Starlette:
             "langchain_glimprouter.proxy.router_env), or run 'glimprouter proxy'."
         )
     router = Router(RouterConfig.model_validate(json.loads(raw)))
+    install_from_env()  # each worker exports its own spans, when asked to
     served = os.environ.get(SERVED_NAME_ENV) or "glimprouter"
     return create_app(
         router,
