@@ -42,8 +42,8 @@ ENDPOINT_ENVS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPO
 """The standard variables that turn the proxy's traces on (the first names the full URL of
 traces, the second the collector's base URL, to which ``/v1/traces`` is added)."""
 SERVICE_NAME = "glimprouter-proxy"
-"""The proxy's ``service.name`` unless ``OTEL_SERVICE_NAME`` (or ``OTEL_RESOURCE_ATTRIBUTES``)
-names one."""
+"""The proxy's ``service.name`` (``glimprouter ask``'s is ``glimprouter-ask``) unless
+``OTEL_SERVICE_NAME`` (or ``OTEL_RESOURCE_ATTRIBUTES``) names one."""
 STEP, ANSWER = "glimprouter.step", "glimprouter.answer"
 """The names of a step's span and of the answer's (the requests after the last step)."""
 
@@ -352,7 +352,9 @@ def require_sdk(asked_by: str) -> None:
         )
 
 
-def install_from_env(environ: Mapping[str, str] = os.environ) -> TracerProvider | None:
+def install_from_env(
+    environ: Mapping[str, str] = os.environ, service: str = SERVICE_NAME
+) -> TracerProvider | None:
     """Install an SDK tracer provider exporting over OTLP/HTTP (batched; flushed when the
     process exits) when the standard variables ask for traces, and none is installed yet.
     Returns the provider installed, if any; raises :class:`InvalidArgumentError` when they
@@ -372,7 +374,7 @@ def install_from_env(environ: Mapping[str, str] = os.environ) -> TracerProvider 
     named = environ.get("OTEL_SERVICE_NAME") or "service.name=" in environ.get(
         "OTEL_RESOURCE_ATTRIBUTES", ""
     )
-    resource = Resource.create({} if named else {"service.name": SERVICE_NAME})
+    resource = Resource.create({} if named else {"service.name": service})
     provider = TracerProvider(resource=resource)  # shuts down (flushes) at exit
     traces, base = (environ.get(name) for name in ENDPOINT_ENVS)
     endpoint = traces or traces_endpoint(base or "")

@@ -19,6 +19,7 @@ from langchain_glimprouter.cli.flags import (
     router_values,
 )
 from langchain_glimprouter.records import RECORD_KEY, STEPS_KEY
+from langchain_glimprouter.telemetry import install_from_env
 
 
 def print_routed(
@@ -74,5 +75,11 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
     small, large = backends(args)
-    print_routed(router(args, small, large), args.question, args.system, out)
+    # $OTEL_EXPORTER_OTLP_ENDPOINT: the call's spans (docs/tracing.md#opentelemetry)
+    traces = install_from_env(service="glimprouter-ask")
+    try:
+        print_routed(router(args, small, large), args.question, args.system, out)
+    finally:
+        if traces is not None:
+            traces.shutdown()  # exported before the command ends
     return 0

@@ -2,7 +2,8 @@
 OTLP/HTTP to a real receiver on loopback (:class:`~tests.support.otel.OtlpCapture`), in front of
 the scripted pair: a client's ``traceparent`` is the parent of the call's span, the steps and
 backend requests hang under it, the backends receive the trace, streams and a client that
-leaves end their spans; and the spans still batched go out when the proxy stops."""
+leaves end their spans; the spans still batched go out when the proxy stops; and ``glimprouter
+ask`` exports its call before it ends."""
 
 from __future__ import annotations
 
@@ -196,3 +197,26 @@ def test_no_spans_and_no_traceparent_when_off(servers: Any, capture: OtlpCapture
         assert capture.received == []
     finally:
         proxy.kill()
+
+
+def test_ask_exports_its_call_before_it_ends(servers: Any, capture: OtlpCapture) -> None:
+    small, large = servers()
+    env = {
+        **os.environ,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": capture.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "600000",  # only the exit's flush sends them
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "langchain_glimprouter.cli", "ask", "What is 6 times 7?",
+         "--threshold", "1.0", "--small-url", small.base_url, "--small-model", "small-m",
+         "--large-url", large.base_url, "--large-model", "large-m"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    spans = capture.spans()
+    call = spans.one("chat ")
+    assert (call.service, call.parent_id) == ("glimprouter-ask", None)
+    assert [s.attributes.get("glimprouter.step.role") for s in spans.children(call)] == [
+        "small", "large", "small", "large", None
+    ]  # fmt: skip
+    assert all("traceparent" in log.headers for log in small.requests + large.requests)
