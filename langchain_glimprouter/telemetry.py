@@ -53,7 +53,7 @@ _tracer: Tracer | None = None
 def tracer() -> Tracer | None:
     """The package's tracer once the application has imported OpenTelemetry, else None."""
     global _tracer
-    if _tracer is None and "opentelemetry.trace" in sys.modules:
+    if _tracer is None and sys.modules.get("opentelemetry.trace") is not None:
         from importlib.metadata import version
 
         from opentelemetry import trace
