@@ -162,6 +162,23 @@ class RoutingRecord(BaseModel):
     at its token limit, or not the JSON the server was asked for. None when it is complete, or
     the answer is free text."""
     latency_s: float = 0.0
+    large_tokens_saved: int = 0
+    """Tokens the large model did not generate: those of the steps the small model wrote (and
+    of the answer when it wrote it, ``small_only``), counted in the small model's tokenizer.
+    With two tokenizers it is an estimate of the large model's count."""
+    large_share: float = 0.0
+    """The large model's share of the call's output tokens (its kept steps and the answer):
+    large / (large + ``large_tokens_saved``); wasted glimpses not counted. 0.0 without output."""
+    large_s: float = 0.0
+    """Wall time of the large backend's streams on this call, each from its request to its
+    last chunk (queueing and prefill included)."""
+    large_s_per_token: float | None = None
+    """The large backend's decode time per token observed on this call: the time from each
+    large stream's first token to its last chunk over the tokens after the first. None when no
+    large stream decoded more than its first chunk."""
+    large_seconds_saved: float | None = None
+    """Estimated large-model seconds saved: ``large_tokens_saved * large_s_per_token``. None
+    when the call observed no large decoding (``large_s_per_token`` is None)."""
     steps: list[StepRecord] = Field(default_factory=list)
     end_step: StepRecord | None = None
     """The request that found the end of the chain where a step would start (its first token

@@ -54,10 +54,26 @@ def print_routed(
         f"(wasted small glimpse tokens: {record['wasted_small_tokens']})\n"
         f"  requests small={record['requests']['small']:<6} large={record['requests']['large']}\n"
         f"  latency  {record['latency_s']:.2f} s  (threshold {record['threshold']:.3f} nats, "
-        f"{record['estimator']}, probe={record['probe']})",
+        f"{record['estimator']}, probe={record['probe']})\n"
+        f"  saved    {saved_line(record)}",
         file=out,
     )
     return record
+
+
+def saved_line(record: dict[str, Any]) -> str:
+    """What routing saved on the large model in this call (the record's savings fields)."""
+    seconds = record["large_seconds_saved"]
+    estimate = (
+        "no large decoding observed to time them"
+        if seconds is None
+        else f"~{seconds:.2f} s of large-model time at its "
+        f"{record['large_s_per_token'] * 1000:.1f} ms/token on this call"
+    )
+    return (
+        f"{record['large_tokens_saved']} large-model tokens not generated (small tokenizer), "
+        f"large share {record['large_share']:.0%} of the output; {estimate}"
+    )
 
 
 def router(args: argparse.Namespace, small: Backend, large: Backend) -> GlimpRouterChatModel:

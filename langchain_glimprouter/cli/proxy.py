@@ -5,7 +5,9 @@ in front of the bundled tiny pair that it starts (as ``demo`` does) and stops wh
 It prints where it listens, a curl example and the openai SDK's snippet, and serves until Ctrl-C
 or SIGTERM. With ``--workers N`` (N > 1) uvicorn runs N worker processes, each building the app
 with :func:`~langchain_glimprouter.proxy.app_from_env` from the environment
-:func:`~langchain_glimprouter.proxy.router_env` writes (see docs/proxy.md).
+:func:`~langchain_glimprouter.proxy.router_env` writes (see docs/proxy.md), and their metrics
+are summed in one ``/metrics`` through a fresh directory of prometheus-client's multiprocess
+mode (:func:`metrics_directory`).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import copy
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TextIO
@@ -50,6 +54,8 @@ HEADER_TIMEOUT_S, BODY_TIMEOUT_S, CONCURRENCY, KEEP_ALIVE_S = 10.0, 30.0, 512, 5
 EXTRA = ("starlette", "uvicorn", "prometheus_client")
 """What the ``proxy`` extra installs."""
 PLACEHOLDER = Backend(base_url="http://127.0.0.1:9/v1", model="placeholder")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Where the workers write their metrics (``proxy.metrics.MULTIPROC_ENV``)."""
 
 
 def add_parser(commands: Any) -> None:
@@ -73,8 +79,8 @@ def add_parser(commands: Any) -> None:
         "--workers",
         type=int,
         default=1,
-        help="uvicorn worker processes (default 1); each has its own /metrics and, with "
-        "threshold 'auto', its own controller",
+        help="uvicorn worker processes (default 1); /metrics sums them all, and with "
+        "threshold 'auto' each has its own controller",
     )
     sub.add_argument(
         "--api-key",
@@ -375,6 +381,17 @@ def own_signal_handlers() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+@contextmanager
+def metrics_directory() -> Iterator[str]:
+    """A fresh, empty directory for the workers' metrics (prometheus-client's multiprocess
+    mode), removed with its files when the proxy stops: each start counts from zero."""
+    path = tempfile.mkdtemp(prefix="glimprouter-metrics-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def serve(router: Router, args: argparse.Namespace, key: str | None) -> None:
     """Run uvicorn until it is stopped: the app itself, or ``--workers`` processes of it."""
     import uvicorn
@@ -407,7 +424,11 @@ def serve(router: Router, args: argparse.Namespace, key: str | None) -> None:
                     traces.shutdown()  # the spans still batched go out
         return
     env = worker_env(router, args.served_name, key, args) | timed
-    with environment(env), own_signal_handlers():
+    with (
+        metrics_directory() as path,
+        environment(env | {MULTIPROC_ENV: path}),
+        own_signal_handlers(),
+    ):
         uvicorn.run(FACTORY, factory=True, workers=args.workers, **options)
 
 

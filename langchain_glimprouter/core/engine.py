@@ -42,6 +42,7 @@ from langchain_glimprouter.core.generation import (
 )
 from langchain_glimprouter.core.ops import Close, Emit, Program, replica_order, retrying
 from langchain_glimprouter.core.prompts import THINK_CLOSE, render
+from langchain_glimprouter.core.savings import savings
 from langchain_glimprouter.core.servers import ServerSpec
 from langchain_glimprouter.core.settings import AnswerConstraint, RouteSettings, ServerFacts
 from langchain_glimprouter.errors import GlimpRouterError
@@ -90,7 +91,7 @@ class _Run:
         writer: Role = self.decider.strategy.writer or "large"
         prompt = self.chain.prompt(writer) + closing
         answer, finish_reason = yield from self._answer(writer, prompt, self.s.answer)
-        yield Emit(self._result(answer, finish_reason, reasoning_tokens, started))
+        yield Emit(self._result(answer, writer, finish_reason, reasoning_tokens, started))
 
     def _prepare(self) -> Program[None]:
         """Each server's context window and prompt before the chain; a small server that
@@ -132,15 +133,22 @@ class _Run:
         return end, tokens
 
     def _result(
-        self, answer: str, finish_reason: str | None, reasoning_tokens: int, started: float
+        self,
+        answer: str,
+        writer: Role,
+        finish_reason: str | None,
+        reasoning_tokens: int,
+        started: float,
     ) -> Result:
-        """The call's result, its record completed."""
+        """The call's result, its record completed; ``writer`` wrote the answer."""
         rec = self.record
         rec.n_steps = len(rec.steps)
         rec.n_large_steps = sum(1 for st in rec.steps if st.model == "large")
         rec.intervention_rate = rec.n_large_steps / rec.n_steps if rec.n_steps else 0.0
         rec.reasoning_tokens = reasoning_tokens
         rec.latency_s = time.perf_counter() - started
+        for name, value in savings(rec, writer, self.io.large).items():
+            setattr(rec, name, value)
         if self.s.controller is not None and (tau := self.s.controller.threshold) is not None:
             rec.threshold = self.decider.strategy.difficulty(tau)
         output = rec.tokens["small"] + rec.tokens["large"]

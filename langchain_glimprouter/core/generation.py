@@ -14,6 +14,7 @@ from langchain_glimprouter.core.dialects import Dialect, dialect_named
 from langchain_glimprouter.core.events import ReasoningDelta
 from langchain_glimprouter.core.ops import Close, Emit, Open, Program, Read, Request
 from langchain_glimprouter.core.prompts import THINK_CLOSE
+from langchain_glimprouter.core.savings import LargeTime, StreamClock
 from langchain_glimprouter.core.servers import ServerSpec
 from langchain_glimprouter.core.settings import RouteSettings, ServerFacts
 from langchain_glimprouter.core.wire import Chunk
@@ -53,6 +54,8 @@ class Generation:
     token_logprobs: list[float | None] = field(default_factory=list)
     token_tops: list[dict[str, float]] = field(default_factory=list)
     token_texts: list[str] = field(default_factory=list)
+    clock: StreamClock = field(default_factory=StreamClock)
+    """The timing of the current stream."""
 
     def feed(self, chunk: Chunk) -> None:
         self.text += chunk.text
@@ -200,6 +203,8 @@ class Streams:
             for role, spec in servers.items()
         }
         """Retries of a failed request or a cut stream, per role."""
+        self.large = LargeTime()
+        """The large backend's streams of this call, timed."""
 
     def url(self, role: str) -> str:
         return self.servers[role].base_url
@@ -252,11 +257,15 @@ class Streams:
         return body
 
     def open(self, gen: Generation) -> Program[None]:
+        gen.clock = StreamClock()
         yield Open(gen.role, gen.request())
         self.record.requests[gen.role] += 1
 
     def settle(self, gen: Generation) -> None:
         """Account the current stream of ``gen`` to its server and start a fresh count."""
+        if gen.role == "large":
+            self.large.add(gen.clock, gen.stream_tokens)
+        gen.clock = StreamClock()  # accounted: a second settle adds no time
         self.record.tokens[gen.role] += gen.stream_tokens
         self.record.prompt_tokens[gen.role] += gen.prompt_tokens or 0
         gen.settled_tokens += gen.stream_tokens
@@ -293,6 +302,7 @@ class Streams:
                 gen.ended = True
             else:
                 gen.feed(chunk)
+                gen.clock.read(gen.stream_tokens)
             return chunk
 
     def consume(self, gen: Generation, emit: Holdback | None) -> Program[None]:

@@ -49,8 +49,10 @@ builds one in each worker of ``uvicorn --factory --workers N`` from the variable
     ``"choices": []`` and ``"glimprouter": {"step": <StepRecord dict>}``; the last chunk before
     ``[DONE]`` (the finish chunk, or the usage chunk when ``include_usage``) carries
     ``"glimprouter": <the record>``. A plain response also has the headers
-    ``x-glimprouter-steps``, ``x-glimprouter-large-steps`` and
-    ``x-glimprouter-intervention-rate``.
+    ``x-glimprouter-steps``, ``x-glimprouter-large-steps``,
+    ``x-glimprouter-intervention-rate``, ``x-glimprouter-large-share`` and
+    ``x-glimprouter-saved-tokens`` (what routing saved on the large model; a stream's are in its
+    last chunk's record).
 
 ``POST /v1/responses``
     OpenAI's Responses API, stateless, over the same Router and code path

@@ -34,7 +34,8 @@ log = logging.getLogger("langchain_glimprouter.proxy.access")
 HEADER = "x-request-id"
 MAX_ID_LENGTH = 128
 EXPOSED = (HEADER, "x-glimprouter-steps", "x-glimprouter-large-steps",
-           "x-glimprouter-intervention-rate")  # fmt: skip
+           "x-glimprouter-intervention-rate", "x-glimprouter-large-share",
+           "x-glimprouter-saved-tokens")  # fmt: skip
 """The response headers a browser's script may read (CORS)."""
 
 

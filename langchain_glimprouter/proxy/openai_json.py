@@ -59,6 +59,8 @@ def record_headers(record: RoutingRecord) -> dict[str, str]:
         "x-glimprouter-steps": str(record.n_steps),
         "x-glimprouter-large-steps": str(record.n_large_steps),
         "x-glimprouter-intervention-rate": f"{record.intervention_rate:.4g}",
+        "x-glimprouter-large-share": f"{record.large_share:.4g}",
+        "x-glimprouter-saved-tokens": str(record.large_tokens_saved),
     }
 
 

@@ -1,6 +1,7 @@
 """``glimprouter proxy --workers 2`` started for real in a child process, in front of the scripted
-servers on loopback: /health, requests answered by both workers, the openai SDK streaming with
-usage, the key, and a stop that leaves no process behind."""
+servers on loopback: /health, requests answered by both workers, one /metrics summed over them
+whichever worker takes the scrape, the openai SDK streaming with usage, the key, and a stop that
+leaves no process and no metrics directory behind."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from langchain_glimprouter.cli.servers import free_port
 from tests.support.proxy import QUESTION
@@ -104,21 +106,51 @@ def proxy(servers: Any) -> Iterator[Proxy]:
 
 
 def wait_healthy(proxy: Proxy) -> httpx.Response:
-    deadline = time.monotonic() + 60  # the workers import the package (seconds on a busy host)
+    # The workers import the package: 40 s to 2 minutes on a 2-core host at load 12 to 16.
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         assert proxy.process.poll() is None, proxy.process.communicate()
         try:
-            return httpx.get(f"{proxy.root}/health", timeout=1)
+            return httpx.get(f"{proxy.root}/health", timeout=5)
         except httpx.TransportError:
             time.sleep(0.05)
     raise AssertionError("the proxy did not answer /health")
 
 
-def requests_served(root: str) -> float:
-    """``requests_total`` of the worker that takes this scrape (each has its own registry)."""
+def scraped(root: str, name: str) -> float:
+    """The sum of ``name``'s samples in one scrape of ``/metrics``, on a connection of its own
+    (so any worker may take it)."""
     lines = httpx.get(f"{root}/metrics", headers=AUTH).text.splitlines()
-    prefix = "glimprouter_proxy_requests_total{"
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith((name + "{", name + " "))
+    )
+
+
+def metrics_directory(workers: set[int]) -> Path:
+    """The multiprocess directory the workers write their metrics to (from their environment)."""
+    for pid in workers:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for entry in environ:
+            if entry.startswith(b"PROMETHEUS_MULTIPROC_DIR="):
+                return Path(entry.split(b"=", 1)[1].decode())
+    raise AssertionError("no worker has PROMETHEUS_MULTIPROC_DIR")
+
+
+def served_per_worker(directory: Path) -> dict[str, float]:
+    """``requests_total`` of each worker, from its own file in the multiprocess directory."""
+    served = {}
+    for file in directory.glob("counter_*.db"):
+        metrics = MultiProcessCollector.merge([str(file)])
+        served[file.stem] = sum(
+            sample.value
+            for metric in metrics
+            if metric.name == "glimprouter_proxy_requests"
+            for sample in metric.samples
+        )
+    return served
 
 
 def test_two_workers_serve_stream_guard_and_stop_cleanly(proxy: Proxy) -> None:
@@ -126,19 +158,32 @@ def test_two_workers_serve_stream_guard_and_stop_cleanly(proxy: Proxy) -> None:
     assert health.status_code == 200
     assert health.json() == {"status": "ok", "small": "ok", "large": "ok"}
 
-    # Each request on its own connection, until a scrape shows a worker that served some but
-    # not all of them: the other worker served the rest.
+    # Each request on its own connection, until each worker's own file in the multiprocess
+    # directory shows that it served some of them.
     root, body = proxy.root, {"model": "glimprouter", "messages": QUESTION}
-    served, split = 0, False
+    directory = metrics_directory(proxy.children())
+    assert directory.name.startswith("glimprouter-metrics-")
+    served, per_worker = 0, {}
     deadline = time.monotonic() + 10
-    while not split and time.monotonic() < deadline:
+    while len(per_worker) < 2 and time.monotonic() < deadline:
         response = httpx.post(f"{root}/v1/chat/completions", json=body, headers=AUTH, timeout=10)
         assert response.status_code == 200, response.text
         assert response.json()["choices"][0]["message"]["content"] == "The answer is 42."
         assert response.headers["x-glimprouter-large-steps"] == "2"
+        steps = response.json()["glimprouter"]["steps"]
+        saved = sum(step["tokens"] for step in steps if step["model"] == "small")
+        assert response.headers["x-glimprouter-saved-tokens"] == str(saved) != "0"
         served += 1
-        split = any(0 < requests_served(root) < served for _ in range(2))
-    assert split, f"one worker answered all {served} requests"
+        per_worker = {pid: n for pid, n in served_per_worker(directory).items() if n}
+    assert len(per_worker) == 2, f"one worker answered all {served} requests"
+    assert sum(per_worker.values()) == served
+    # No worker served them all, yet every scrape, whichever worker takes it, counts them all.
+    for _ in range(6):
+        assert scraped(root, "glimprouter_proxy_requests_total") == served
+        assert scraped(root, "glimprouter_proxy_steps_total") == 4 * served
+        assert scraped(root, "glimprouter_proxy_large_tokens_saved_total") == saved * served
+        assert scraped(root, "glimprouter_proxy_saved_share_count") == served
+        assert scraped(root, "glimprouter_proxy_requests_in_flight") == 0
 
     sdk = openai.OpenAI(base_url=f"{root}/v1", api_key=KEY, max_retries=0)
     chunks = list(
@@ -164,3 +209,4 @@ def test_two_workers_serve_stream_guard_and_stop_cleanly(proxy: Proxy) -> None:
     assert proxy.process.returncode == 0, err
     assert "Stopped." in out
     assert ended(started), f"left running: {[pid for pid in started if running(pid)]}"
+    assert not directory.exists()
