@@ -241,6 +241,11 @@ async def test_accepted_and_ignored_fields(servers: Any) -> None:
         ({"text": {"format": {"type": "xml"}}}, "text", "text.format"),
         ({"model": "other"}, "model", "does not exist"),
         ({"max_output_tokens": -1}, "max_output_tokens", "max_tokens"),
+        ({"temperature": -5}, "temperature", "greater than or equal to 0"),
+        ({"temperature": "NaN"}, "temperature", "finite"),
+        ({"top_p": 5}, "top_p", "less than or equal to 1"),
+        ({"top_p": 0}, "top_p", "greater than 0"),
+        ({"seed": 2**70}, "seed", "less than or equal to 9223372036854775807"),
     ],
 )
 async def test_what_needs_state_or_is_wrong_is_refused(
