@@ -162,8 +162,8 @@ def add_limit_flags(sub: argparse.ArgumentParser) -> None:
         type=int,
         default=CONCURRENCY,
         metavar="N",
-        help="open connections per worker beyond which a request gets a 503 (uvicorn's "
-        "limit_concurrency; default %(default)s)",
+        help="open connections or running requests per worker beyond which a request gets a "
+        "503 server_overloaded in OpenAI's error shape, with Retry-After (default %(default)s)",
     )
     sub.add_argument(
         "--timeout-keep-alive",
