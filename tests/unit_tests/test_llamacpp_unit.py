@@ -74,11 +74,14 @@ def test_chat_template_settings_for_a_backend(tmp_path: Path) -> None:
     assert open_thinking(text) == "<s><|user|>hi</s><|assistant|><think>\n"
 
 
-def test_bos_token_left_to_a_server_that_adds_it(tmp_path: Path) -> None:
-    """llama-cpp-python puts BOS in front of every prompt when the GGUF says add_bos_token:
-    the template must not write it a second time."""
+def test_bos_token_is_the_files_unless_the_server_is_said_to_add_it(tmp_path: Path) -> None:
+    """By default the template writes the GGUF's BOS whatever the file's add_bos_token: the
+    router drops it on a server that adds its own (see test_templates.py);
+    ``server_adds_bos=True`` leaves it out up front."""
     path = write_gguf(tmp_path / "m.gguf", model_metadata(**{"tokenizer.ggml.add_bos_token": True}))
-    assert gguf_chat_template(path)["chat_template_kwargs"]["bos_token"] == ""
+    assert gguf_chat_template(path)["chat_template_kwargs"]["bos_token"] == "<s>"
+    kwargs = gguf_chat_template(path, server_adds_bos=True)["chat_template_kwargs"]
+    assert kwargs["bos_token"] == ""
     kwargs = gguf_chat_template(path, server_adds_bos=False)["chat_template_kwargs"]
     assert kwargs["bos_token"] == "<s>"
 
@@ -86,7 +89,10 @@ def test_bos_token_left_to_a_server_that_adds_it(tmp_path: Path) -> None:
 def test_a_gguf_without_template_says_what_to_do(tmp_path: Path) -> None:
     meta = model_metadata()
     del meta["tokenizer.chat_template"]
-    with pytest.raises(GGUFError, match=r"no chat template.*Backend\(chat_template=\.\.\.\)"):
+    with pytest.raises(
+        GGUFError,
+        match=r"no chat template.*'llama' \(shipped: gemma3\).*Backend\(chat_template=\.\.\.\)",
+    ):
         gguf_chat_template(write_gguf(tmp_path / "m.gguf", meta))
 
 
