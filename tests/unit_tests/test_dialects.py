@@ -58,12 +58,16 @@ def test_a_server_that_renders_nothing_says_how_to_give_a_template() -> None:
         run(render("large", spec, MESSAGES, RenderCache()), nothing)
 
 
-def test_a_client_side_template_needs_no_request() -> None:
+def test_a_client_side_template_needs_no_rendering_request() -> None:
+    """Rendered here; the server is asked once only how it tokenizes the prompt (its BOS, see
+    test_templates.py), which this one cannot say."""
     template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<a>"
     spec = ServerSpec(urls=("http://any/v1",), model="m", chat_template=template)
     cache = RenderCache()
     text, paths = run(render("small", spec, MESSAGES, cache), llama_server)
-    assert (text, paths) == ("<user>hi<a><think>\n", [])
+    assert (text, paths) == ("<user>hi<a><think>\n", ["/tokenize", "/extras/tokenize"])
+    other = [{"role": "user", "content": "again"}]
+    assert run(render("small", spec, other, cache), llama_server)[1] == []
     assert cache.methods == {"http://any/v1": "jinja"}
 
 

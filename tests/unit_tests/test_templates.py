@@ -4,6 +4,7 @@ server without any template says."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from langchain_glimprouter.cli import main as cli
 from langchain_glimprouter.cli.flags import backends
 from langchain_glimprouter.core.ops import Request
 from langchain_glimprouter.core.prompts import RenderCache, render, render_jinja
+from langchain_glimprouter.core.servers import ServerSpec
 from langchain_glimprouter.errors import (
     BackendResponseError,
     InvalidArgumentError,
@@ -27,7 +29,7 @@ from langchain_glimprouter.gguf import (
 )
 from langchain_glimprouter.http.failures import error_from_response
 from tests.support.gguf_files import TEMPLATE, model_metadata, write_gguf
-from tests.support.programs import drive
+from tests.support.programs import Server, drive
 
 SERVERS = ["--small-url", "http://s:1/v1", "--small-model", "sm",
            "--large-url", "http://l:2/v1", "--large-model", "lg"]  # fmt: skip
@@ -145,3 +147,108 @@ def test_a_vllm_model_without_a_template_says_to_pass_one() -> None:
     assert "Backend(chat_template=...)" in message
     assert "--large-chat-template FILE" in message
     assert not isinstance(caught.value, BackendResponseError)
+
+
+# -- BOS: exactly one, whatever the server -------------------------------------------------------
+
+SPECIALS = {"<bos>": 2, "<start_of_turn>": 105, "<end_of_turn>": 106}
+SPECIAL_RE = re.compile("|".join(map(re.escape, SPECIALS)))
+TALK = [{"role": "user", "content": "Hi"}]
+
+
+def toy_ids(text: str) -> list[int]:
+    """Gemma-like ids: its special tokens, then one id per other character."""
+    ids: list[int] = []
+    at = 0
+    for match in SPECIAL_RE.finditer(text):
+        ids += [1000 + ord(c) for c in text[at : match.start()]]
+        ids.append(SPECIALS[match.group()])
+        at = match.end()
+    return ids + [1000 + ord(c) for c in text[at:]]
+
+
+def gemma_server(kind: str, adds_bos: bool) -> Server:
+    """vLLM (``/tokenize``, nothing added with add_special_tokens=False) or llama-cpp-python
+    (``/tokenize`` 404, ``/extras/tokenize`` adds the BOS its completions add)."""
+
+    def server(op: Request) -> dict[str, Any]:
+        assert op.body is not None
+        if kind == "vllm" and op.path == "/tokenize":
+            assert op.body["add_special_tokens"] is False
+            return {"tokens": toy_ids(op.body["prompt"]), "count": 0}
+        if kind == "llama" and op.path == "/extras/tokenize":
+            return {"tokens": [2] * adds_bos + toy_ids(op.body["input"])}
+        raise BackendResponseError("HTTP 404", role=op.role, url="u", status_code=404)
+
+    return server
+
+
+def gemma_spec(bos: str | None, url: str = "http://g:1/v1") -> ServerSpec:
+    kwargs = {} if bos is None else {"bos_token": bos}
+    template = family_chat_template("gemma3")
+    return ServerSpec(urls=(url,), model="g", chat_template=template, chat_template_kwargs=kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kind", "adds", "paths"),
+    [("vllm", False, ["/tokenize"]), ("llama", True, ["/tokenize", "/extras/tokenize"])],
+)
+def test_one_bos_on_either_server_once_checked(kind: str, adds: bool, paths: list[str]) -> None:
+    """The GGUF's "<bos>" (gguf_chat_template's default) is kept on vLLM and dropped on
+    llama-cpp-python, which puts its own in front; learnt from one tokenization per server."""
+    server, cache = gemma_server(kind, adds), RenderCache()
+    text, sent = drive(render("large", gemma_spec("<bos>"), TALK, cache), server)
+    assert [op.path for op in sent] == paths
+    assert text.startswith("<bos><start_of_turn>" if kind == "vllm" else "<start_of_turn>")
+    as_read = [2] * adds + toy_ids(text)
+    assert as_read[:2] == [2, 105]  # exactly one BOS, as the server reads the prompt
+    more = [*TALK, {"role": "assistant", "content": "Yo"}, {"role": "user", "content": "?"}]
+    again, sent = drive(render("large", gemma_spec("<bos>"), more, cache), server)
+    assert sent == []  # no request more per call
+    assert again.startswith(text.removesuffix("<start_of_turn>model\n<think>\n"))
+
+
+def test_an_empty_bos_is_right_where_the_server_adds_one() -> None:
+    server = gemma_server("llama", adds_bos=True)
+    text, sent = drive(render("large", gemma_spec(""), TALK, RenderCache()), server)
+    assert text.startswith("<start_of_turn>user")
+    assert [op.path for op in sent] == ["/tokenize", "/extras/tokenize", "/extras/tokenize"]
+    assert sent[-1].body == {"model": "g", "input": ""}  # what the server adds by itself
+
+
+@pytest.mark.parametrize("kind", ["vllm", "llama"])
+def test_a_missing_bos_never_passes_silently(kind: str) -> None:
+    """The template writes {{ bos_token }}, none is given (a template file on its own) and the
+    server adds none: the model would read no BOS (Gemma then degenerates)."""
+    server = gemma_server(kind, adds_bos=False)
+    with pytest.raises(PromptRenderingError, match=r"bos_token is empty and the server \((vLLM|"
+                       r"llama-cpp-python)\) adds no BOS.*--large-gguf FILE"):  # fmt: skip
+        drive(render("large", gemma_spec(None), TALK, RenderCache()), server)
+
+
+def test_a_bos_written_literally_on_a_server_that_adds_one_is_an_error() -> None:
+    literal = "<bos>{% for m in messages %}<start_of_turn>{{ m.content }}{% endfor %}"
+    spec = ServerSpec(urls=("http://g:1/v1",), model="g", chat_template=literal)
+    with pytest.raises(PromptRenderingError, match=r"same token twice.*ids \[2, 2, 105\].*doubled"):
+        drive(render("large", spec, TALK, RenderCache()), gemma_server("llama", adds_bos=True))
+
+
+def test_a_server_that_cannot_tokenize_gets_the_prompt_as_rendered() -> None:
+    def plain(op: Request) -> dict[str, Any]:
+        raise BackendResponseError("HTTP 404", role=op.role, url="u", status_code=404)
+
+    cache = RenderCache()
+    text, sent = drive(render("large", gemma_spec("<bos>"), TALK, cache), plain)
+    assert text.startswith("<bos><start_of_turn>")
+    assert [op.path for op in sent] == ["/tokenize", "/extras/tokenize"]
+    other = [{"role": "user", "content": "Another"}]
+    _, sent = drive(render("large", gemma_spec("<bos>"), other, cache), plain)
+    assert sent == []  # not asked again
+
+
+def test_a_failing_server_fails_the_check_rather_than_skipping_it() -> None:
+    def down(op: Request) -> dict[str, Any]:
+        raise BackendResponseError("HTTP 503", role=op.role, url="u", status_code=503)
+
+    with pytest.raises(BackendResponseError, match="503"):
+        drive(render("large", gemma_spec("<bos>"), TALK, RenderCache()), down)
