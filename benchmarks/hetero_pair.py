@@ -55,6 +55,7 @@ from benchmarks._common import (
 from benchmarks.bench_router import Emulation, Role
 from langchain_glimprouter import Backend, GlimpRouterChatModel
 from langchain_glimprouter.cli.demo import DEMO_SYSTEM, gemma_backend, start_hetero_pair
+from langchain_glimprouter.core.prompts import open_thinking, render_jinja
 from langchain_glimprouter.questions import CALIBRATION_QUESTIONS
 
 RESULTS = results_path("hetero_pair")
@@ -85,24 +86,24 @@ def measure_costs(backend: Backend, reps: int) -> tuple[float, float]:
     by a step's text, its prefix cached) and median decode gap, in seconds."""
     messages = [{"role": "system", "content": DEMO_SYSTEM},
                 {"role": "user", "content": CALIBRATION_QUESTIONS[0]}]  # fmt: skip
-    root = backend.root_url
     with httpx.Client(timeout=120) as http:
-        body: dict[str, Any] = {"model": backend.model, "messages": messages,
-                                "add_generation_prompt": True}  # fmt: skip
-        if backend.chat_template is not None:
-            body["chat_template"] = backend.chat_template
-            body["chat_template_kwargs"] = backend.chat_template_kwargs
-        ids = http.post(root + "/tokenize", json=body).json()["tokens"]
-        prompt = http.post(root + "/detokenize", json={"model": backend.model, "tokens": ids})
-        text = prompt.json()["prompt"] + "<think>\n"
+        if backend.chat_template is not None:  # rendered client-side, as the router does
+            text = render_jinja(backend.chat_template, messages, **backend.chat_template_kwargs)
+        else:  # the server's own template
+            root, model = backend.root_url, backend.model
+            body = {"model": model, "messages": messages, "add_generation_prompt": True}
+            ids = http.post(root + "/tokenize", json=body).json()["tokens"]
+            answer = http.post(root + "/detokenize", json={"model": model, "tokens": ids})
+            text = answer.json()["prompt"]
+        text = open_thinking(text)
         prefills, gaps = [], []
         for rep in range(reps + 1):
             request = {"model": backend.model, "prompt": text, "max_tokens": 32,
                        "ignore_eos": True, "stream": True, "temperature": 0.0}  # fmt: skip
             started = time.perf_counter()
             stamps = []
-            with http.stream("POST", backend.base_url + "/completions", json=request) as answer:
-                for line in answer.iter_lines():
+            with http.stream("POST", backend.base_url + "/completions", json=request) as stream:
+                for line in stream.iter_lines():
                     if line.startswith("data: {"):
                         stamps.append(time.perf_counter())
             if rep:  # the first one fills the cache

@@ -33,7 +33,7 @@ from langchain_glimprouter.cli import main as cli
 from langchain_glimprouter.cli.demo import gemma_backend, gemma_gguf, gemma_model_dir
 from langchain_glimprouter.cli.servers import ChildServer, LocalServer, free_port
 from langchain_glimprouter.records import RoutingRecord
-from tests.support.accounting import closed_early, glimpse_requests
+from tests.support.accounting import closed_early, glimpse_requests, written
 from tests.support.llamacpp import LlamaCppServer
 from tests.support.relay import Relay, recording_relay
 
@@ -54,6 +54,7 @@ GEMMA_BOS = 2
 TAU = 1.5
 """Inside SmolLM2's H_init range on this prompt: chains mix both kinds of step."""
 SEEDS = range(1, 5)
+REASONING_BUDGET, MAX_TOKENS = 96, 24
 
 
 @dataclass
@@ -81,19 +82,28 @@ class Large:
     def counters(self) -> dict[str, int]:
         """The server's own counts so far: completions requests, and the prompt and generated
         tokens of those it ran to its end. vLLM: /metrics. llama-cpp-python has no metrics; its
-        log has, after each request's access line, "N prefix-match hit, remaining M prompt tokens"
-        (when it reuses its cache) and, once the generation ends, llama.cpp's perf lines: the
-        prompt tokens it evaluated and the decode runs (one per token after the first)."""
+        log has, after a streamed request's access line, "N prefix-match hit, remaining M prompt
+        tokens" when it reuses its cache and, once the generation ends, llama.cpp's perf lines:
+        the prompt tokens it evaluated and the decode runs (one per token after the first). A
+        streamed chat request, logged apart, is answered once every earlier one is over (the
+        server generates for one request at a time)."""
         if self.kind == "vllm":
             return vllm_counters(self.root)
-        probe = {"model": self.server.served_name, "prompt": "Hi", "max_tokens": 1}
-        assert httpx.post(self.server.base_url + "/completions", json=probe, timeout=60).is_success
+        probe = {"model": self.server.served_name, "max_tokens": 1, "stream": True,
+                 "messages": [{"role": "user", "content": "Hi"}]}  # fmt: skip
+        url = self.server.base_url + "/chat/completions"
+        with httpx.stream("POST", url, json=probe, timeout=60) as answer:
+            assert answer.status_code == 200
+            answer.read()
         assert self.server.log_path is not None
-        text = self.server.log_path.read_text(errors="replace")
-        blocks = text.split('"POST /v1/completions HTTP/1.1" 200')[1:-1]  # the probe left out
+        access = r'"POST (/v1/completions|/v1/chat/completions) HTTP/1\.1" \d+'
+        parts = re.split(access, self.server.log_path.read_text("utf-8"))
+        blocks = [
+            b for path, b in zip(parts[1::2], parts[2::2], strict=True) if path == "/v1/completions"
+        ]
         counts = {"requests": len(blocks), "prompt": 0, "generated": 0}
         for block in blocks:
-            runs = re.search(r"eval time =.*?/\s+(\d+) runs", block)
+            runs = re.search(r"\beval time =.*?/\s+(\d+) runs", block)
             if runs is None:  # closed before its end: no perf lines
                 continue
             hit = re.search(r"(\d+) prefix-match hit, remaining (\d+) prompt tokens", block)
@@ -159,8 +169,8 @@ def route(small: Backend, gemma: Large, seed: int) -> Run:
             small=small.model_copy(update={"base_url": s.base_url}),
             large=gemma_backend(g.base_url, gemma.server.served_name),
             threshold=TAU,
-            max_reasoning_tokens=96,
-            max_tokens=24,
+            max_reasoning_tokens=REASONING_BUDGET,
+            max_tokens=MAX_TOKENS,
             seed=seed,
         )
         handler = Steps()
@@ -180,16 +190,14 @@ def completions(relay: Relay) -> list[str]:
 
 
 def check_templates(run: Run) -> None:
-    """Each backend's prompts in its own model's template, never the other's."""
+    """Each backend's prompts in its own model's template (the turns written out here: the
+    other model's would not match)."""
     assert run.small
     assert run.large
     for prompt in run.small:
         assert prompt.startswith(SMALL_TURNS), prompt[:200]
-        assert "<start_of_turn>" not in prompt
-        assert "<bos>" not in prompt
     for prompt in run.large:
         assert prompt.removeprefix("<bos>").startswith(LARGE_TURNS), prompt[:200]
-        assert "<|im_start|>" not in prompt
 
 
 def check_chain(run: Run) -> None:
@@ -283,9 +291,15 @@ def test_tokens_equal_each_servers_counters(gemma: Large, vllm_pair: Pair) -> No
     # Small: every glimpse closed after its first token may have decoded a few tokens more
     # before the abort reached the engine, up to its max_tokens (the reasoning budget).
     extra = small["generated"] - rec["tokens"]["small"]
-    assert 0 <= extra <= 96 * closed_early(rec)["small"], (small, rec["tokens"])
+    assert 0 <= extra <= REASONING_BUDGET * closed_early(rec)["small"], (small, rec["tokens"])
     if not closed_early(rec)["large"]:
-        assert large["generated"] == rec["tokens"]["large"], (large, rec["tokens"])
+        # llama-cpp-python neither streams an EOS nor counts it in its own usage
+        # (docs/servers.md): a request that ended with one sampled a token the record lacks.
+        eos = 0
+        if gemma.kind == "llamacpp":
+            eos = sum(s["model"] == "large" and s["finish"] == "eos" for s in written(rec))
+            eos += rec["answer_tokens"] < MAX_TOKENS  # the answer ended before its budget
+        assert large["generated"] - eos == rec["tokens"]["large"], (large, eos, rec["tokens"])
         assert large["prompt"] == rec["prompt_tokens"]["large"], (large, rec["prompt_tokens"])
 
 
