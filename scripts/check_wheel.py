@@ -6,7 +6,8 @@ fresh virtual environment away from the checkout, and run it there.
 - the build prints a warning (a deprecated ``pyproject.toml`` form, say);
 - ``twine check --strict`` finds the metadata or the README unfit for an index;
 - the wheel lacks a module of ``langchain_glimprouter/``, ``py.typed``, a data file
-  (``langchain_glimprouter/data/*.jsonl``) or the license, or holds anything else (tests,
+  (``langchain_glimprouter/data/*.jsonl``, the shipped chat templates
+  ``data/templates/*.jinja``) or the license, or holds anything else (tests,
   benchmarks, the scripted server), or its metadata disagrees with ``pyproject.toml``;
 - the installed wheel's dependencies do not resolve or conflict (``pip check``);
 - ``glimprouter --help``, an import of the public names (``__version__`` the pyproject version,
@@ -54,6 +55,10 @@ from langchain_glimprouter.cli.bench.grading import default_items_path
 
 lines = default_items_path().read_text(encoding="utf-8").splitlines()
 assert len(lines) == 40, f"{len(lines)} shipped bench questions"
+
+from langchain_glimprouter.gguf import FAMILY_TEMPLATES, family_chat_template
+
+assert FAMILY_TEMPLATES and all(family_chat_template(f).strip() for f in FAMILY_TEMPLATES)
 
 small = Backend(base_url="http://127.0.0.1:9/v1", model="s")
 large = Backend(base_url="http://127.0.0.1:9/v1", model="l")
@@ -144,7 +149,7 @@ def check_contents(sdist: Path, wheel: Path, project: dict[str, object]) -> None
     source = REPO / PACKAGE
     wanted = {
         f"{PACKAGE}/{p.relative_to(source).as_posix()}"
-        for pattern in ("**/*.py", "py.typed", "data/*.jsonl")
+        for pattern in ("**/*.py", "py.typed", "data/*.jsonl", "data/templates/*.jinja")
         for p in source.glob(pattern)
     }
     missing = sorted(wanted - names)

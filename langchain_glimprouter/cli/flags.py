@@ -13,6 +13,7 @@ import argparse
 import types
 import typing
 from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
@@ -22,6 +23,7 @@ from langchain_glimprouter.backend import Backend
 from langchain_glimprouter.chat_models import GlimpRouterChatModel
 from langchain_glimprouter.core.settings import SETTING_NAMES, RouterSettings, setting_of
 from langchain_glimprouter.errors import InvalidArgumentError
+from langchain_glimprouter.gguf import GGUFError, gguf_chat_template
 from langchain_glimprouter.router import ROLES, RouterConfig
 
 R = TypeVar("R")
@@ -124,8 +126,9 @@ def add_server_flags(
     parser: argparse.ArgumentParser, required: bool = True, system: bool = True
 ) -> None:
     """``--small-url``, ``--small-model``, ``--large-url``, ``--large-model``, the
-    :data:`BACKEND_FLAGS` of each and (unless ``system`` is false: the messages come from
-    elsewhere) ``--system``."""
+    :data:`BACKEND_FLAGS` of each, the template flags of each (``--small-chat-template``,
+    ``--small-gguf``, ...; see :func:`template_settings`) and (unless ``system`` is false: the
+    messages come from elsewhere) ``--system``."""
     parser.add_argument("--small-url", required=required, help="e.g. http://localhost:8001/v1")
     parser.add_argument("--small-model", required=required)
     parser.add_argument("--large-url", required=required)
@@ -141,6 +144,24 @@ def add_server_flags(
                 metavar=name.rsplit("_", 1)[-1].upper(),
                 help=text.replace("%", "%%"),
             )
+    for role in ROLES:
+        parser.add_argument(
+            f"--{role}-chat-template",
+            dest=f"{role}_chat_template",
+            default=None,
+            metavar="FILE",
+            help=f"for the {role} server: a Jinja chat template file, rendered client-side (for a "
+            "server that renders none, such as llama-cpp-python's; default: the server renders)",
+        )
+        parser.add_argument(
+            f"--{role}-gguf",
+            dest=f"{role}_gguf",
+            default=None,
+            metavar="FILE",
+            help=f"for the {role} server: the GGUF file it serves; its chat template (or the "
+            "shipped one of its model family when it has none) and BOS/EOS tokens are rendered "
+            f"client-side (with --{role}-chat-template: that file's template, the GGUF's tokens)",
+        )
     if system:
         parser.add_argument("--system", default=None, help="optional system message")
 
@@ -155,9 +176,33 @@ def backends(
 
     def backend(role: str, url: str, model: str) -> Backend:
         settings = {name: getattr(args, f"{role}_{name}") for name in BACKEND_FLAGS}
-        return Backend(base_url=url, model=model, **settings)
+        return Backend(base_url=url, model=model, **settings, **template_settings(args, role))
 
     return backend("small", *small), backend("large", *large)
+
+
+def template_settings(args: argparse.Namespace, role: str) -> dict[str, Any]:
+    """The ``Backend`` template fields of ``role``'s ``--ROLE-chat-template`` and ``--ROLE-gguf``
+    flags (none set: none, the server renders); a file that cannot be read is an
+    InvalidArgumentError naming the flag."""
+    template_file = getattr(args, f"{role}_chat_template", None)
+    gguf_file = getattr(args, f"{role}_gguf", None)
+    settings: dict[str, Any] = {}
+    if gguf_file is not None:
+        try:
+            settings = gguf_chat_template(gguf_file)
+        except (OSError, GGUFError) as exc:
+            raise InvalidArgumentError(f"--{role}-gguf: {exc}", param=f"{role}_gguf") from None
+    if template_file is not None:
+        try:
+            text = Path(template_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidArgumentError(
+                f"--{role}-chat-template: cannot read {template_file}: {exc}",
+                param=f"{role}_chat_template",
+            ) from None
+        settings["chat_template"] = text
+    return settings
 
 
 def messages(question: str, system: str | None) -> list[BaseMessage]:

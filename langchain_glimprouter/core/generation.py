@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_glimprouter.core.dialects import Dialect, dialect_named
+from langchain_glimprouter.core.dialects.bos import LLAMACPP_PYTHON, count_prompt
 from langchain_glimprouter.core.events import ReasoningDelta
 from langchain_glimprouter.core.ops import Close, Emit, Open, Program, Read, Request
 from langchain_glimprouter.core.prompts import THINK_CLOSE
@@ -257,8 +258,13 @@ class Streams:
         return body
 
     def open(self, gen: Generation) -> Program[None]:
+        body = gen.request()
+        if self.facts.renders.tokenizers.get(self.url(gen.role)) == LLAMACPP_PYTHON:
+            # Its streams report no usage: the prompt's tokens as it reads them, counted with
+            # its own tokenizer (the request waits for nothing the stream would not).
+            gen.prompt_tokens = yield from count_prompt(gen.role, body["model"], body["prompt"])
         gen.clock = StreamClock()
-        yield Open(gen.role, gen.request())
+        yield Open(gen.role, body)
         self.record.requests[gen.role] += 1
 
     def settle(self, gen: Generation) -> None:

@@ -3,7 +3,9 @@
 How a server kind renders is its dialect's (:mod:`~langchain_glimprouter.core.dialects`); they
 are tried in this order:
 
-1. ``chat_template`` is set: render it client-side with Jinja, as transformers does.
+1. ``chat_template`` is set: render it client-side with Jinja, as transformers does; the
+   first prompt for a server is tokenized by it once, to find a doubled or missing BOS
+   (:mod:`~langchain_glimprouter.core.dialects.bos`).
 2. vLLM: ``POST /tokenize`` with the messages and ``add_generation_prompt`` gives the ids of the
    server-side rendering; ``POST /detokenize`` turns them back into text.
 3. llama.cpp's C++ server (``llama-server``): ``POST /apply-template``. llama-cpp-python's server
@@ -28,7 +30,8 @@ from typing import Any
 
 from langchain_glimprouter.core.dialects import DIALECTS, NOT_SUPPORTED, Dialect
 from langchain_glimprouter.core.dialects.base import Conversation
-from langchain_glimprouter.core.dialects.jinja import call_with_object_args, render_jinja
+from langchain_glimprouter.core.dialects.bos import check_bos
+from langchain_glimprouter.core.dialects.jinja import JINJA, call_with_object_args, render_jinja
 from langchain_glimprouter.core.ops import Program
 from langchain_glimprouter.core.servers import ServerSpec
 from langchain_glimprouter.core.tool_calls import ToolCallParser
@@ -89,6 +92,14 @@ class RenderCache:
         self.methods: dict[str, str] = {}
         """The rendering method that worked, per server URL: the name of its dialect
         ('jinja', 'vllm' or 'llamacpp'), which also words the server's requests."""
+        self.bos: dict[str, str] = {}
+        """Per server and client-side template (a :func:`cache_key` of URL, template and
+        variables): the BOS text to drop from its prompts, as
+        :func:`~langchain_glimprouter.core.dialects.bos.check_bos` found ("" for none)."""
+        self.tokenizers: dict[str, str] = {}
+        """The kind of server whose tokenizer answered that check, per server URL ('vLLM' or
+        'llama-cpp-python'): the latter's streams report no usage, so its prompt tokens are
+        counted with its tokenizer."""
 
     def __len__(self) -> int:
         return len(self._texts)
@@ -130,6 +141,8 @@ class StagedRenders:
     def __init__(self, cache: RenderCache) -> None:
         self.cache = cache
         self.methods = cache.methods
+        self.bos = cache.bos
+        self.tokenizers = cache.tokenizers
         self._pending: dict[str, str] = {}
 
     def get(self, key: str) -> str | None:
@@ -231,6 +244,8 @@ def _render(
                 break
     if text is None:
         raise _no_rendering(role, url)
+    if dialect is JINJA:
+        text = yield from _one_bos(role, spec, text, cache)
     try:
         text = open_thinking(text)
     except ValueError as exc:
@@ -238,6 +253,18 @@ def _render(
     cache.methods[url] = dialect.name
     cache.put(key, text)
     return text
+
+
+def _one_bos(role: str, spec: ServerSpec, text: str, cache: Renders) -> Program[str]:
+    """``text`` with exactly one BOS as the server reads it: checked once per server and
+    template (:func:`~langchain_glimprouter.core.dialects.bos.check_bos`), corrected after."""
+    key = cache_key(spec.base_url, spec.chat_template, spec.chat_template_kwargs)
+    if key not in cache.bos:
+        cache.bos[key], kind = yield from check_bos(role, spec, text)
+        if kind is not None:
+            cache.tokenizers[spec.base_url] = kind
+    drop = cache.bos[key]
+    return text[len(drop) :] if drop and text.startswith(drop) else text
 
 
 def _attempt(dialect: Dialect, talk: Conversation, known: str | None) -> Program[str | None]:

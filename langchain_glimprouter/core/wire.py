@@ -14,7 +14,9 @@ class Chunk:
 
     text: str
     n_tokens: int
-    """Tokens in this chunk (from its logprobs; 1 per non-empty chunk without them)."""
+    """Tokens in this chunk (from its logprobs; without them, 1 per chunk with text or a
+    choice that does not finish: llama-cpp-python streams one token a chunk, and the one its
+    stop string ends in with empty text)."""
     first_token: str | None
     """The chunk's first token as the server spelled it in its logprobs."""
     top_logprobs: dict[str, float] | None
@@ -33,6 +35,12 @@ class Chunk:
     """Each token of the chunk as the server spelled it (when logprobs were asked for)."""
 
 
+def _token_without_text(choice: dict[str, Any]) -> bool:
+    """A chunk of a token that writes no text: a choice that does not finish the stream
+    (llama-cpp-python's token that ends in a stop string, whose text up to it is empty)."""
+    return bool(choice) and "finish_reason" in choice and choice["finish_reason"] is None
+
+
 def parse_chunk(event: dict[str, Any]) -> Chunk:
     """Turn one decoded SSE ``data:`` object of ``/v1/completions`` into a :class:`Chunk`."""
     usage = event.get("usage") or {}
@@ -44,7 +52,7 @@ def parse_chunk(event: dict[str, Any]) -> Chunk:
     text = choice.get("text") or ""
     return Chunk(
         text=text,
-        n_tokens=len(tokens) if logprobs else int(bool(text)),
+        n_tokens=len(tokens) if logprobs else int(bool(text) or _token_without_text(choice)),
         first_token=tokens[0] if tokens else None,
         top_logprobs=tops[0] if tops and tops[0] else None,
         finish_reason=choice.get("finish_reason"),

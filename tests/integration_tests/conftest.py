@@ -100,6 +100,25 @@ def assert_tokens(
     assert 0 <= extra <= cap * closed, (role, extra, closed)
 
 
+def vllm_counters(server: Backend | str) -> dict[str, int]:
+    """What one vLLM server (a backend, or a root URL) counted so far, once it runs no request:
+    requests started (aborted ones included), prompt tokens and generated tokens."""
+    deadline = time.monotonic() + 10
+    while metric(server, "vllm:num_requests_running") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)  # aborts are counted asynchronously
+    return {
+        "requests": int(metric(server, "vllm:time_to_first_token_seconds_count")),
+        "prompt": int(metric(server, "vllm:prompt_tokens_total")),
+        "generated": int(metric(server, "vllm:generation_tokens_total")),
+    }
+
+
+def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    """How much each count grew."""
+    return {key: after[key] - before[key] for key in after}
+
+
 def tiny_model_missed(what: str) -> NoReturn:
     """End a test whose every run kept the router's promises (each checked: its record against
     the servers' counters, a parsed call or the reason there is none), but in which what the

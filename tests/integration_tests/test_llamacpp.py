@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,7 +33,7 @@ from langchain_glimprouter.core.prompts import open_thinking, render_jinja
 from tests.support.accounting import assert_all_small, closed_early, glimpse_requests, written
 from tests.support.llamacpp import LlamaCppServer
 
-from .conftest import Pair, metric, started_requests, tiny_model_missed
+from .conftest import Pair, delta, tiny_model_missed, vllm_counters
 
 QUESTION = "Tom has 3 boxes with 12 apples in each box. He gives away 7. How many are left?"
 SYSTEM = "You are a careful math tutor. Reason step by step and put a blank line between steps."
@@ -76,18 +75,8 @@ def llama_counts(server: LlamaCppServer) -> dict[str, int]:
 
 
 def vllm_counts(backend: Backend) -> dict[str, int]:
-    deadline = time.monotonic() + 10
-    while metric(backend, "vllm:num_requests_running") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.3)  # aborts are counted asynchronously
-    return {
-        "requests": started_requests(backend),
-        "tokens": int(metric(backend, "vllm:generation_tokens_total")),
-    }
-
-
-def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
-    return {key: after[key] - before[key] for key in after}
+    counted = vllm_counters(backend)
+    return {"requests": counted["requests"], "tokens": counted["generated"]}
 
 
 def router(small: Backend, large: Backend, threshold: float, **kwargs: Any) -> GlimpRouterChatModel:

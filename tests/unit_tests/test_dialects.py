@@ -4,7 +4,6 @@ requests and errors."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,28 +19,15 @@ from langchain_glimprouter.errors import (
     PromptRenderingError,
 )
 from langchain_glimprouter.http.failures import error_from_response
+from tests.support.programs import Server, drive
 
 MESSAGES = [{"role": "user", "content": "hi"}]
-Server = Callable[[Request], dict[str, Any]]
 
 
 def run(program: Program[str], server: Server) -> tuple[str, list[str]]:
     """Run a rendering program against ``server``: its text and the paths it asked for."""
-    paths: list[str] = []
-    value: Any = None
-    error: BackendResponseError | None = None
-    while True:
-        try:
-            op = program.throw(error) if error is not None else program.send(value)
-        except StopIteration as stop:
-            return stop.value, paths
-        assert isinstance(op, Request)
-        paths.append(op.path)
-        value, error = None, None
-        try:
-            value = server(op)
-        except BackendResponseError as exc:
-            error = exc
+    text, sent = drive(program, server)
+    return text, [op.path for op in sent]
 
 
 def llama_server(op: Request) -> dict[str, Any]:
@@ -72,12 +58,16 @@ def test_a_server_that_renders_nothing_says_how_to_give_a_template() -> None:
         run(render("large", spec, MESSAGES, RenderCache()), nothing)
 
 
-def test_a_client_side_template_needs_no_request() -> None:
+def test_a_client_side_template_needs_no_rendering_request() -> None:
+    """Rendered here; the server is asked once only how it tokenizes the prompt (its BOS, see
+    test_templates.py), which this one cannot say."""
     template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<a>"
     spec = ServerSpec(urls=("http://any/v1",), model="m", chat_template=template)
     cache = RenderCache()
     text, paths = run(render("small", spec, MESSAGES, cache), llama_server)
-    assert (text, paths) == ("<user>hi<a><think>\n", [])
+    assert (text, paths) == ("<user>hi<a><think>\n", ["/tokenize", "/extras/tokenize"])
+    other = [{"role": "user", "content": "again"}]
+    assert run(render("small", spec, other, cache), llama_server)[1] == []
     assert cache.methods == {"http://any/v1": "jinja"}
 
 

@@ -9,9 +9,14 @@ from pathlib import Path
 import pytest
 
 from langchain_glimprouter import Backend, gguf_chat_template
+from langchain_glimprouter.core.generation import Generation, Streams
+from langchain_glimprouter.core.ops import Open, Request
 from langchain_glimprouter.core.prompts import open_thinking, render_jinja
+from langchain_glimprouter.core.servers import ServerSpec
+from langchain_glimprouter.core.settings import RouterSettings, ServerFacts, route_settings
 from langchain_glimprouter.core.wire import parse_chunk
 from langchain_glimprouter.gguf import GGUFError, read_gguf_metadata
+from langchain_glimprouter.records import RoutingRecord
 from tests.support.gguf_files import TEMPLATE, TOKENS, gguf_string, model_metadata, write_gguf
 from tests.support.llamacpp import LlamaCppServer, llamacpp_command, tiny_gguf
 
@@ -74,11 +79,14 @@ def test_chat_template_settings_for_a_backend(tmp_path: Path) -> None:
     assert open_thinking(text) == "<s><|user|>hi</s><|assistant|><think>\n"
 
 
-def test_bos_token_left_to_a_server_that_adds_it(tmp_path: Path) -> None:
-    """llama-cpp-python puts BOS in front of every prompt when the GGUF says add_bos_token:
-    the template must not write it a second time."""
+def test_bos_token_is_the_files_unless_the_server_is_said_to_add_it(tmp_path: Path) -> None:
+    """By default the template writes the GGUF's BOS whatever the file's add_bos_token: the
+    router drops it on a server that adds its own (see test_templates.py);
+    ``server_adds_bos=True`` leaves it out up front."""
     path = write_gguf(tmp_path / "m.gguf", model_metadata(**{"tokenizer.ggml.add_bos_token": True}))
-    assert gguf_chat_template(path)["chat_template_kwargs"]["bos_token"] == ""
+    assert gguf_chat_template(path)["chat_template_kwargs"]["bos_token"] == "<s>"
+    kwargs = gguf_chat_template(path, server_adds_bos=True)["chat_template_kwargs"]
+    assert kwargs["bos_token"] == ""
     kwargs = gguf_chat_template(path, server_adds_bos=False)["chat_template_kwargs"]
     assert kwargs["bos_token"] == "<s>"
 
@@ -86,7 +94,10 @@ def test_bos_token_left_to_a_server_that_adds_it(tmp_path: Path) -> None:
 def test_a_gguf_without_template_says_what_to_do(tmp_path: Path) -> None:
     meta = model_metadata()
     del meta["tokenizer.chat_template"]
-    with pytest.raises(GGUFError, match=r"no chat template.*Backend\(chat_template=\.\.\.\)"):
+    with pytest.raises(
+        GGUFError,
+        match=r"no chat template.*'llama' \(shipped: gemma3\).*Backend\(chat_template=\.\.\.\)",
+    ):
         gguf_chat_template(write_gguf(tmp_path / "m.gguf", meta))
 
 
@@ -152,3 +163,38 @@ def test_the_tiny_gguf_is_found_in_either_environment(llamacpp_home: Path) -> No
 def test_a_missing_environment_says_make_llamacpp_env(llamacpp_home: Path) -> None:
     with pytest.raises(RuntimeError, match="make llamacpp-env"):
         LlamaCppServer("tiny", 8125, model=str(llamacpp_home / "none.gguf")).start()
+
+
+def test_the_token_llamacpp_streams_without_text_counts() -> None:
+    """The token a step's stop string ends in ("\\n\\n") comes as a chunk with empty text and,
+    without logprobs, nothing else: it was generated, so it counts, as on vLLM."""
+    held = parse_chunk({"choices": [{"text": "", "index": 0, "logprobs": None,
+                                     "finish_reason": None}]})  # fmt: skip
+    assert held.n_tokens == 1
+    assert parse_chunk({"choices": []}).n_tokens == 0  # vLLM's usage chunk
+
+
+def test_prompt_tokens_on_llamacpp_are_counted_with_its_tokenizer() -> None:
+    """A server found to be llama-cpp-python (its /extras/tokenize answered the BOS check)
+    reports no usage: each stream's prompt is tokenized before it opens, as the server reads it
+    (BOS included), and recorded as the stream's prompt tokens."""
+    spec = ServerSpec(urls=("http://l:1/v1",), model="g")
+    facts = ServerFacts()
+    facts.renders.tokenizers[spec.base_url] = "llama-cpp-python"
+    settings = route_settings(RouterSettings(threshold=0.5).settings_dict())
+    record = RoutingRecord(threshold=0.5, estimator="topk_tail", probe="stream")
+    io = Streams({"small": spec, "large": spec}, settings, facts, record)
+    gen = Generation("large", io.body("large", "<start_of_turn>user\nHi", 8, [], None))
+    program = io.open(gen)
+    tokenize = program.send(None)
+    assert isinstance(tokenize, Request)
+    assert (tokenize.path, tokenize.body) == ("/extras/tokenize", {"model": "g",
+                                              "input": "<start_of_turn>user\nHi"})  # fmt: skip
+    assert isinstance(program.send({"tokens": [2, 105, 2364, 107, 10979]}), Open)
+    with pytest.raises(StopIteration):
+        program.send(None)
+    io.settle(gen)
+    assert record.prompt_tokens["large"] == 5
+    assert record.requests["large"] == 1  # the tokenize request is not a completions one
+    facts.renders.tokenizers[spec.base_url] = "vLLM"  # usage in its streams: nothing asked
+    assert isinstance(io.open(gen).send(None), Open)

@@ -19,7 +19,7 @@ from langchain_glimprouter.cli.bench import plots as bench_plots
 from langchain_glimprouter.cli.bench import runner as bench
 from langchain_glimprouter.cli.bench import summary
 from langchain_glimprouter.cli.bench.grading import BenchItem, default_items_path, load_items
-from langchain_glimprouter.cli.demo import DEMO_NOTICE
+from langchain_glimprouter.cli.demo import DEMO_NOTICE, HETERO_NOTICE, gemma_gguf, start_hetero_pair
 from langchain_glimprouter.cli.flags import (
     add_router_flags,
     add_server_flags,
@@ -194,10 +194,14 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         if args.local:
             from langchain_glimprouter.cli.servers import start_pair
 
-            print(DEMO_NOTICE, file=out)
-            print("Starting two vLLM CPU servers on SmolLM2-135M (about 2 minutes)...", file=out)
+            hetero = args.pair == "hetero"
+            if hetero and args.large_gguf is None and args.large_chat_template is None:
+                args.large_gguf = str(gemma_gguf())  # Gemma's template, the GGUF's BOS
+            print(HETERO_NOTICE if hetero else DEMO_NOTICE, file=out)
+            models = "SmolLM2-135M small, Gemma 3 270M large" if hetero else "SmolLM2-135M"
+            print(f"Starting two vLLM CPU servers on {models} (about 2 minutes)...", file=out)
             try:
-                servers = start_pair()
+                servers = start_hetero_pair() if hetero else start_pair()
             except (RuntimeError, TimeoutError) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
@@ -231,6 +235,13 @@ def add_parser(commands: Any) -> None:
         action="store_true",
         help="start the two local vLLM CPU servers on the tiny model (as demo does) and stop "
         f"them at the end; budgets default to {_LOCAL_BUDGETS[0]}/{_LOCAL_BUDGETS[1]} tokens",
+    )
+    sub.add_argument(
+        "--pair",
+        choices=("tiny", "hetero"),
+        default="tiny",
+        help="with --local: tiny (SmolLM2-135M in both roles, the default) or hetero "
+        "(SmolLM2-135M small, Gemma 3 270M large; `make gemma-model` prepares it)",
     )
     add_server_flags(sub, required=False)
     sub.add_argument(

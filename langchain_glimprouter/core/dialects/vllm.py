@@ -14,6 +14,7 @@ from langchain_glimprouter.errors import (
     ContextLengthExceededError,
     GlimpRouterError,
     LogprobsCapError,
+    PromptRenderingError,
 )
 
 _CAP_RE = re.compile(r"greater than max allowed: (\d+)")
@@ -69,6 +70,20 @@ class VllmDialect(ServerDialect):
                 role=role,
                 url=url,
                 status_code=status,
+            )
+        if status == 400 and "chat template" in lowered:
+            # vLLM's ChatTemplateResolutionError: "As of transformers v4.44, default chat
+            # template is no longer allowed, so you must provide a chat template if the
+            # tokenizer does not define one." (a base model, or a converted tokenizer)
+            return PromptRenderingError(
+                f"{message} The model has no chat template of its own (a base model, or a "
+                "tokenizer converted without one). Pass its Jinja template as "
+                "Backend(chat_template=...) (CLI: --small-chat-template / "
+                "--large-chat-template FILE; for a model converted from a GGUF, --small-gguf / "
+                "--large-gguf FILE takes the file's or its family's shipped one), or serve it "
+                "with vLLM's --chat-template.",
+                role=role,
+                url=url,
             )
         if "logprobs" in lowered and (cap := _CAP_RE.search(message)):
             return LogprobsCapError(
