@@ -30,6 +30,7 @@ from langchain_glimprouter import Backend, GlimpRouterChatModel
 from langchain_glimprouter.cli.servers import free_port
 from langchain_glimprouter.core.entropy import first_token_entropy
 from langchain_glimprouter.core.prompts import open_thinking, render_jinja
+from langchain_glimprouter.errors import PromptRenderingError
 from tests.support.accounting import assert_all_small, closed_early, glimpse_requests, written
 from tests.support.llamacpp import LlamaCppServer
 
@@ -239,3 +240,70 @@ def test_small_vllm_large_llamacpp(llamacpp: LlamaCppServer, vllm_pair: Pair) ->
         if rec["n_large_steps"] >= 1:
             return
     tiny_model_missed(f"no step went to the large model at tau={tau}")
+
+
+# -- one BOS and the same accounting as on vLLM (issue 31) -----------------------------------------
+
+
+def both_roles(backend: Backend, threshold: float, **kwargs: Any) -> GlimpRouterChatModel:
+    """The one llama.cpp server in both roles: no vLLM needed for what concerns this kind."""
+    return router(backend, backend, threshold, **kwargs)
+
+
+def test_the_bos_is_checked_once_on_the_real_server(llamacpp: LlamaCppServer) -> None:
+    """SmolLM2's GGUF says add_bos_token false: the server adds nothing, so its template's own
+    text is the prompt. A template that writes {{ bos_token }} in front of it doubles the
+    first token (ids [1, 1, ...]) and one that writes an empty bos_token leaves it without: both
+    are PromptRenderingError on the real server's tokenizer, before any completion."""
+    good = llamacpp.backend()
+    model = both_roles(good, math.inf, max_reasoning_tokens=8, max_tokens=4)
+    model.invoke(MESSAGES)
+    renders = model.router.facts.renders
+    assert renders.tokenizers == {llamacpp.base_url: "llama-cpp-python"}
+    assert list(renders.bos.values()) == [""]  # nothing to drop: exactly one <|im_start|> first
+    before = llama_counts(llamacpp)
+    template = "{{ bos_token }}" + (good.chat_template or "")
+    doubled = good.model_copy(update={"chat_template": template})
+    with pytest.raises(PromptRenderingError, match=r"same token twice.*ids \[1, 1, "):
+        both_roles(doubled, math.inf).invoke(MESSAGES)
+    kwargs = {**good.chat_template_kwargs, "bos_token": ""}
+    missing = doubled.model_copy(update={"chat_template_kwargs": kwargs})
+    with pytest.raises(PromptRenderingError, match=r"llama-cpp-python\) adds no BOS"):
+        both_roles(missing, math.inf).invoke(MESSAGES)
+    assert llama_counts(llamacpp)["requests"] == before["requests"]  # no completion was sent
+
+
+def test_tokens_and_prompt_tokens_match_the_servers_own_usage(llamacpp: LlamaCppServer) -> None:
+    """Greedy small-only reasoning on llama.cpp: each step replayed without streaming (same
+    prompt, stop, budget) gets llama-cpp-python's own usage. Its prompt tokens (BOS included)
+    sum to the record's. Its completion tokens are the step's recorded tokens, the stop
+    string's token included as vLLM counts it, but for one: a stop string the model writes in
+    two tokens ("\\n", "\\n") is streamed only up to its first (measured: a step of 57 text
+    tokens recorded 58, the server's usage 59; docs/servers.md)."""
+    backend = llamacpp.backend()
+    model = both_roles(backend, math.inf, temperature=0.0, max_reasoning_tokens=64)
+    rec = model.invoke(MESSAGES).response_metadata["glimprouter"]
+    steps = rec["steps"]
+    assert steps
+    assert all(step["model"] == "small" for step in steps)
+    assert rec["requests"]["small"] == len(steps) + (rec["chain_end"] == "think_end")
+    prompt = open_thinking(render_jinja(backend.chat_template or "", PLAIN,
+                                        **backend.chat_template_kwargs))  # fmt: skip
+    remaining, prompt_tokens, compared = 64, 0, 0
+    for step in steps:
+        body = {"model": NAME, "prompt": prompt, "max_tokens": remaining, "stop": ["\n\n"],
+                "temperature": 0.0, "seed": 7}  # fmt: skip
+        usage = httpx.post(llamacpp.base_url + "/completions", json=body, timeout=120).json()
+        usage = usage["usage"]
+        prompt_tokens += usage["prompt_tokens"]
+        if step["finish"] == "length":
+            assert step["tokens"] == usage["completion_tokens"], step
+        elif step["finish"] == "delimiter":
+            assert usage["completion_tokens"] - 1 <= step["tokens"] <= usage["completion_tokens"]
+            compared += 1
+        prompt += step["text"] + "\n\n"
+        remaining -= step["tokens"]
+    assert compared >= 1  # a step ended by its delimiter, so the stop token is in the count
+    if rec["requests"]["small"] == len(steps):  # no request past the last step
+        assert rec["prompt_tokens"]["small"] == prompt_tokens
+    assert rec["prompt_tokens"]["large"] >= 1  # the answer's prompt, counted as well

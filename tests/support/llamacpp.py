@@ -58,7 +58,9 @@ def llamacpp_command(
     """The command line of one llama-cpp-python OpenAI-compatible server on a GGUF file.
 
     ``--logits_all true`` (the server's default, spelled out) is what lets ``/v1/completions``
-    return logprobs; ``--model_alias`` is the name ``/v1/models`` lists and requests use.
+    return logprobs (with ``false`` a stream asked for them carries none: measured by
+    ``benchmarks/llamacpp_flags.py``, see docs/servers.md); ``--model_alias`` is the name
+    ``/v1/models`` lists and requests use.
     ``--interrupt_requests false``: the server generates for one request at a time, and by
     default a new request cuts the stream that is running (it ends without a finish_reason), so
     two conversations at once would keep cutting each other's steps; this way they queue.
