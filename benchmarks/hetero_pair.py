@@ -59,8 +59,9 @@ from langchain_glimprouter.core.prompts import open_thinking, render_jinja
 from langchain_glimprouter.questions import CALIBRATION_QUESTIONS
 
 RESULTS = results_path("hetero_pair")
-THRESHOLDS = (0.0, 1.0, 1.5, 2.0, 2.5, math.inf)
-"""0: large-only; inf: small-only; between: SmolLM2's H_init range on these questions."""
+THRESHOLDS = (0.0, 2.5, 3.5, 4.5, math.inf)
+"""0: large-only; inf: small-only; between: inside SmolLM2's H_init range on Gemma's chains
+(the run prints the quantiles of the H_init it glimpsed, to choose others with --thresholds)."""
 STEP_TEXT = " Then we add the numbers of the two boxes together and check the result again."
 
 
@@ -71,6 +72,8 @@ class Config:
     ideals: list[float] = field(default_factory=list)
     shares: list[float] = field(default_factory=list)
     """Share of each call's steps the large model wrote."""
+    h_inits: list[float] = field(default_factory=list)
+    """The H_init of every step glimpsed."""
 
     @property
     def name(self) -> str:
@@ -143,6 +146,7 @@ def route(small: Backend, large: Backend, cfg: Config, question: str, args: Any)
     cfg.latencies.append(time.perf_counter() - started)
     rec = msg.response_metadata["glimprouter"]
     cfg.shares.append(rec["n_large_steps"] / max(rec["n_steps"], 1))
+    cfg.h_inits += [s["h_init"] for s in rec["steps"] if s.get("h_init") is not None]
     cfg.ideals.append(ideal(args.emu, rec))
 
 
@@ -153,9 +157,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-reasoning-tokens", type=int, default=128)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--thresholds",
+        type=lambda text: tuple(float(t) for t in text.split(",")),
+        default=THRESHOLDS,
+        help="comma-separated thresholds, 0 (large-only) first (default %(default)s)",
+    )
     parser.add_argument("--cost-reps", type=int, default=5, help="requests per cost measurement")
     parser.add_argument("--out", default=str(RESULTS))
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.thresholds[0] != 0:
+        parser.error("--thresholds: the first must be 0 (large-only, the reference)")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -172,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         args.emu = Emulation(small_prefill_s=sp, small_decode_s=sd, large_prefill_s=lp,
                              large_decode_s=ld)  # fmt: skip
-        configs = [Config(t) for t in THRESHOLDS]
+        configs = [Config(t) for t in args.thresholds]
         for cfg in configs:  # a router's first call also fetches /v1/models: not timed
             route(small, large, Config(cfg.threshold), "What is 6 times 7?", args)
         questions = CALIBRATION_QUESTIONS[: args.questions]
@@ -223,6 +236,10 @@ def report(args: Any, configs: list[Config], elapsed: float, loads: list[list[fl
     header = ["configuration", "threshold", "large share (median)", "latency (s)",
               "ideal (s)", "latency / ideal", "latency / large-only"]  # fmt: skip
     print(table(header, rows))
+    h_inits = sorted(h for cfg in configs for h in cfg.h_inits)
+    quantiles = {f"q{q}": h_inits[min(len(h_inits) - 1, len(h_inits) * q // 100)] for q in
+                 (10, 25, 50, 75, 90)} if h_inits else {}  # fmt: skip
+    print(f"\nH_init of the {len(h_inits)} steps glimpsed: {rounded(quantiles)}")
     print(f"\n{elapsed:.0f} s in all; load {load_summary(loads)}")
     write_results(
         Path(args.out),
@@ -230,6 +247,7 @@ def report(args: Any, configs: list[Config], elapsed: float, loads: list[list[fl
             **run_header(**package_versions(CLIENT_PACKAGES)),
             "settings": {k: v for k, v in vars(args).items() if k not in ("emu", "out")},
             "costs_ms": costs,
+            "h_init_quantiles": rounded(quantiles),
             "configs": rounded(results),
             "elapsed_s": elapsed,
             "load": load_record(loads),
