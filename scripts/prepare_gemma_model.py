@@ -21,6 +21,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from gguf_to_hf import convert
+
 
 def assemble_gguf(package_dir: Path, out: Path) -> None:
     if out.exists():
@@ -39,29 +41,8 @@ def assemble_gguf(package_dir: Path, out: Path) -> None:
 
 
 def convert_to_hf(gguf: Path, out: Path) -> None:
-    if (out / "config.json").exists() and any(out.glob("*.safetensors")):
-        print(f"Gemma model already prepared in {out}")
-        return
-    import torch
-    from transformers import AutoConfig, AutoTokenizer, Gemma3ForCausalLM
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-    folder, name = gguf.parent, gguf.name
-    config = AutoConfig.from_pretrained(folder, gguf_file=name)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = Gemma3ForCausalLM(config)
-    tensors = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model)["tensors"]
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    missing = [m for m in missing if m != "lm_head.weight"]  # tied to the embeddings
-    if missing or unexpected:
-        sys.exit(f"weight mismatch: missing={missing} unexpected={unexpected}")
-    model.tie_weights()
-    model.to(torch.bfloat16)  # Gemma's activations overflow float16; half the float32 size
-    tmp = out.with_name(out.name + ".partial")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(out)
-    print(f"Gemma model prepared in {out}")
+    # bfloat16: Gemma's activations overflow float16; half the float32 size
+    convert(gguf, out, "Gemma3ForCausalLM", "Gemma model", dtype="bfloat16")
 
 
 if __name__ == "__main__":

