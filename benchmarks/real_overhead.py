@@ -264,6 +264,17 @@ def versions(probe: subprocess.Popen[str] | None) -> dict[str, str]:
     return out
 
 
+def pair_from_args(args: argparse.Namespace) -> tuple[Backend, Backend, list[LocalServer]]:
+    """The servers ``--small-url``/``--large-url`` name, or a local pair started on the tiny
+    model (returned, for the caller to stop)."""
+    if args.small_url and args.large_url:
+        small = Backend(base_url=args.small_url, model=args.small_model)
+        return small, Backend(base_url=args.large_url, model=args.large_model), []
+    servers = start_pair()
+    small, large = (Backend(base_url=s.base_url, model=s.served_name) for s in servers)
+    return small, large, servers
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Router overhead against direct requests on vLLM.")
     p.add_argument("--questions", type=int, default=3, help="sample questions (default 3)")
@@ -290,13 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except OSError:
         probe = None
-    servers: list[LocalServer] = []
-    if args.small_url and args.large_url:
-        small = Backend(base_url=args.small_url, model=args.small_model)
-        large = Backend(base_url=args.large_url, model=args.large_model)
-    else:
-        servers = start_pair()
-        small, large = (Backend(base_url=s.base_url, model=s.served_name) for s in servers)
+    small, large, servers = pair_from_args(args)
     startup = time.perf_counter() - started
     loads.append(load_average())
     print(f"servers ready after {startup:.0f} s, load {loads[-1]}", file=sys.stderr)

@@ -47,8 +47,9 @@ from benchmarks._common import (
     table,
     write_results,
 )
-from langchain_glimprouter import Backend, GlimpRouterChatModel
-from langchain_glimprouter.cli.servers import LocalServer, start_pair, stop_all
+from benchmarks.real_overhead import pair_from_args
+from langchain_glimprouter import GlimpRouterChatModel
+from langchain_glimprouter.cli.servers import stop_all
 from langchain_glimprouter.questions import CALIBRATION_QUESTIONS
 
 RESULTS = results_path("savings_estimate")
@@ -119,13 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     loads = [load_average()]
-    servers: list[LocalServer] = []
-    if args.small_url and args.large_url:
-        small = Backend(base_url=args.small_url, model=args.small_model)
-        large = Backend(base_url=args.large_url, model=args.large_model)
-    else:
-        servers = start_pair()
-        small, large = (Backend(base_url=s.base_url, model=s.served_name) for s in servers)
+    small, large, servers = pair_from_args(args)
     startup = time.perf_counter() - started
     rows: list[dict[str, Any]] = []
     try:
